@@ -1,0 +1,199 @@
+//! The one encoding of events, batches and snapshots, shared by every backend.
+//!
+//! This module is the only place that uses bincode (`=2.0.1`, through serde), so that it can
+//! be swapped without touching a backend: every encoded value starts with a format version
+//! byte, and a new format gets a new byte. Decoding never panics on any input and never
+//! allocates beyond a fixed limit ([`MAX_BATCH_BYTES`], [`MAX_SNAPSHOT_BYTES`]).
+//!
+//! Batch layout (all integers little-endian):
+//!
+//! | bytes | field |
+//! | --- | --- |
+//! | 1 | format version ([`FORMAT_VERSION`]) |
+//! | 8 | first sequence number |
+//! | 4 | event count |
+//! | 4 | CRC-32 (IEEE) of the payload |
+//! | rest | payload: bincode standard encoding of `Vec<Event>` |
+//!
+//! Snapshot layout: version byte, CRC-32 of the payload, payload (bincode of [`Snapshot`]).
+
+use bincode::config::{Configuration, Limit, LittleEndian, Varint};
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::error::{StoreError, StoreErrorKind};
+use crate::event::Event;
+use crate::snapshot::Snapshot;
+
+/// The format version written by this build. Version 1 is the only one so far; a decoder
+/// meeting a higher one refuses it with [`StoreErrorKind::UnsupportedVersion`], and a future
+/// version 2 decoder upcasts version 1 payloads here.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// The most bytes one batch may take, encoded, and the most a batch decode may allocate.
+pub const MAX_BATCH_BYTES: usize = 64 << 20;
+
+/// The most bytes one snapshot may take, encoded, and the most its decode may allocate.
+pub const MAX_SNAPSHOT_BYTES: usize = 1 << 31;
+
+/// Bytes before a batch's payload.
+pub const BATCH_HEADER_BYTES: usize = 17;
+
+const SNAPSHOT_HEADER_BYTES: usize = 5;
+
+type Plain = Configuration<LittleEndian, Varint>;
+
+fn config() -> Plain {
+    bincode::config::standard()
+}
+
+fn limited<const N: usize>() -> Configuration<LittleEndian, Varint, Limit<N>> {
+    config().with_limit::<N>()
+}
+
+/// A batch's header, readable without decoding its events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchHeader {
+    /// The format version byte.
+    pub version: u8,
+    /// The first event's sequence number.
+    pub first_seq: u64,
+    /// How many events the batch holds.
+    pub count: u32,
+}
+
+fn encode_payload(value: &impl Serialize, out: &mut Vec<u8>) -> Result<(), StoreError> {
+    bincode::serde::encode_into_std_write(value, out, config())
+        .map(|_| ())
+        .map_err(|e| StoreError::with_source(StoreErrorKind::Contract, "cannot encode", e))
+}
+
+/// Encodes `events` as one batch starting at `first_seq`, appending to `out`.
+pub fn encode_batch(first_seq: u64, events: &[Event], out: &mut Vec<u8>) -> Result<(), StoreError> {
+    let count = u32::try_from(events.len())
+        .map_err(|_| StoreError::new(StoreErrorKind::Contract, "a batch holds too many events"))?;
+    let start = out.len();
+    out.push(FORMAT_VERSION);
+    out.extend_from_slice(&first_seq.to_le_bytes());
+    out.extend_from_slice(&count.to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    encode_payload(&events, out)?;
+    let payload = &out[start + BATCH_HEADER_BYTES..];
+    if payload.len() > MAX_BATCH_BYTES {
+        out.truncate(start);
+        return Err(StoreError::new(
+            StoreErrorKind::Contract,
+            format!("a batch of {count} events encodes to more than {MAX_BATCH_BYTES} bytes"),
+        ));
+    }
+    let crc = crc32fast::hash(payload).to_le_bytes();
+    out[start + 13..start + 17].copy_from_slice(&crc);
+    Ok(())
+}
+
+fn check_version(version: u8, what: &str) -> Result<(), StoreError> {
+    match version {
+        FORMAT_VERSION => Ok(()),
+        v if v > FORMAT_VERSION => Err(StoreError::new(
+            StoreErrorKind::UnsupportedVersion,
+            format!("{what} has format version {v}; this build reads up to {FORMAT_VERSION}"),
+        )),
+        v => Err(StoreError::corrupt(format!("{what} has unknown format version {v}"))),
+    }
+}
+
+fn le_u32(bytes: &[u8], at: usize) -> u32 {
+    let mut word = [0; 4];
+    if let Some(src) = bytes.get(at..at + 4) {
+        word.copy_from_slice(src);
+    }
+    u32::from_le_bytes(word)
+}
+
+fn le_u64(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0; 8];
+    if let Some(src) = bytes.get(at..at + 8) {
+        word.copy_from_slice(src);
+    }
+    u64::from_le_bytes(word)
+}
+
+/// Reads a batch's header. Fails on a short buffer or a version this build does not read.
+pub fn batch_header(bytes: &[u8]) -> Result<BatchHeader, StoreError> {
+    if bytes.len() < BATCH_HEADER_BYTES {
+        return Err(StoreError::corrupt(format!(
+            "batch is {} bytes, shorter than its {BATCH_HEADER_BYTES}-byte header",
+            bytes.len()
+        )));
+    }
+    check_version(bytes[0], "batch")?;
+    Ok(BatchHeader { version: bytes[0], first_seq: le_u64(bytes, 1), count: le_u32(bytes, 9) })
+}
+
+fn decode_payload<T: DeserializeOwned, const N: usize>(payload: &[u8], what: &str) -> Result<T, StoreError> {
+    if payload.len() > N {
+        return Err(StoreError::corrupt(format!("{what} is larger than the {N}-byte limit")));
+    }
+    match bincode::serde::decode_from_slice::<T, _>(payload, limited::<N>()) {
+        Ok((value, used)) if used == payload.len() => Ok(value),
+        Ok((_, used)) => {
+            Err(StoreError::corrupt(format!("{what} has {} trailing bytes", payload.len() - used)))
+        }
+        Err(e) => Err(StoreError::with_source(StoreErrorKind::Corrupt, format!("{what} does not decode"), e)),
+    }
+}
+
+/// Decodes a whole batch: header, checksum and events. The error names the batch's sequence
+/// number where the header could be read.
+pub fn decode_batch(bytes: &[u8]) -> Result<(BatchHeader, Vec<Event>), StoreError> {
+    let header = batch_header(bytes)?;
+    let what = format!("batch at sequence {}", header.first_seq);
+    let payload = &bytes[BATCH_HEADER_BYTES..];
+    if crc32fast::hash(payload) != le_u32(bytes, 13) {
+        return Err(StoreError::corrupt(format!("{what} fails its checksum (torn or corrupt)")));
+    }
+    let events: Vec<Event> = decode_payload::<_, MAX_BATCH_BYTES>(payload, &what)?;
+    if events.len() != header.count as usize || events.is_empty() {
+        return Err(StoreError::corrupt(format!(
+            "{what} says {} events but holds {}",
+            header.count,
+            events.len()
+        )));
+    }
+    Ok((header, events))
+}
+
+/// Encodes one event on its own (version byte, then bincode), for tools and tests.
+pub fn encode_event(event: &Event) -> Result<Vec<u8>, StoreError> {
+    let mut out = vec![FORMAT_VERSION];
+    encode_payload(event, &mut out)?;
+    Ok(out)
+}
+
+/// Decodes what [`encode_event`] wrote.
+pub fn decode_event(bytes: &[u8]) -> Result<Event, StoreError> {
+    let (&version, payload) = bytes.split_first().ok_or_else(|| StoreError::corrupt("event is empty"))?;
+    check_version(version, "event")?;
+    decode_payload::<_, MAX_BATCH_BYTES>(payload, "event")
+}
+
+/// Encodes a snapshot.
+pub fn encode_snapshot(snapshot: &Snapshot) -> Result<Vec<u8>, StoreError> {
+    let mut out = vec![FORMAT_VERSION, 0, 0, 0, 0];
+    encode_payload(snapshot, &mut out)?;
+    let crc = crc32fast::hash(&out[SNAPSHOT_HEADER_BYTES..]).to_le_bytes();
+    out[1..SNAPSHOT_HEADER_BYTES].copy_from_slice(&crc);
+    Ok(out)
+}
+
+/// Decodes a snapshot, checking its version and checksum.
+pub fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot, StoreError> {
+    if bytes.len() < SNAPSHOT_HEADER_BYTES {
+        return Err(StoreError::corrupt("snapshot is shorter than its header"));
+    }
+    check_version(bytes[0], "snapshot")?;
+    let payload = &bytes[SNAPSHOT_HEADER_BYTES..];
+    if crc32fast::hash(payload) != le_u32(bytes, 1) {
+        return Err(StoreError::corrupt("snapshot fails its checksum"));
+    }
+    decode_payload::<_, MAX_SNAPSHOT_BYTES>(payload, "snapshot")
+}

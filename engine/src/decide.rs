@@ -1,0 +1,323 @@
+//! `decide`: validation and the events a command would log, without changing anything.
+//!
+//! Checks run in SPEC.md R7.2's order: ids, batch shape and self-subscription; session;
+//! edition; feature switch; rate limit. The first failure is the error.
+
+use rustc_hash::FxHashSet;
+
+use crate::command::{Command, Reply, TargetStatus};
+use crate::config::{Config, Edition};
+use crate::error::Error;
+use crate::event::{CloseReason, DisconnectReason, EventKind, UnsubscribeReason};
+use crate::ids::{validate_id, DeviceId, DeviceKey, UserId, UserKey};
+use crate::state::{Api, State};
+
+/// What executing a command does beyond its events: changes that are not logged (R8.2).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Effect {
+    None,
+    /// Set `h` of a connected session (R2.4, R2.1).
+    Heartbeat(UserKey, DeviceKey),
+    /// Count an accepted call against the rate limit (R6.3).
+    Charge(UserKey, Api),
+}
+
+/// The outcome of deciding a command that is accepted.
+#[derive(Debug)]
+pub(crate) struct Decision {
+    pub events: Vec<EventKind>,
+    pub reply: Reply,
+    pub effect: Effect,
+}
+
+impl Decision {
+    fn events(events: Vec<EventKind>) -> Self {
+        Self { events, reply: Reply::Done, effect: Effect::None }
+    }
+}
+
+/// Decides `command` at engine time `at_ms` against `state`. Pure: reads only.
+pub(crate) fn decide(
+    state: &State,
+    config: &Config,
+    command: &Command,
+    at_ms: u64,
+) -> Result<Decision, Error> {
+    let d = Decider { state, config, at_ms };
+    match command {
+        Command::Login { user, device } => d.login(user, device),
+        Command::Logout { user, device } => {
+            d.ids(user, device)?;
+            d.session(user, device)?;
+            let reason = CloseReason::Logout;
+            Ok(Decision::events(vec![EventKind::SessionClosed {
+                user: user.clone(),
+                device: device.clone(),
+                reason,
+            }]))
+        }
+        Command::Disconnect { user, device } => {
+            d.ids(user, device)?;
+            let (_, connected) = d.session(user, device)?;
+            let reason = DisconnectReason::Disconnect;
+            let events = if connected {
+                vec![EventKind::SessionDisconnected { user: user.clone(), device: device.clone(), reason }]
+            } else {
+                Vec::new()
+            };
+            Ok(Decision::events(events))
+        }
+        Command::Heartbeat { user, device } => {
+            d.ids(user, device)?;
+            let (u, dk) = d.connected(user, device)?;
+            Ok(Decision { events: Vec::new(), reply: Reply::Done, effect: Effect::Heartbeat(u, dk) })
+        }
+        Command::SetStatus { user, device, custom } => d.set_status(user, device, custom),
+        Command::GetStatus { user, device, targets } => d.get_status(user, device, targets),
+        Command::Subscribe { user, device, targets } => d.subscribe(user, device, targets),
+        Command::Unsubscribe { user, device, targets } => d.unsubscribe(user, device, targets),
+        Command::AddFriend { user, friend } => {
+            d.friend_ids(user, friend)?;
+            let events = if d.are_friends(user, friend) {
+                Vec::new()
+            } else {
+                vec![EventKind::FriendAdded { user: user.clone(), friend: friend.clone() }]
+            };
+            Ok(Decision::events(events))
+        }
+        Command::RemoveFriend { user, friend } => {
+            d.friend_ids(user, friend)?;
+            let events = if d.are_friends(user, friend) {
+                vec![EventKind::FriendRemoved { user: user.clone(), friend: friend.clone() }]
+            } else {
+                Vec::new()
+            };
+            Ok(Decision::events(events))
+        }
+    }
+}
+
+struct Decider<'a> {
+    state: &'a State,
+    config: &'a Config,
+    at_ms: u64,
+}
+
+impl Decider<'_> {
+    // ---- R7.2 step 1: ids, batch shape, self-subscription ----
+
+    fn user_id(&self, user: &UserId, what: &str) -> Result<(), Error> {
+        validate_id(user.as_str(), self.config.max_user_id_bytes, what)
+    }
+
+    fn ids(&self, user: &UserId, device: &DeviceId) -> Result<(), Error> {
+        self.user_id(user, "user id")?;
+        validate_id(device.as_str(), self.config.max_device_id_bytes, "device id")
+    }
+
+    fn targets(&self, targets: &[UserId], min: usize, max: u32, api: &str) -> Result<(), Error> {
+        if targets.len() < min || targets.len() > max as usize {
+            return Err(Error::invalid(format!("{api} takes {min} to {max} targets, got {}", targets.len())));
+        }
+        targets.iter().try_for_each(|t| self.user_id(t, "target user id"))
+    }
+
+    fn friend_ids(&self, user: &UserId, friend: &UserId) -> Result<(), Error> {
+        self.user_id(user, "user id")?;
+        self.user_id(friend, "friend id")?;
+        if user == friend {
+            return Err(Error::invalid(format!("{user} cannot befriend itself (R5.4)")));
+        }
+        Ok(())
+    }
+
+    // ---- R7.2 step 2: session ----
+
+    /// The session must exist; returns whether it is connected.
+    fn session(&self, user: &UserId, device: &DeviceId) -> Result<(UserKey, bool), Error> {
+        match self.state.session(user.as_str(), device.as_str()) {
+            Some((u, s)) => Ok((u, s.connected)),
+            None => Err(Error::not_logged_in(user.as_str(), device.as_str(), "no session")),
+        }
+    }
+
+    fn connected(&self, user: &UserId, device: &DeviceId) -> Result<(UserKey, DeviceKey), Error> {
+        match self.state.session(user.as_str(), device.as_str()) {
+            Some((u, s)) if s.connected => Ok((u, s.device)),
+            Some(_) => Err(Error::not_logged_in(user.as_str(), device.as_str(), "a disconnected session")),
+            None => Err(Error::not_logged_in(user.as_str(), device.as_str(), "no session")),
+        }
+    }
+
+    // ---- R7.2 steps 3-5: edition, feature switch, rate limit ----
+
+    fn gates(&self, user: UserKey, api: Api, name: &str) -> Result<(), Error> {
+        if self.config.edition != Edition::Ultimate {
+            return Err(Error::EditionNotSupported(format!("{name} needs the ultimate edition")));
+        }
+        if !self.config.status_feature {
+            return Err(Error::FeatureNotEnabled(format!("{name} needs the user status feature switch on")));
+        }
+        let calls = self.config.rate_limit_calls;
+        let window_ms = self.config.rate_limit_window_ms;
+        if !self.state.rate_allows(user, api, self.at_ms, calls, window_ms) {
+            return Err(Error::RateLimited(format!(
+                "{name}: more than {calls} calls in {window_ms} ms by {}",
+                self.state.user_name(user)
+            )));
+        }
+        Ok(())
+    }
+
+    fn statuses(&self, targets: &[UserId]) -> Reply {
+        let list = targets
+            .iter()
+            .map(|t| TargetStatus { user: t.clone(), status: self.state.status_of(t.as_str()) })
+            .collect();
+        Reply::Statuses(list)
+    }
+
+    fn are_friends(&self, user: &UserId, friend: &UserId) -> bool {
+        match (self.state.user_key(user.as_str()), self.state.user_key(friend.as_str())) {
+            (Some(u), Some(f)) => self.state.user(u).friends.contains(&f),
+            _ => false,
+        }
+    }
+
+    // ---- commands ----
+
+    /// R2.1, R2.5.
+    fn login(&self, user: &UserId, device: &DeviceId) -> Result<Decision, Error> {
+        self.ids(user, device)?;
+        let opened = EventKind::SessionOpened { user: user.clone(), device: device.clone() };
+        let Some(u) = self.state.user_key(user.as_str()) else {
+            return Ok(Decision::events(vec![opened]));
+        };
+        let existing = self.state.device_key(device.as_str()).and_then(|dk| self.state.user(u).session(dk));
+        match existing {
+            // A login of a connected session changes nothing but its heartbeat time.
+            Some(s) if s.connected => Ok(Decision {
+                events: Vec::new(),
+                reply: Reply::Done,
+                effect: Effect::Heartbeat(u, s.device),
+            }),
+            // A reconnect does not add a session, so it never kicks.
+            Some(_) => Ok(Decision::events(vec![opened])),
+            None => {
+                let sessions = &self.state.user(u).sessions;
+                let max = self.config.max_devices_per_user as usize;
+                let excess = (sessions.len() + 1).saturating_sub(max);
+                let mut by_age: Vec<_> =
+                    sessions.iter().map(|s| (s.login_at_ms, self.state.device_name(s.device))).collect();
+                by_age.sort_unstable();
+                // The new session is opened first, so that a kick never takes the user
+                // through OFFLINE within the command (R5.1: a change undone within a command
+                // notifies nobody, and R3.3 then has nothing to clear).
+                let mut events = vec![opened];
+                events.extend(by_age.into_iter().take(excess).map(|(_, d)| EventKind::SessionClosed {
+                    user: user.clone(),
+                    device: d.clone(),
+                    reason: CloseReason::Kicked,
+                }));
+                Ok(Decision::events(events))
+            }
+        }
+    }
+
+    /// R3.1, R3.2.
+    fn set_status(&self, user: &UserId, device: &DeviceId, custom: &str) -> Result<Decision, Error> {
+        self.ids(user, device)?;
+        let max = self.config.max_custom_status_bytes;
+        if custom.len() > max as usize {
+            return Err(Error::invalid(format!(
+                "custom status is {} bytes of UTF-8, more than the {max} allowed",
+                custom.len()
+            )));
+        }
+        let (u, _) = self.connected(user, device)?;
+        if &*self.state.user(u).custom == custom {
+            return Ok(Decision::events(Vec::new()));
+        }
+        Ok(Decision::events(vec![EventKind::CustomStatusSet { user: user.clone(), custom: custom.into() }]))
+    }
+
+    /// R6.1, R6.2, R6.3.
+    fn get_status(&self, user: &UserId, device: &DeviceId, targets: &[UserId]) -> Result<Decision, Error> {
+        self.ids(user, device)?;
+        self.targets(targets, 1, self.config.max_query_batch, "get_status")?;
+        let (u, _) = self.connected(user, device)?;
+        let reply = self.statuses(targets);
+        if targets.len() == 1 && targets[0] == *user {
+            return Ok(Decision { events: Vec::new(), reply, effect: Effect::None });
+        }
+        self.gates(u, Api::GetStatus, "get_status")?;
+        Ok(Decision { events: Vec::new(), reply, effect: Effect::Charge(u, Api::GetStatus) })
+    }
+
+    /// R4.1, R4.2, R4.3, R4.6.
+    fn subscribe(&self, user: &UserId, device: &DeviceId, targets: &[UserId]) -> Result<Decision, Error> {
+        self.ids(user, device)?;
+        self.targets(targets, 1, self.config.max_subscribe_batch, "subscribe")?;
+        if targets.contains(user) {
+            return Err(Error::invalid(format!("{user} cannot subscribe to itself (R4.1)")));
+        }
+        let (u, _) = self.connected(user, device)?;
+        self.gates(u, Api::Subscribe, "subscribe")?;
+
+        // Duplicates within one call count once, at their first position (R4.2).
+        let mut seen = FxHashSet::default();
+        let batch: Vec<&UserId> = targets.iter().filter(|t| seen.insert(t.as_str())).collect();
+        let old: Vec<&UserId> =
+            self.state.user(u).subscriptions.iter().map(|&t| self.state.user_name(t)).collect();
+        // The new list: untouched old entries keep their order, then the batch, newest last.
+        let mut list: Vec<&UserId> = old.iter().copied().filter(|t| !seen.contains(t.as_str())).collect();
+        list.extend(batch.iter().copied());
+        let excess = list.len().saturating_sub(self.config.max_subscriptions as usize);
+        let (evicted, kept) = list.split_at(excess);
+
+        let mut events = Vec::new();
+        let evicted_old: Vec<UserId> =
+            evicted.iter().filter(|t| old.contains(t)).map(|&t| t.clone()).collect();
+        if !evicted_old.is_empty() {
+            let reason = UnsubscribeReason::Evicted;
+            events.push(EventKind::Unsubscribed { user: user.clone(), targets: evicted_old, reason });
+        }
+        if kept != old.as_slice() {
+            let added = kept.iter().filter(|t| seen.contains(t.as_str())).map(|&t| t.clone()).collect();
+            events.push(EventKind::Subscribed { user: user.clone(), targets: added });
+        }
+        Ok(Decision { events, reply: self.statuses(targets), effect: Effect::Charge(u, Api::Subscribe) })
+    }
+
+    /// R4.4.
+    fn unsubscribe(&self, user: &UserId, device: &DeviceId, targets: &[UserId]) -> Result<Decision, Error> {
+        self.ids(user, device)?;
+        self.targets(targets, 0, self.config.max_subscribe_batch, "unsubscribe")?;
+        let (u, _) = self.connected(user, device)?;
+        self.gates(u, Api::Unsubscribe, "unsubscribe")?;
+        let list = &self.state.user(u).subscriptions;
+        let removed: Vec<UserId> = if targets.is_empty() {
+            list.iter().map(|&t| self.state.user_name(t).clone()).collect()
+        } else {
+            let mut seen = FxHashSet::default();
+            targets
+                .iter()
+                .filter(|t| {
+                    let key = self.state.user_key(t.as_str());
+                    key.is_some_and(|k| list.contains(&k)) && seen.insert(t.as_str())
+                })
+                .cloned()
+                .collect()
+        };
+        let events = if removed.is_empty() {
+            Vec::new()
+        } else {
+            vec![EventKind::Unsubscribed {
+                user: user.clone(),
+                targets: removed,
+                reason: UnsubscribeReason::Unsubscribed,
+            }]
+        };
+        Ok(Decision { events, reply: Reply::Done, effect: Effect::Charge(u, Api::Unsubscribe) })
+    }
+}

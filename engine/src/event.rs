@@ -1,0 +1,147 @@
+//! The event log's vocabulary (R8.1).
+//!
+//! Events are facts, not requests: applying one never needs the configuration, so a log
+//! replays the same way whatever the configuration is today. Events name users and devices
+//! by their string ids, never by interned handles, so a log outlives the process that wrote
+//! it. The encoding and its version live in [`crate::codec`].
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{DeviceId, UserId};
+
+/// One fact in the log, with the engine time at which it happened.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Engine time (milliseconds) of the command or tick that produced it (R1.3).
+    pub at_ms: u64,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// What happened. New variants are only ever added at the end (the encoding numbers them).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    /// A login created a connected session or reconnected a disconnected one; its login time
+    /// and heartbeat are set to `at_ms` (R2.1).
+    SessionOpened {
+        /// The user.
+        user: UserId,
+        /// The device.
+        device: DeviceId,
+    },
+    /// A connected session became disconnected (R2.2, R2.4).
+    SessionDisconnected {
+        /// The user.
+        user: UserId,
+        /// The device.
+        device: DeviceId,
+        /// Why.
+        reason: DisconnectReason,
+    },
+    /// A session was removed (R2.2, R2.5).
+    SessionClosed {
+        /// The user.
+        user: UserId,
+        /// The device.
+        device: DeviceId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// The custom status was set; `""` clears it (R3.1). Clearing on the way offline (R3.3)
+    /// is part of applying the session events and is not logged separately.
+    CustomStatusSet {
+        /// The user.
+        user: UserId,
+        /// The new value.
+        custom: Arc<str>,
+    },
+    /// Targets were added to (or moved to the newest end of) a subscription list, in this
+    /// order (R4.2).
+    Subscribed {
+        /// The subscriber.
+        user: UserId,
+        /// The targets, oldest first.
+        targets: Vec<UserId>,
+    },
+    /// Targets were removed from a subscription list (R4.3, R4.4, R4.5).
+    Unsubscribed {
+        /// The subscriber.
+        user: UserId,
+        /// The removed targets.
+        targets: Vec<UserId>,
+        /// Why.
+        reason: UnsubscribeReason,
+    },
+    /// Two users became friends (R5.4).
+    FriendAdded {
+        /// One side.
+        user: UserId,
+        /// The other side.
+        friend: UserId,
+    },
+    /// A friendship ended (R5.4).
+    FriendRemoved {
+        /// One side.
+        user: UserId,
+        /// The other side.
+        friend: UserId,
+    },
+}
+
+/// Why a session became disconnected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DisconnectReason {
+    /// The host saw the connection close (R2.2).
+    Disconnect,
+    /// No heartbeat within `heartbeat_timeout_ms` (R2.4).
+    HeartbeatTimeout,
+}
+
+/// Why a session was removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CloseReason {
+    /// The user logged out (R2.2).
+    Logout,
+    /// A login on another device exceeded `max_devices_per_user` (R2.5).
+    Kicked,
+}
+
+/// Why targets left a subscription list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UnsubscribeReason {
+    /// The user unsubscribed (R4.4).
+    Unsubscribed,
+    /// The list went over `max_subscriptions` (R4.3).
+    Evicted,
+    /// The subscriber was not `ONLINE` for `subscription_retention_ms` (R4.5).
+    Expired,
+}
+
+impl EventKind {
+    /// The user whose state the event changes first (for friendships, `user`).
+    pub fn user(&self) -> &UserId {
+        match self {
+            EventKind::SessionOpened { user, .. }
+            | EventKind::SessionDisconnected { user, .. }
+            | EventKind::SessionClosed { user, .. }
+            | EventKind::CustomStatusSet { user, .. }
+            | EventKind::Subscribed { user, .. }
+            | EventKind::Unsubscribed { user, .. }
+            | EventKind::FriendAdded { user, .. }
+            | EventKind::FriendRemoved { user, .. } => user,
+        }
+    }
+
+    /// Whether the event can change its user's status pair (R5.1).
+    pub fn touches_status(&self) -> bool {
+        matches!(
+            self,
+            EventKind::SessionOpened { .. }
+                | EventKind::SessionDisconnected { .. }
+                | EventKind::SessionClosed { .. }
+                | EventKind::CustomStatusSet { .. }
+        )
+    }
+}

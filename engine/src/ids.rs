@@ -1,0 +1,148 @@
+//! User and device identifiers (R1.1).
+//!
+//! Ids cross the API as cheap-to-clone strings. Inside the engine they are interned to dense
+//! integers ([`UserKey`], [`DeviceKey`]) so that state, indexes and notices hold four-byte
+//! handles instead of strings.
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(Arc<str>);
+
+        impl $name {
+            /// Wraps a string. It is checked against the configured limits (R1.1) when a
+            /// command carrying it reaches the engine, not here.
+            pub fn new(id: impl Into<Arc<str>>) -> Self {
+                Self(id.into())
+            }
+
+            /// The id as a string slice.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(id: &str) -> Self {
+                Self(Arc::from(id))
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(id: String) -> Self {
+                Self(Arc::from(id))
+            }
+        }
+
+        impl From<&String> for $name {
+            fn from(id: &String) -> Self {
+                Self(Arc::from(id.as_str()))
+            }
+        }
+
+        impl From<&$name> for $name {
+            fn from(id: &$name) -> Self {
+                id.clone()
+            }
+        }
+
+        impl Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&*self.0, f)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                &*self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                &*self.0 == *other
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A user: a non-empty UTF-8 string of at most `max_user_id_bytes` bytes without control
+    /// characters (R1.1). There is no registration step (R1.2).
+    UserId
+);
+
+id_type!(
+    /// A device of a user: same rules as [`UserId`], at most `max_device_id_bytes` bytes, unique
+    /// within its user (R1.1).
+    DeviceId
+);
+
+/// The interned handle of a user inside one engine. Stable for the engine's lifetime; not
+/// stable across a restart (it is never written to the log).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserKey(pub(crate) u32);
+
+/// The interned handle of a device id inside one engine (device ids are interned globally, so
+/// "phone" is stored once however many users have one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeviceKey(pub(crate) u32);
+
+impl UserKey {
+    pub(crate) fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// Checks one id against R1.1: non-empty, at most `max_bytes` bytes of UTF-8, no control
+/// characters. `what` names the field in the error message.
+pub(crate) fn validate_id(id: &str, max_bytes: u32, what: &str) -> Result<(), Error> {
+    if id.is_empty() {
+        return Err(Error::invalid(format!("{what} is empty")));
+    }
+    if id.len() > max_bytes as usize {
+        return Err(Error::invalid(format!(
+            "{what} is {} bytes, more than the {max_bytes} allowed",
+            id.len()
+        )));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(Error::invalid(format!("{what} contains a control character")));
+    }
+    Ok(())
+}

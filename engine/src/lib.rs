@@ -1,0 +1,57 @@
+//! An event-sourced presence engine, after the "user status" feature of Tencent Cloud Chat.
+//!
+//! A chat or game server feeds the [`Engine`] commands ([`Command`]) and clock ticks, each
+//! with the time; the engine answers with a result, appends the facts to an event log
+//! ([`EventStore`]), keeps the derived state, and hands back the [`Notice`]s the host must
+//! push to devices. The rules it follows are SPEC.md's, cited by number (`R4.3`) throughout.
+//!
+//! ```
+//! use presence_engine::{Command, Config, Engine, GeneralStatus};
+//! use presence_storage_mem::MemStore;
+//!
+//! let mut engine = Engine::open(Config::default(), MemStore::new())?;
+//! engine.execute(Command::login("alice", "phone"), 0)?;
+//! engine.execute(Command::login("bob", "pc"), 10)?;
+//! let out = engine.execute(Command::subscribe("bob", "pc", ["alice"]), 20)?;
+//! assert_eq!(out.statuses()[0].status.general, GeneralStatus::Online);
+//!
+//! // Alice's phone goes quiet: 400 s later a tick disconnects it (R2.4) and bob hears.
+//! let out = engine.tick(400_000)?;
+//! let told: Vec<_> = engine.deliveries(&out).collect();
+//! assert_eq!(told.len(), 1);
+//! assert_eq!(engine.status("alice").general, GeneralStatus::Offline);
+//! # Ok::<(), presence_engine::Error>(())
+//! ```
+//!
+//! The core is split as event-sourcing libraries split it: `decide` validates a command
+//! against the state and returns events or an error, without changing anything; the events
+//! are appended to the store; `apply` folds them into the state, and is the same function
+//! replay uses, so live state and replayed state cannot drift (R8.1).
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod codec;
+mod command;
+mod config;
+mod decide;
+mod engine;
+mod error;
+mod event;
+mod fanout;
+mod ids;
+mod snapshot;
+mod state;
+mod status;
+mod store;
+
+pub use command::{Command, Delivery, Notice, Outcome, Recipient, Reply, StatusNotice, TargetStatus};
+pub use config::{Config, Edition, CONFIG_LIMIT_MAX};
+pub use engine::{Engine, Recovery, SessionView, Stats, UserView};
+pub use error::{Error, StoreError, StoreErrorKind};
+pub use event::{CloseReason, DisconnectReason, Event, EventKind, UnsubscribeReason};
+pub use ids::{DeviceId, DeviceKey, UserId, UserKey};
+pub use snapshot::{LogicalState, SessionRecord, Snapshot, UserRecord};
+pub use status::{GeneralStatus, LastOnline, UserStatus};
+pub use store::{EventStore, StoredBatch};

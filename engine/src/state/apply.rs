@@ -1,0 +1,172 @@
+//! `apply`: the only place the logged state changes (R8.1). Live execution and replay both
+//! fold events through [`State::apply`], so they cannot drift.
+//!
+//! Every branch checks the event against the state before changing anything: an event that
+//! does not fit (a disconnect of a session that does not exist, say) changes nothing and is
+//! reported, which at replay means a corrupt log.
+
+use std::sync::Arc;
+
+use super::{HeartbeatDue, Session, State};
+use crate::event::{Event, EventKind};
+use crate::ids::{UserId, UserKey};
+
+impl State {
+    /// Applies one event. On `Err` the state is unchanged and the message says why the
+    /// event does not fit.
+    pub(crate) fn apply(&mut self, event: &Event) -> Result<(), String> {
+        let at_ms = event.at_ms;
+        match &event.kind {
+            EventKind::SessionOpened { user, device } => {
+                if let Some((_, s)) = self.session(user, device) {
+                    if s.connected {
+                        return Err(format!("{user}/{device} is already connected"));
+                    }
+                }
+                let u = self.intern_user(user);
+                let d = self.intern_device(device);
+                let incarnation = self.take_incarnation();
+                let state = self.user_mut(u);
+                match state.session_mut(d) {
+                    Some(s) => {
+                        s.connected = true;
+                        s.login_at_ms = at_ms;
+                        s.heartbeat_at_ms = at_ms;
+                        s.incarnation = incarnation;
+                    }
+                    None => state.sessions.push(Session {
+                        device: d,
+                        connected: true,
+                        login_at_ms: at_ms,
+                        heartbeat_at_ms: at_ms,
+                        incarnation,
+                    }),
+                }
+                self.deadlines.push_heartbeat(HeartbeatDue {
+                    heartbeat_at_ms: at_ms,
+                    user: u,
+                    device: d,
+                    incarnation,
+                });
+            }
+            EventKind::SessionDisconnected { user, device, .. } => {
+                let (u, d) = self.existing_session(user, device)?;
+                let state = self.user_mut(u);
+                let was_online = state.is_online();
+                match state.session_mut(d) {
+                    Some(s) if s.connected => s.connected = false,
+                    _ => return Err(format!("{user}/{device} is not connected")),
+                }
+                self.after_session_change(u, was_online, at_ms);
+            }
+            EventKind::SessionClosed { user, device, .. } => {
+                let (u, d) = self.existing_session(user, device)?;
+                let state = self.user_mut(u);
+                let was_online = state.is_online();
+                state.sessions.retain(|s| s.device != d);
+                self.after_session_change(u, was_online, at_ms);
+            }
+            EventKind::CustomStatusSet { user, custom } => {
+                let u = self.user_key(user).ok_or_else(|| format!("unknown user {user}"))?;
+                let state = self.user_mut(u);
+                if !custom.is_empty() && !state.is_online() {
+                    return Err(format!("custom status for {user}, who is not ONLINE (R3.3)"));
+                }
+                state.custom = custom.clone();
+            }
+            EventKind::Subscribed { user, targets } => {
+                check_targets(user, targets)?;
+                let u = self.intern_user(user);
+                for target in targets {
+                    let t = self.intern_user(target);
+                    let list = &mut self.user_mut(u).subscriptions;
+                    if let Some(pos) = list.iter().position(|&x| x == t) {
+                        list.remove(pos);
+                    }
+                    list.push(t);
+                    self.user_mut(t).subscribers.insert(u);
+                }
+            }
+            EventKind::Unsubscribed { user, targets, .. } => {
+                let u = self.user_key(user).ok_or_else(|| format!("unknown user {user}"))?;
+                let mut keys = Vec::with_capacity(targets.len());
+                for target in targets {
+                    match self.user_key(target) {
+                        Some(t) if self.user(u).subscriptions.contains(&t) && !keys.contains(&t) => {
+                            keys.push(t)
+                        }
+                        _ => {
+                            return Err(format!(
+                                "{user} is not subscribed to {target} (or twice in one event)"
+                            ))
+                        }
+                    }
+                }
+                self.user_mut(u).subscriptions.retain(|t| !keys.contains(t));
+                for t in keys {
+                    self.user_mut(t).subscribers.remove(&u);
+                }
+            }
+            EventKind::FriendAdded { user, friend } => {
+                if user == friend {
+                    return Err(format!("{user} cannot befriend itself"));
+                }
+                let u = self.intern_user(user);
+                let f = self.intern_user(friend);
+                if !self.user_mut(u).friends.insert(f) {
+                    return Err(format!("{user} and {friend} are already friends"));
+                }
+                self.user_mut(f).friends.insert(u);
+            }
+            EventKind::FriendRemoved { user, friend } => {
+                let (u, f) = match (self.user_key(user), self.user_key(friend)) {
+                    (Some(u), Some(f)) if self.user(u).friends.contains(&f) => (u, f),
+                    _ => return Err(format!("{user} and {friend} are not friends")),
+                };
+                self.user_mut(u).friends.remove(&f);
+                self.user_mut(f).friends.remove(&u);
+            }
+        }
+        self.now_ms = self.now_ms.max(at_ms);
+        Ok(())
+    }
+
+    fn existing_session(
+        &self,
+        user: &UserId,
+        device: &str,
+    ) -> Result<(UserKey, crate::ids::DeviceKey), String> {
+        let u = self.user_key(user);
+        let d = self.device_key(device);
+        match (u, d) {
+            (Some(u), Some(d)) if self.user(u).session(d).is_some() => Ok((u, d)),
+            _ => Err(format!("{user}/{device} has no session")),
+        }
+    }
+
+    /// R3.3 and R4.5: when a user stops being ONLINE its custom status is cleared in the same
+    /// step, and the retention countdown for its subscription list starts.
+    fn after_session_change(&mut self, u: UserKey, was_online: bool, at_ms: u64) {
+        let state = &mut self.users[u.index()];
+        if was_online && !state.is_online() {
+            state.custom = Arc::from("");
+            state.last_online_end_ms = Some(at_ms);
+            if !state.subscriptions.is_empty() {
+                self.deadlines.push_retention(state, u, at_ms);
+            }
+        }
+    }
+}
+
+/// A subscription event never names the subscriber itself (R4.1) nor a target twice (R4.2).
+fn check_targets(user: &UserId, targets: &[UserId]) -> Result<(), String> {
+    for (i, target) in targets.iter().enumerate() {
+        if target == user {
+            return Err(format!("{user} subscribes to itself"));
+        }
+        if targets[..i].contains(target) {
+            return Err(format!("{user} subscribes to {target} twice in one event"));
+        }
+    }
+    Ok(())
+}

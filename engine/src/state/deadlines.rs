@@ -1,0 +1,157 @@
+//! Deadlines for heartbeat timeouts (R2.4) and subscription retention (R4.5).
+//!
+//! Both are min-heaps keyed by the time the countdown started, so a tick with nothing due is
+//! one peek, and a tick costs O(expired log n). A heartbeat only updates its session's `h`;
+//! the queued entry is corrected lazily when it comes due (re-queued at the session's real
+//! `h`), so heartbeats stay O(1) and each session is re-queued at most once per timeout
+//! period. Entries whose session has gone or reconnected since are recognised by their
+//! incarnation and dropped.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use super::{State, UserState};
+use crate::event::{DisconnectReason, EventKind, UnsubscribeReason};
+use crate::ids::{DeviceKey, UserKey};
+
+/// A queued heartbeat countdown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct HeartbeatDue {
+    pub heartbeat_at_ms: u64,
+    pub user: UserKey,
+    pub device: DeviceKey,
+    pub incarnation: u32,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Deadlines {
+    heartbeats: BinaryHeap<Reverse<HeartbeatDue>>,
+    /// (when the user stopped being ONLINE, user).
+    retention: BinaryHeap<Reverse<(u64, UserKey)>>,
+    /// Replay leaves the queues alone and rebuilds them once at the end.
+    pub paused: bool,
+}
+
+/// What a tick took off the queues, so that a failed append can put it back.
+#[derive(Debug, Default)]
+pub(crate) struct Taken {
+    heartbeats: Vec<HeartbeatDue>,
+    retention: Vec<(u64, UserKey)>,
+}
+
+impl Deadlines {
+    pub(crate) fn push_heartbeat(&mut self, due: HeartbeatDue) {
+        if !self.paused {
+            self.heartbeats.push(Reverse(due));
+        }
+    }
+
+    /// Queues a retention countdown for `user`, unless one is queued already.
+    pub(crate) fn push_retention(&mut self, user_state: &mut UserState, user: UserKey, since_ms: u64) {
+        if !self.paused && !user_state.retention_queued {
+            user_state.retention_queued = true;
+            self.retention.push(Reverse((since_ms, user)));
+        }
+    }
+
+    /// Rebuilds both queues from the state (after replay or a heartbeat rebase).
+    pub(crate) fn rebuild(&mut self, users: &[UserState]) {
+        self.heartbeats.clear();
+        self.retention.clear();
+        for (index, user) in users.iter().enumerate() {
+            let key = UserKey(index as u32);
+            for s in user.sessions.iter().filter(|s| s.connected) {
+                self.heartbeats.push(Reverse(HeartbeatDue {
+                    heartbeat_at_ms: s.heartbeat_at_ms,
+                    user: key,
+                    device: s.device,
+                    incarnation: s.incarnation,
+                }));
+            }
+        }
+        for (index, user) in users.iter().enumerate() {
+            if let (false, false, Some(since)) =
+                (user.is_online(), user.subscriptions.is_empty(), user.last_online_end_ms)
+            {
+                self.retention.push(Reverse((since, UserKey(index as u32))));
+            }
+        }
+    }
+
+    /// Number of queued heartbeat entries (live and stale), for memory reports.
+    pub(crate) fn heartbeat_len(&self) -> usize {
+        self.heartbeats.len()
+    }
+}
+
+impl State {
+    /// Takes every due deadline off the queues and returns the events a tick at `at_ms` logs:
+    /// heartbeat timeouts (R2.4), then retention expiries (R4.5). Mutates only the queues.
+    pub(crate) fn take_due(
+        &mut self,
+        at_ms: u64,
+        heartbeat_timeout_ms: u64,
+        retention_ms: u64,
+    ) -> (Vec<EventKind>, Taken) {
+        let mut events = Vec::new();
+        let mut taken = Taken::default();
+        while let Some(&Reverse(due)) = self.deadlines.heartbeats.peek() {
+            if due.heartbeat_at_ms.saturating_add(heartbeat_timeout_ms) > at_ms {
+                break;
+            }
+            self.deadlines.heartbeats.pop();
+            let user = &self.users[due.user.index()];
+            let Some(session) = user.session(due.device) else { continue };
+            if !session.connected || session.incarnation != due.incarnation {
+                continue; // stale: the session went away or reconnected since.
+            }
+            if session.heartbeat_at_ms.saturating_add(heartbeat_timeout_ms) <= at_ms {
+                events.push(EventKind::SessionDisconnected {
+                    user: self.user_name(due.user).clone(),
+                    device: self.device_name(due.device).clone(),
+                    reason: DisconnectReason::HeartbeatTimeout,
+                });
+                taken.heartbeats.push(due);
+            } else {
+                let heartbeat_at_ms = session.heartbeat_at_ms;
+                self.deadlines.heartbeats.push(Reverse(HeartbeatDue { heartbeat_at_ms, ..due }));
+            }
+        }
+        while let Some(&Reverse((since, key))) = self.deadlines.retention.peek() {
+            if since.saturating_add(retention_ms) > at_ms {
+                break;
+            }
+            self.deadlines.retention.pop();
+            let user = &mut self.users[key.index()];
+            user.retention_queued = false;
+            if user.is_online() || user.subscriptions.is_empty() {
+                continue;
+            }
+            let Some(real_since) = user.last_online_end_ms else { continue };
+            if real_since.saturating_add(retention_ms) <= at_ms {
+                let targets = user.subscriptions.iter().map(|&t| self.user_ids.name(t.0).clone()).collect();
+                events.push(EventKind::Unsubscribed {
+                    user: self.user_ids.name(key.0).clone(),
+                    targets,
+                    reason: UnsubscribeReason::Expired,
+                });
+                taken.retention.push((since, key));
+            } else {
+                user.retention_queued = true;
+                self.deadlines.retention.push(Reverse((real_since, key)));
+            }
+        }
+        (events, taken)
+    }
+
+    /// Puts back what [`State::take_due`] took, after the store refused the tick's events.
+    pub(crate) fn restore_taken(&mut self, taken: Taken) {
+        for due in taken.heartbeats {
+            self.deadlines.heartbeats.push(Reverse(due));
+        }
+        for (since, key) in taken.retention {
+            self.users[key.index()].retention_queued = true;
+            self.deadlines.retention.push(Reverse((since, key)));
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! The derived state: sessions, custom statuses, subscriptions and friendships, with the
+//! indexes that keep every hot path O(1) or O(output).
+//!
+//! Users and devices are interned to dense integers; a user's whole state lives in one
+//! [`UserState`] at its index. Status is never stored: it is derived from the sessions (R2.3).
+
+mod apply;
+mod deadlines;
+mod restore;
+
+use std::borrow::Borrow;
+use std::collections::VecDeque;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+pub(crate) use deadlines::{Deadlines, HeartbeatDue};
+
+use crate::ids::{DeviceId, DeviceKey, UserId, UserKey};
+use crate::status::{GeneralStatus, LastOnline, UserStatus};
+
+/// Strings to dense indexes and back. Nothing is ever removed, so a key stays valid for the
+/// engine's lifetime.
+#[derive(Debug)]
+pub(crate) struct Interner<T> {
+    keys: FxHashMap<T, u32>,
+    names: Vec<T>,
+}
+
+impl<T> Default for Interner<T> {
+    fn default() -> Self {
+        Self { keys: FxHashMap::default(), names: Vec::new() }
+    }
+}
+
+impl<T: Clone + Eq + Hash + Borrow<str>> Interner<T> {
+    pub(crate) fn get(&self, name: &str) -> Option<u32> {
+        self.keys.get(name).copied()
+    }
+
+    /// The key of `name`, adding it if new; the bool says whether it was added.
+    pub(crate) fn intern(&mut self, name: &T) -> (u32, bool) {
+        if let Some(&key) = self.keys.get(name.borrow()) {
+            return (key, false);
+        }
+        // More than u32::MAX distinct ids cannot fit in memory before this saturates.
+        let key = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        self.keys.insert(name.clone(), key);
+        self.names.push(name.clone());
+        (key, true)
+    }
+
+    pub(crate) fn name(&self, key: u32) -> &T {
+        &self.names[key as usize]
+    }
+}
+
+/// One device of one user (R2.1).
+#[derive(Clone, Debug)]
+pub(crate) struct Session {
+    pub device: DeviceKey,
+    pub connected: bool,
+    /// Set when the session is created or reconnected (R2.5).
+    pub login_at_ms: u64,
+    /// `h` of R2.4. Not logged (R8.2).
+    pub heartbeat_at_ms: u64,
+    /// Distinguishes this connection from earlier ones of the same device, so that stale
+    /// heartbeat deadlines are recognised and dropped.
+    pub incarnation: u32,
+}
+
+/// Everything about one user.
+#[derive(Debug, Default)]
+pub(crate) struct UserState {
+    /// At most `max_devices_per_user` (R2.5), so linear scans are cheap.
+    pub sessions: Vec<Session>,
+    /// Empty when none; non-empty only while `ONLINE` (R3.3).
+    pub custom: Arc<str>,
+    /// When the user last stopped being `ONLINE` (R6.5, R4.5).
+    pub last_online_end_ms: Option<u64>,
+    /// Targets, oldest first (R4.2); at most `max_subscriptions` long.
+    pub subscriptions: Vec<UserKey>,
+    /// The reverse index: users whose list holds this user (R5.2).
+    pub subscribers: FxHashSet<UserKey>,
+    /// Mutual (R5.4).
+    pub friends: FxHashSet<UserKey>,
+    /// Whether a retention deadline for this user is queued (R4.5).
+    pub retention_queued: bool,
+}
+
+impl UserState {
+    pub(crate) fn general(&self) -> GeneralStatus {
+        if self.sessions.iter().any(|s| s.connected) {
+            GeneralStatus::Online
+        } else if self.sessions.is_empty() {
+            GeneralStatus::Unlogined
+        } else {
+            GeneralStatus::Offline
+        }
+    }
+
+    pub(crate) fn is_online(&self) -> bool {
+        self.sessions.iter().any(|s| s.connected)
+    }
+
+    pub(crate) fn status(&self) -> UserStatus {
+        UserStatus { general: self.general(), custom: self.custom.clone() }
+    }
+
+    pub(crate) fn session(&self, device: DeviceKey) -> Option<&Session> {
+        self.sessions.iter().find(|s| s.device == device)
+    }
+
+    pub(crate) fn session_mut(&mut self, device: DeviceKey) -> Option<&mut Session> {
+        self.sessions.iter_mut().find(|s| s.device == device)
+    }
+
+    pub(crate) fn last_online(&self) -> LastOnline {
+        match (self.is_online(), self.last_online_end_ms) {
+            (true, _) => LastOnline::Now,
+            (false, Some(at_ms)) => LastOnline::At(at_ms),
+            (false, None) => LastOnline::Never,
+        }
+    }
+
+    /// Whether the user has nothing the log defines (such users are left out of snapshots).
+    pub(crate) fn is_blank(&self) -> bool {
+        self.sessions.is_empty()
+            && self.custom.is_empty()
+            && self.last_online_end_ms.is_none()
+            && self.subscriptions.is_empty()
+            && self.friends.is_empty()
+    }
+}
+
+/// Which rate-limited API a call is (R6.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Api {
+    GetStatus,
+    Subscribe,
+    Unsubscribe,
+}
+
+/// The whole derived state.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    /// The latest time seen (R1.3).
+    pub now_ms: u64,
+    /// The last event applied.
+    pub last_seq: u64,
+    pub user_ids: Interner<UserId>,
+    pub users: Vec<UserState>,
+    pub device_ids: Interner<DeviceId>,
+    pub deadlines: Deadlines,
+    next_incarnation: u32,
+    /// Accepted calls per user and API, newest last, at most `rate_limit_calls` (R6.3).
+    rates: FxHashMap<(UserKey, Api), VecDeque<u64>>,
+}
+
+impl State {
+    pub(crate) fn user_key(&self, user: &str) -> Option<UserKey> {
+        self.user_ids.get(user).map(UserKey)
+    }
+
+    pub(crate) fn device_key(&self, device: &str) -> Option<DeviceKey> {
+        self.device_ids.get(device).map(DeviceKey)
+    }
+
+    pub(crate) fn user(&self, key: UserKey) -> &UserState {
+        &self.users[key.index()]
+    }
+
+    pub(crate) fn user_mut(&mut self, key: UserKey) -> &mut UserState {
+        &mut self.users[key.index()]
+    }
+
+    pub(crate) fn user_by_id(&self, user: &str) -> Option<&UserState> {
+        self.user_key(user).map(|key| self.user(key))
+    }
+
+    pub(crate) fn user_name(&self, key: UserKey) -> &UserId {
+        self.user_ids.name(key.0)
+    }
+
+    pub(crate) fn device_name(&self, key: DeviceKey) -> &DeviceId {
+        self.device_ids.name(key.0)
+    }
+
+    /// The session of `user` on `device`, if both are known and it exists.
+    pub(crate) fn session(&self, user: &str, device: &str) -> Option<(UserKey, &Session)> {
+        let key = self.user_key(user)?;
+        let device = self.device_key(device)?;
+        self.user(key).session(device).map(|s| (key, s))
+    }
+
+    /// The status of any user, known or not (R1.2).
+    pub(crate) fn status_of(&self, user: &str) -> UserStatus {
+        self.user_by_id(user).map_or_else(UserStatus::unlogined, UserState::status)
+    }
+
+    pub(crate) fn intern_user(&mut self, user: &UserId) -> UserKey {
+        let (key, added) = self.user_ids.intern(user);
+        if added {
+            self.users.push(UserState::default());
+        }
+        UserKey(key)
+    }
+
+    pub(crate) fn intern_device(&mut self, device: &DeviceId) -> DeviceKey {
+        DeviceKey(self.device_ids.intern(device).0)
+    }
+
+    fn take_incarnation(&mut self) -> u32 {
+        self.next_incarnation = self.next_incarnation.wrapping_add(1);
+        self.next_incarnation
+    }
+
+    /// Whether `user` may make another call of `api` at `at_ms` (R6.3): fewer than `calls`
+    /// accepted in `(at_ms - window_ms, at_ms]`.
+    pub(crate) fn rate_allows(
+        &self,
+        user: UserKey,
+        api: Api,
+        at_ms: u64,
+        calls: u32,
+        window_ms: u64,
+    ) -> bool {
+        let Some(accepted) = self.rates.get(&(user, api)) else { return true };
+        let in_window = accepted.iter().rev().take_while(|&&t| t + window_ms > at_ms).count();
+        in_window < calls as usize
+    }
+
+    /// Records an accepted call (R6.3). Keeps only the newest `calls` times: older ones can
+    /// never be in a window that holds `calls` newer ones.
+    pub(crate) fn rate_charge(&mut self, user: UserKey, api: Api, at_ms: u64, calls: u32) {
+        let accepted = self.rates.entry((user, api)).or_default();
+        accepted.push_back(at_ms);
+        while accepted.len() > calls as usize {
+            accepted.pop_front();
+        }
+    }
+
+    /// Sets `h` of a connected session (R2.4): O(1), not logged (R8.2). The deadline queue
+    /// is corrected lazily when its entry comes due.
+    pub(crate) fn touch_heartbeat(&mut self, user: UserKey, device: DeviceKey, at_ms: u64) {
+        if let Some(session) = self.user_mut(user).session_mut(device) {
+            session.heartbeat_at_ms = at_ms;
+        }
+    }
+
+    /// After recovery every connected session counts as having sent a heartbeat at the
+    /// recovery time (R8.2).
+    pub(crate) fn rebase_heartbeats(&mut self, at_ms: u64) {
+        for user in &mut self.users {
+            for session in user.sessions.iter_mut().filter(|s| s.connected) {
+                session.heartbeat_at_ms = at_ms;
+            }
+        }
+        self.deadlines.rebuild(&self.users);
+    }
+
+    /// (connected, disconnected) sessions of all users.
+    pub(crate) fn session_counts(&self) -> (usize, usize) {
+        let mut connected = 0;
+        let mut total = 0;
+        for user in &self.users {
+            total += user.sessions.len();
+            connected += user.sessions.iter().filter(|s| s.connected).count();
+        }
+        (connected, total - connected)
+    }
+
+    /// Checks the cross-index invariants (STYLE.md: assert the invariants). Debug builds run
+    /// it after every applied batch in tests.
+    #[cfg(debug_assertions)]
+    pub(crate) fn check_invariants(&self) {
+        for (index, user) in self.users.iter().enumerate() {
+            let key = UserKey(index as u32);
+            assert!(user.custom.is_empty() || user.is_online(), "R3.3: custom status while not ONLINE");
+            for target in &user.subscriptions {
+                assert!(*target != key, "R4.1: self-subscription");
+                assert!(self.user(*target).subscribers.contains(&key), "reverse index misses a subscriber");
+            }
+            for subscriber in &user.subscribers {
+                assert!(
+                    self.user(*subscriber).subscriptions.contains(&key),
+                    "reverse index has a stale subscriber"
+                );
+            }
+            for friend in &user.friends {
+                assert!(
+                    *friend != key && self.user(*friend).friends.contains(&key),
+                    "R5.4: friendship not mutual"
+                );
+            }
+            let mut devices: Vec<_> = user.sessions.iter().map(|s| s.device).collect();
+            devices.sort_unstable();
+            devices.dedup();
+            assert_eq!(devices.len(), user.sessions.len(), "R1.1: a device twice in one user");
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! The storage plugin boundary.
+//!
+//! A backend stores opaque, already-encoded batches and snapshots; the engine's
+//! [`codec`](crate::codec) is the only thing that knows what is inside them, so every backend
+//! holds the same bytes.
+
+use crate::error::StoreError;
+
+/// One appended batch as a backend hands it back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredBatch {
+    /// The sequence number of the batch's first event.
+    pub first_seq: u64,
+    /// How many events it holds (at least 1).
+    pub count: u32,
+    /// The bytes given to [`EventStore::append`], unchanged.
+    pub bytes: Vec<u8>,
+}
+
+impl StoredBatch {
+    /// The sequence number of the batch's last event.
+    pub fn last_seq(&self) -> u64 {
+        self.first_seq + u64::from(self.count) - 1
+    }
+}
+
+/// An append-only log of event batches with snapshots: the contract every backend keeps.
+///
+/// Sequence numbers start at 1 and are contiguous: a batch of `count` events starting at `s`
+/// covers `s..s + count`, and the next batch starts at `s + count`. `0` means "nothing".
+pub trait EventStore {
+    /// One past the sequence number of the last stored event (1 for an empty store). After
+    /// [`compact`](EventStore::compact) it still counts the removed events.
+    fn next_seq(&self) -> u64;
+
+    /// Appends one batch atomically: after a crash either the whole batch is there or none of
+    /// it. `first_seq` must equal [`next_seq`](EventStore::next_seq) and `count` must be at
+    /// least 1, else the call fails with [`StoreErrorKind::Contract`](crate::StoreErrorKind)
+    /// and stores nothing. On any error nothing was stored and `next_seq` is unchanged.
+    ///
+    /// How durable an acknowledged append is depends on the backend's configured mode; it is
+    /// durable at the latest after the next successful [`sync`](EventStore::sync).
+    fn append(&mut self, first_seq: u64, count: u32, bytes: &[u8]) -> Result<(), StoreError>;
+
+    /// Makes every batch appended so far durable (for example an fsync). A successful return
+    /// means no acknowledged batch is lost by a crash. An error means nothing about earlier
+    /// batches is promised until a later `sync` succeeds.
+    fn sync(&mut self) -> Result<(), StoreError>;
+
+    /// Reads the batches that hold events `>= from_seq`, in order: the first one returned may
+    /// start before `from_seq` (the batch containing it). Events removed by compaction are
+    /// not returned; the caller checks contiguity.
+    fn read_from(
+        &self,
+        from_seq: u64,
+    ) -> Result<Box<dyn Iterator<Item = Result<StoredBatch, StoreError>> + '_>, StoreError>;
+
+    /// Stores a snapshot that covers every event up to and including `last_seq`. A snapshot
+    /// at the same `last_seq` is replaced. The snapshot must be durable when this returns
+    /// without error.
+    fn save_snapshot(&mut self, last_seq: u64, bytes: &[u8]) -> Result<(), StoreError>;
+
+    /// The `last_seq` of every stored snapshot, oldest first.
+    fn snapshots(&self) -> Result<Vec<u64>, StoreError>;
+
+    /// The bytes of the snapshot at `last_seq`, if there is one.
+    fn load_snapshot(&self, last_seq: u64) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Removes the batches whose every event is `<= upto_seq`, and the snapshots older than
+    /// `upto_seq`. The caller only compacts up to a snapshot it has saved. A crash midway
+    /// leaves a store that still recovers: batches are removed oldest first, so what remains
+    /// is a contiguous tail after the snapshot.
+    fn compact(&mut self, upto_seq: u64) -> Result<(), StoreError>;
+}
+
+impl<S: EventStore + ?Sized> EventStore for Box<S> {
+    fn next_seq(&self) -> u64 {
+        (**self).next_seq()
+    }
+    fn append(&mut self, first_seq: u64, count: u32, bytes: &[u8]) -> Result<(), StoreError> {
+        (**self).append(first_seq, count, bytes)
+    }
+    fn sync(&mut self) -> Result<(), StoreError> {
+        (**self).sync()
+    }
+    fn read_from(
+        &self,
+        from_seq: u64,
+    ) -> Result<Box<dyn Iterator<Item = Result<StoredBatch, StoreError>> + '_>, StoreError> {
+        (**self).read_from(from_seq)
+    }
+    fn save_snapshot(&mut self, last_seq: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        (**self).save_snapshot(last_seq, bytes)
+    }
+    fn snapshots(&self) -> Result<Vec<u64>, StoreError> {
+        (**self).snapshots()
+    }
+    fn load_snapshot(&self, last_seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        (**self).load_snapshot(last_seq)
+    }
+    fn compact(&mut self, upto_seq: u64) -> Result<(), StoreError> {
+        (**self).compact(upto_seq)
+    }
+}
