@@ -125,7 +125,7 @@ impl<S: EventStore> Engine<S> {
         });
         replay(&store, &mut state, &mut recovery)?;
         state.deadlines.paused = false;
-        state.deadlines.rebuild(&state.users);
+        state.deadlines.rebuild(&mut state.users);
         Ok(Self {
             config,
             store,
@@ -145,17 +145,8 @@ impl<S: EventStore> Engine<S> {
         let at_ms = self.begin(at_ms);
         let decision = decide(&self.state, &self.config, &command, at_ms)?;
         let events = stamp(decision.events, at_ms);
-        self.append(&events)?;
-        self.state.now_ms = at_ms;
-        match decision.effect {
-            Effect::None => {}
-            Effect::Heartbeat(user, device) => self.state.touch_heartbeat(user, device, at_ms),
-            Effect::Charge(user, api) => {
-                self.state.rate_charge(user, api, at_ms, self.config.rate_limit_calls)
-            }
-        }
-        let notices = self.apply_live(&events);
-        Ok(Outcome { reply: decision.reply, notices, events: events.len() })
+        self.store_batch(self.state.last_seq + 1, &events)?;
+        Ok(self.accept(decision.reply, decision.effect, events, at_ms).0)
     }
 
     /// Advances time to `at_ms`: disconnects sessions whose heartbeat is `heartbeat_timeout_ms`
@@ -167,13 +158,43 @@ impl<S: EventStore> Engine<S> {
         let retention = self.config.subscription_retention_ms;
         let (kinds, taken) = self.state.take_due(at_ms, timeout, retention);
         let events = stamp(kinds, at_ms);
-        if let Err(e) = self.append(&events) {
+        if let Err(e) = self.store_batch(self.state.last_seq + 1, &events) {
             self.state.restore_taken(taken);
             return Err(e);
         }
+        Ok(self.accept(Reply::Done, Effect::None, events, at_ms).0)
+    }
+
+    /// Starts a group commit: commands and ticks executed through the [`Group`] are decided
+    /// and applied one after the other, each seeing the ones before, and their events reach
+    /// the store as one batch when the group commits. The runtime uses this to append and
+    /// sync once per turn (R8.3: hand out replies and notices only after the commit).
+    pub fn group(&mut self) -> Group<'_, S> {
+        self.state.begin_journal();
+        let first_seq = self.state.last_seq + 1;
+        Group { engine: self, first_seq, events: Vec::new(), open: true }
+    }
+
+    /// Applies the events of an accepted command whose events are stored (or, in a group,
+    /// will be), and the effects that are not logged; returns the outcome and the events.
+    fn accept(
+        &mut self,
+        reply: Reply,
+        effect: Effect,
+        events: Vec<Event>,
+        at_ms: u64,
+    ) -> (Outcome, Vec<Event>) {
         self.state.now_ms = at_ms;
+        self.state.last_seq += events.len() as u64;
+        match effect {
+            Effect::None => {}
+            Effect::Heartbeat(user, device) => self.state.touch_heartbeat(user, device, at_ms),
+            Effect::Charge(user, api) => {
+                self.state.rate_charge(user, api, at_ms, self.config.rate_limit_calls)
+            }
+        }
         let notices = self.apply_live(&events);
-        Ok(Outcome { reply: Reply::Done, notices, events: events.len() })
+        (Outcome { reply, notices, events: events.len() }, events)
     }
 
     /// The effective time of a call, and the one-off heartbeat rebase after recovery (R8.2).
@@ -186,16 +207,16 @@ impl<S: EventStore> Engine<S> {
         at_ms
     }
 
-    fn append(&mut self, events: &[Event]) -> Result<(), Error> {
+    /// Encodes `events` as one batch at `first_seq` and appends it. Changes no state.
+    fn store_batch(&mut self, first_seq: u64, events: &[Event]) -> Result<(), Error> {
         if events.is_empty() {
             return Ok(());
         }
-        let first_seq = self.state.last_seq + 1;
         self.encoded.clear();
         codec::encode_batch(first_seq, events, &mut self.encoded)?;
-        let count = u32::try_from(events.len()).unwrap_or(u32::MAX);
+        let count = u32::try_from(events.len())
+            .map_err(|_| StoreError::new(StoreErrorKind::Contract, "too many events in one batch"))?;
         self.store.append(first_seq, count, &self.encoded)?;
-        self.state.last_seq += events.len() as u64;
         Ok(())
     }
 
@@ -423,6 +444,86 @@ impl<S: EventStore> Engine<S> {
     /// O(1) heartbeat claim.
     pub fn queued_heartbeat_deadlines(&self) -> usize {
         self.state.deadlines.heartbeat_len()
+    }
+}
+
+/// A group commit in progress (see [`Engine::group`]). Dropping it without
+/// [`Group::commit`] rolls everything back, as does a failed commit: the engine is then
+/// exactly as it was before the group (R7.1).
+pub struct Group<'a, S: EventStore> {
+    engine: &'a mut Engine<S>,
+    first_seq: u64,
+    events: Vec<Event>,
+    open: bool,
+}
+
+impl<S: EventStore> Group<'_, S> {
+    /// Decides and applies a command as [`Engine::execute`] does, but keeps its events for
+    /// the group's one append. Its outcome must not be handed out before
+    /// [`Group::commit`] succeeds.
+    pub fn execute(&mut self, command: Command, at_ms: u64) -> Result<Outcome, Error> {
+        let engine = &mut *self.engine;
+        let at_ms = engine.begin(at_ms);
+        let decision = decide(&engine.state, &engine.config, &command, at_ms)?;
+        let events = stamp(decision.events, at_ms);
+        let (outcome, events) = engine.accept(decision.reply, decision.effect, events, at_ms);
+        self.events.extend(events);
+        Ok(outcome)
+    }
+
+    /// A tick inside the group (see [`Engine::tick`]).
+    pub fn tick(&mut self, at_ms: u64) -> Result<Outcome, Error> {
+        let engine = &mut *self.engine;
+        let at_ms = engine.begin(at_ms);
+        let timeout = engine.config.heartbeat_timeout_ms;
+        let retention = engine.config.subscription_retention_ms;
+        let (kinds, _) = engine.state.take_due(at_ms, timeout, retention);
+        let events = stamp(kinds, at_ms);
+        let (outcome, events) = engine.accept(Reply::Done, Effect::None, events, at_ms);
+        self.events.extend(events);
+        Ok(outcome)
+    }
+
+    /// Events gathered so far.
+    pub fn event_count(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Read access to the engine in the middle of the group (for resolving recipients).
+    pub fn engine(&self) -> &Engine<S> {
+        self.engine
+    }
+
+    /// Appends every event of the group as one batch. On error the group is rolled back and
+    /// every command in it must be reported as failed. Call [`Engine::sync`] afterwards for
+    /// durability in the group-commit mode.
+    pub fn commit(mut self) -> Result<usize, Error> {
+        self.open = false;
+        let result = self.engine.store_batch(self.first_seq, &self.events);
+        match result {
+            Ok(()) => {
+                self.engine.state.end_journal();
+                Ok(self.events.len())
+            }
+            Err(e) => {
+                self.engine.state.rollback();
+                Err(e)
+            }
+        }
+    }
+
+    /// Undoes every command and tick of the group.
+    pub fn rollback(mut self) {
+        self.open = false;
+        self.engine.state.rollback();
+    }
+}
+
+impl<S: EventStore> Drop for Group<'_, S> {
+    fn drop(&mut self) {
+        if self.open {
+            self.engine.state.rollback();
+        }
     }
 }
 

@@ -48,7 +48,7 @@ mod store;
 
 pub use command::{Command, Delivery, Notice, Outcome, Recipient, Reply, StatusNotice, TargetStatus};
 pub use config::{Config, Edition, CONFIG_LIMIT_MAX};
-pub use engine::{Engine, Recovery, SessionView, Stats, UserView};
+pub use engine::{Engine, Group, Recovery, SessionView, Stats, UserView};
 pub use error::{Error, StoreError, StoreErrorKind};
 pub use event::{CloseReason, DisconnectReason, Event, EventKind, UnsubscribeReason};
 pub use ids::{DeviceId, DeviceKey, UserId, UserKey};

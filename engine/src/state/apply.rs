@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use super::journal::Undo;
 use super::{HeartbeatDue, Session, State};
 use crate::event::{Event, EventKind};
 use crate::ids::{UserId, UserKey};
@@ -26,6 +27,7 @@ impl State {
                 let u = self.intern_user(user);
                 let d = self.intern_device(device);
                 let incarnation = self.take_incarnation();
+                self.backup_user(u);
                 let state = self.user_mut(u);
                 match state.session_mut(d) {
                     Some(s) => {
@@ -51,16 +53,20 @@ impl State {
             }
             EventKind::SessionDisconnected { user, device, .. } => {
                 let (u, d) = self.existing_session(user, device)?;
+                if !self.user(u).session(d).is_some_and(|s| s.connected) {
+                    return Err(format!("{user}/{device} is not connected"));
+                }
+                self.backup_user(u);
                 let state = self.user_mut(u);
                 let was_online = state.is_online();
-                match state.session_mut(d) {
-                    Some(s) if s.connected => s.connected = false,
-                    _ => return Err(format!("{user}/{device} is not connected")),
+                if let Some(s) = state.session_mut(d) {
+                    s.connected = false;
                 }
                 self.after_session_change(u, was_online, at_ms);
             }
             EventKind::SessionClosed { user, device, .. } => {
                 let (u, d) = self.existing_session(user, device)?;
+                self.backup_user(u);
                 let state = self.user_mut(u);
                 let was_online = state.is_online();
                 state.sessions.retain(|s| s.device != d);
@@ -68,15 +74,16 @@ impl State {
             }
             EventKind::CustomStatusSet { user, custom } => {
                 let u = self.user_key(user).ok_or_else(|| format!("unknown user {user}"))?;
-                let state = self.user_mut(u);
-                if !custom.is_empty() && !state.is_online() {
+                if !custom.is_empty() && !self.user(u).is_online() {
                     return Err(format!("custom status for {user}, who is not ONLINE (R3.3)"));
                 }
-                state.custom = custom.clone();
+                self.backup_user(u);
+                self.user_mut(u).custom = custom.clone();
             }
             EventKind::Subscribed { user, targets } => {
                 check_targets(user, targets)?;
                 let u = self.intern_user(user);
+                self.backup_user(u);
                 for target in targets {
                     let t = self.intern_user(target);
                     let list = &mut self.user_mut(u).subscriptions;
@@ -84,7 +91,9 @@ impl State {
                         list.remove(pos);
                     }
                     list.push(t);
-                    self.user_mut(t).subscribers.insert(u);
+                    if self.user_mut(t).subscribers.insert(u) {
+                        self.record(Undo::SubscriberAdded { target: t, subscriber: u });
+                    }
                 }
             }
             EventKind::Unsubscribed { user, targets, .. } => {
@@ -102,9 +111,11 @@ impl State {
                         }
                     }
                 }
+                self.backup_user(u);
                 self.user_mut(u).subscriptions.retain(|t| !keys.contains(t));
                 for t in keys {
                     self.user_mut(t).subscribers.remove(&u);
+                    self.record(Undo::SubscriberRemoved { target: t, subscriber: u });
                 }
             }
             EventKind::FriendAdded { user, friend } => {
@@ -117,6 +128,7 @@ impl State {
                     return Err(format!("{user} and {friend} are already friends"));
                 }
                 self.user_mut(f).friends.insert(u);
+                self.record(Undo::FriendsAdded(u, f));
             }
             EventKind::FriendRemoved { user, friend } => {
                 let (u, f) = match (self.user_key(user), self.user_key(friend)) {
@@ -125,6 +137,7 @@ impl State {
                 };
                 self.user_mut(u).friends.remove(&f);
                 self.user_mut(f).friends.remove(&u);
+                self.record(Undo::FriendsRemoved(u, f));
             }
         }
         self.now_ms = self.now_ms.max(at_ms);

@@ -55,7 +55,7 @@ impl Deadlines {
     }
 
     /// Rebuilds both queues from the state (after replay or a heartbeat rebase).
-    pub(crate) fn rebuild(&mut self, users: &[UserState]) {
+    pub(crate) fn rebuild(&mut self, users: &mut [UserState]) {
         self.heartbeats.clear();
         self.retention.clear();
         for (index, user) in users.iter().enumerate() {
@@ -69,10 +69,12 @@ impl Deadlines {
                 }));
             }
         }
-        for (index, user) in users.iter().enumerate() {
+        for (index, user) in users.iter_mut().enumerate() {
+            user.retention_queued = false;
             if let (false, false, Some(since)) =
                 (user.is_online(), user.subscriptions.is_empty(), user.last_online_end_ms)
             {
+                user.retention_queued = true;
                 self.retention.push(Reverse((since, UserKey(index as u32))));
             }
         }

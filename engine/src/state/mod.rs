@@ -6,6 +6,7 @@
 
 mod apply;
 mod deadlines;
+mod journal;
 mod restore;
 
 use std::borrow::Borrow;
@@ -156,6 +157,8 @@ pub(crate) struct State {
     next_incarnation: u32,
     /// Accepted calls per user and API, newest last, at most `rate_limit_calls` (R6.3).
     rates: FxHashMap<(UserKey, Api), VecDeque<u64>>,
+    /// Open while a group commit is being decided (see `journal.rs`).
+    journal: Option<Vec<journal::Undo>>,
 }
 
 impl State {
@@ -236,8 +239,20 @@ impl State {
     pub(crate) fn rate_charge(&mut self, user: UserKey, api: Api, at_ms: u64, calls: u32) {
         let accepted = self.rates.entry((user, api)).or_default();
         accepted.push_back(at_ms);
+        let mut dropped = None;
         while accepted.len() > calls as usize {
-            accepted.pop_front();
+            dropped = accepted.pop_front();
+        }
+        self.record(journal::Undo::RateCharged { user, api, dropped });
+    }
+
+    /// Takes back the newest accepted call (a rolled-back group).
+    fn rate_uncharge(&mut self, user: UserKey, api: Api, dropped: Option<u64>) {
+        if let Some(accepted) = self.rates.get_mut(&(user, api)) {
+            accepted.pop_back();
+            if let Some(at_ms) = dropped {
+                accepted.push_front(at_ms);
+            }
         }
     }
 
@@ -245,7 +260,8 @@ impl State {
     /// is corrected lazily when its entry comes due.
     pub(crate) fn touch_heartbeat(&mut self, user: UserKey, device: DeviceKey, at_ms: u64) {
         if let Some(session) = self.user_mut(user).session_mut(device) {
-            session.heartbeat_at_ms = at_ms;
+            let heartbeat_at_ms = std::mem::replace(&mut session.heartbeat_at_ms, at_ms);
+            self.record(journal::Undo::Heartbeat { user, device, heartbeat_at_ms });
         }
     }
 
@@ -257,7 +273,7 @@ impl State {
                 session.heartbeat_at_ms = at_ms;
             }
         }
-        self.deadlines.rebuild(&self.users);
+        self.deadlines.rebuild(&mut self.users);
     }
 
     /// (connected, disconnected) sessions of all users.

@@ -1,0 +1,126 @@
+//! The undo journal of a group commit.
+//!
+//! A group decides and applies many commands before their events reach the store in one
+//! append (DESIGN.md: group commit). If that append fails, the state must be exactly as it
+//! was before the group (R7.1): while a group is open, every change records how to undo it,
+//! and a rollback plays the journal backwards. Outside a group nothing is recorded.
+
+use std::sync::Arc;
+
+use super::{Api, Session, State};
+use crate::ids::{DeviceKey, UserKey};
+
+#[derive(Debug)]
+pub(crate) enum Undo {
+    /// A user's own fields before an event changed them.
+    User {
+        user: UserKey,
+        sessions: Vec<Session>,
+        custom: Arc<str>,
+        last_online_end_ms: Option<u64>,
+        subscriptions: Vec<UserKey>,
+    },
+    SubscriberAdded {
+        target: UserKey,
+        subscriber: UserKey,
+    },
+    SubscriberRemoved {
+        target: UserKey,
+        subscriber: UserKey,
+    },
+    FriendsAdded(UserKey, UserKey),
+    FriendsRemoved(UserKey, UserKey),
+    Clock {
+        now_ms: u64,
+        last_seq: u64,
+    },
+    Heartbeat {
+        user: UserKey,
+        device: DeviceKey,
+        heartbeat_at_ms: u64,
+    },
+    RateCharged {
+        user: UserKey,
+        api: Api,
+        dropped: Option<u64>,
+    },
+}
+
+impl State {
+    /// Starts recording. Nested groups are not supported; a second call keeps the journal.
+    pub(crate) fn begin_journal(&mut self) {
+        if self.journal.is_none() {
+            self.journal = Some(vec![Undo::Clock { now_ms: self.now_ms, last_seq: self.last_seq }]);
+        }
+    }
+
+    /// Stops recording and forgets the journal: the group's changes stay.
+    pub(crate) fn end_journal(&mut self) {
+        self.journal = None;
+    }
+
+    pub(crate) fn record(&mut self, undo: Undo) {
+        if let Some(journal) = &mut self.journal {
+            journal.push(undo);
+        }
+    }
+
+    /// Records a user's own fields before an event changes them.
+    pub(crate) fn backup_user(&mut self, user: UserKey) {
+        if self.journal.is_some() {
+            let u = &self.users[user.index()];
+            let undo = Undo::User {
+                user,
+                sessions: u.sessions.clone(),
+                custom: u.custom.clone(),
+                last_online_end_ms: u.last_online_end_ms,
+                subscriptions: u.subscriptions.clone(),
+            };
+            self.record(undo);
+        }
+    }
+
+    /// Undoes everything recorded since [`State::begin_journal`], newest first, and stops
+    /// recording.
+    pub(crate) fn rollback(&mut self) {
+        let Some(journal) = self.journal.take() else { return };
+        for undo in journal.into_iter().rev() {
+            match undo {
+                Undo::User { user, sessions, custom, last_online_end_ms, subscriptions } => {
+                    let u = &mut self.users[user.index()];
+                    u.sessions = sessions;
+                    u.custom = custom;
+                    u.last_online_end_ms = last_online_end_ms;
+                    u.subscriptions = subscriptions;
+                }
+                Undo::SubscriberAdded { target, subscriber } => {
+                    self.users[target.index()].subscribers.remove(&subscriber);
+                }
+                Undo::SubscriberRemoved { target, subscriber } => {
+                    self.users[target.index()].subscribers.insert(subscriber);
+                }
+                Undo::FriendsAdded(a, b) => {
+                    self.users[a.index()].friends.remove(&b);
+                    self.users[b.index()].friends.remove(&a);
+                }
+                Undo::FriendsRemoved(a, b) => {
+                    self.users[a.index()].friends.insert(b);
+                    self.users[b.index()].friends.insert(a);
+                }
+                Undo::Clock { now_ms, last_seq } => {
+                    self.now_ms = now_ms;
+                    self.last_seq = last_seq;
+                }
+                Undo::Heartbeat { user, device, heartbeat_at_ms } => {
+                    if let Some(s) = self.users[user.index()].session_mut(device) {
+                        s.heartbeat_at_ms = heartbeat_at_ms;
+                    }
+                }
+                Undo::RateCharged { user, api, dropped } => self.rate_uncharge(user, api, dropped),
+            }
+        }
+        // Sessions restored by the rollback may have lost their queued deadline to a newer
+        // incarnation, or to a tick of the group; requeue everything once so none is lost.
+        self.deadlines.rebuild(&mut self.users);
+    }
+}
