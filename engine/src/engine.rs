@@ -381,6 +381,11 @@ impl<S: EventStore> Engine<S> {
         self.state.logical()
     }
 
+    /// A resolver for recipient handles that borrows only the name tables.
+    pub fn names(&self) -> crate::runtime::Names<'_> {
+        crate::runtime::Names { state: &self.state }
+    }
+
     /// The names behind a notice's recipient handle.
     pub fn resolve(&self, recipient: Recipient) -> (&UserId, &DeviceId) {
         (self.state.user_name(recipient.user), self.state.device_name(recipient.device))

@@ -41,6 +41,7 @@ mod error;
 mod event;
 mod fanout;
 mod ids;
+pub mod runtime;
 mod snapshot;
 mod state;
 mod status;
