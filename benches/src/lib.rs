@@ -1,1 +1,80 @@
-//! Benchmarks live in benches/.
+//! Shared set-ups for the criterion benchmarks in `benches/benches/`.
+//!
+//! Every set-up goes through the public API only, so the benchmarks measure what a host
+//! gets. User and device names are short and deterministic (`u123`, `d0`).
+
+use presence_engine::{Command, Config, Engine, EventStore};
+use presence_storage_mem::MemStore;
+
+/// The name of user `i`.
+pub fn user(i: u64) -> String {
+    format!("u{i}")
+}
+
+/// A configuration with room for the big lists the benchmarks build, and no rate limit in
+/// the way of a hot loop.
+pub fn bench_config() -> Config {
+    Config { rate_limit_calls: u32::MAX >> 12, max_subscriptions: 1_000, ..Config::default() }
+}
+
+/// A small deterministic generator (xorshift64*), so runs are comparable.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from a non-zero seed.
+    pub fn new(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number below `n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+/// Executes `commands` at `at_ms` in groups of 1 024, each committed as one batch. Refused
+/// commands are skipped; a failed commit is a broken set-up and panics.
+pub fn run_grouped<S: EventStore>(
+    engine: &mut Engine<S>,
+    commands: impl IntoIterator<Item = Command>,
+    at_ms: u64,
+) {
+    let mut commands = commands.into_iter().peekable();
+    while commands.peek().is_some() {
+        let mut group = engine.group();
+        for command in commands.by_ref().take(1_024) {
+            let _ = group.execute(command, at_ms);
+        }
+        group.commit().unwrap_or_else(|e| panic!("set-up commit failed: {e}"));
+    }
+}
+
+/// Logs in users `0..users` with one device each (`d0`).
+pub fn login_users<S: EventStore>(engine: &mut Engine<S>, users: u64, at_ms: u64) {
+    run_grouped(engine, (0..users).map(|i| Command::login(user(i), "d0")), at_ms);
+}
+
+/// An engine on the in-memory store with `users` users logged in on one device each.
+pub fn engine_with_users(users: u64) -> Engine<MemStore> {
+    let mut engine = Engine::open(bench_config(), MemStore::new()).unwrap_or_else(|e| panic!("{e}"));
+    login_users(&mut engine, users, 0);
+    engine
+}
+
+/// Makes each user in `subscribers` subscribe to `target`.
+pub fn subscribe_all<S: EventStore>(
+    engine: &mut Engine<S>,
+    target: &str,
+    subscribers: impl Iterator<Item = u64>,
+) {
+    run_grouped(engine, subscribers.map(|s| Command::subscribe(user(s), "d0", [target])), 0);
+}

@@ -548,7 +548,11 @@ fn replay<S: EventStore>(store: &S, state: &mut State, recovery: &mut Recovery) 
             ))
             .into());
         }
-        let (header, events) = codec::decode_batch(&batch.bytes)?;
+        // Name where the batch is stored: a bad version byte or a short header says nothing
+        // about its sequence number itself.
+        let (header, events) = codec::decode_batch(&batch.bytes).map_err(|e| {
+            StoreError::with_source(e.kind(), format!("batch stored at sequence {}", batch.first_seq), e)
+        })?;
         if header.first_seq != batch.first_seq || header.count != batch.count {
             return Err(StoreError::corrupt(format!(
                 "batch stored at sequence {} says it starts at {} with {} events",

@@ -230,8 +230,10 @@ impl State {
         window_ms: u64,
     ) -> bool {
         let Some(accepted) = self.rates.get(&(user, api)) else { return true };
-        let in_window = accepted.iter().rev().take_while(|&&t| t + window_ms > at_ms).count();
-        in_window < calls as usize
+        // Only the newest `calls` times are kept, so the window holds `calls` accepted calls
+        // exactly when it holds the oldest one kept: O(1).
+        accepted.len() < calls as usize
+            || accepted.front().is_none_or(|&t| t.saturating_add(window_ms) <= at_ms)
     }
 
     /// Records an accepted call (R6.3). Keeps only the newest `calls` times: older ones can

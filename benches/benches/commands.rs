@@ -1,0 +1,95 @@
+//! Commands in memory over 1 000 000 users on storage-mem: the mix, heartbeat alone,
+//! login + logout, set_status, subscribe. Elements = commands.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use presence_benches::{engine_with_users, user, Rng};
+use presence_engine::{Command, Engine};
+use presence_storage_mem::MemStore;
+
+const USERS: u64 = 1_000_000;
+const PER_ITER: usize = 1_000;
+
+/// Runs `commands` in order, `PER_ITER` per iteration, cycling, with the time moving 1 ms
+/// per iteration.
+fn run(c: &mut Criterion, name: &str, engine: &mut Engine<MemStore>, commands: &[Command]) {
+    let mut group = c.benchmark_group("commands");
+    group.sample_size(20);
+    group.throughput(Throughput::Elements(PER_ITER as u64));
+    let mut next = 0;
+    let mut at_ms = 1;
+    group.bench_function(name, |b| {
+        b.iter(|| {
+            at_ms += 1;
+            for _ in 0..PER_ITER {
+                let command = commands[next].clone();
+                next = (next + 1) % commands.len();
+                let _ = black_box(engine.execute(command, at_ms));
+            }
+        })
+    });
+    group.finish();
+}
+
+/// A realistic mix for users who are all logged in at the start: mostly heartbeats, some
+/// status changes and subscriptions, and users leaving and coming back.
+fn mix(rng: &mut Rng, len: usize) -> Vec<Command> {
+    let mut online = vec![true; USERS as usize];
+    (0..len)
+        .map(|_| {
+            let u = rng.below(USERS);
+            let name = user(u);
+            if !online[u as usize] {
+                online[u as usize] = true;
+                return Command::login(name, "d0");
+            }
+            match rng.below(100) {
+                0..=69 => Command::heartbeat(name, "d0"),
+                70..=81 => Command::set_status(name, "d0", if rng.below(2) == 0 { "busy" } else { "" }),
+                82..=89 => Command::subscribe(name, "d0", [user(rng.below(USERS))]),
+                _ => {
+                    online[u as usize] = false;
+                    Command::logout(name, "d0")
+                }
+            }
+        })
+        .collect()
+}
+
+fn benches(c: &mut Criterion) {
+    let mut rng = Rng::new(42);
+    let mut engine = engine_with_users(USERS);
+
+    let commands = mix(&mut rng, 2_000_000);
+    run(c, "mix_over_1000000_users", &mut engine, &commands);
+
+    let mut engine = engine_with_users(USERS);
+    let commands: Vec<Command> =
+        (0..1_000_000).map(|_| Command::heartbeat(user(rng.below(USERS)), "d0")).collect();
+    run(c, "heartbeat", &mut engine, &commands);
+
+    let commands: Vec<Command> = (0..500_000)
+        .flat_map(|_| {
+            let u = user(rng.below(USERS));
+            [Command::logout(u.as_str(), "d0"), Command::login(u.as_str(), "d0")]
+        })
+        .collect();
+    run(c, "login_logout", &mut engine, &commands);
+
+    let commands: Vec<Command> = (0..1_000_000)
+        .map(|i| Command::set_status(user(rng.below(USERS)), "d0", if i % 2 == 0 { "busy" } else { "free" }))
+        .collect();
+    run(c, "set_status", &mut engine, &commands);
+
+    let commands: Vec<Command> = (0..1_000_000)
+        .map(|_| {
+            let (s, t) = (rng.below(USERS), rng.below(USERS));
+            Command::subscribe(user(s), "d0", [user(if t == s { (t + 1) % USERS } else { t })])
+        })
+        .collect();
+    run(c, "subscribe", &mut engine, &commands);
+}
+
+criterion_group!(group, benches);
+criterion_main!(group);
