@@ -116,10 +116,12 @@ impl Decider<'_> {
     }
 
     fn targets(&self, targets: &[UserId], min: usize, max: u32, api: &str) -> Result<(), Error> {
+        // R7.2: ids are checked before the batch's shape.
+        targets.iter().try_for_each(|t| self.user_id(t, "target user id"))?;
         if targets.len() < min || targets.len() > max as usize {
             return Err(Error::invalid(format!("{api} takes {min} to {max} targets, got {}", targets.len())));
         }
-        targets.iter().try_for_each(|t| self.user_id(t, "target user id"))
+        Ok(())
     }
 
     fn friend_ids(&self, user: &UserId, friend: &UserId) -> Result<(), Error> {

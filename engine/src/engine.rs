@@ -370,6 +370,11 @@ impl<S: EventStore> Engine<S> {
         }
     }
 
+    /// An estimate of the heap the state holds, from its containers' capacities.
+    pub fn heap_bytes(&self) -> crate::HeapBytes {
+        self.state.heap_bytes()
+    }
+
     /// The ids of every user the engine knows of, in no particular order.
     pub fn user_ids(&self) -> impl Iterator<Item = &UserId> + '_ {
         (0..self.state.users.len()).map(|i| self.state.user_name(UserKey(i as u32)))

@@ -54,5 +54,6 @@ pub use error::{Error, StoreError, StoreErrorKind};
 pub use event::{CloseReason, DisconnectReason, Event, EventKind, UnsubscribeReason};
 pub use ids::{DeviceId, DeviceKey, UserId, UserKey};
 pub use snapshot::{LogicalState, SessionRecord, Snapshot, UserRecord};
+pub use state::HeapBytes;
 pub use status::{GeneralStatus, LastOnline, UserStatus};
 pub use store::{EventStore, StoredBatch};

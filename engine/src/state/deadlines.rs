@@ -80,6 +80,16 @@ impl Deadlines {
         }
     }
 
+    /// Reserved entries of the heartbeat queue.
+    pub(crate) fn heartbeat_capacity(&self) -> usize {
+        self.heartbeats.capacity()
+    }
+
+    /// Reserved entries of the retention queue.
+    pub(crate) fn retention_capacity(&self) -> usize {
+        self.retention.capacity()
+    }
+
     /// Number of queued heartbeat entries (live and stale), for memory reports.
     pub(crate) fn heartbeat_len(&self) -> usize {
         self.heartbeats.len()

@@ -7,6 +7,7 @@
 mod apply;
 mod deadlines;
 mod journal;
+mod memory;
 mod restore;
 
 use std::borrow::Borrow;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 pub(crate) use deadlines::{Deadlines, HeartbeatDue};
+pub use memory::HeapBytes;
 
 use crate::ids::{DeviceId, DeviceKey, UserId, UserKey};
 use crate::status::{GeneralStatus, LastOnline, UserStatus};

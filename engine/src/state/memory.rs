@@ -1,0 +1,63 @@
+//! An estimate of the heap the state holds, from the capacities of its containers, for the
+//! memory figures of `presence simulate` (DESIGN.md: bytes per session and per subscription).
+//! It counts what the containers reserve, not allocator overhead.
+
+use std::mem::size_of;
+
+use super::deadlines::HeartbeatDue;
+use super::{Session, State, UserState};
+use crate::ids::{DeviceId, UserId, UserKey};
+
+/// Heap bytes of the state, split by what they serve.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeapBytes {
+    /// Users, sessions, ids, custom statuses and the heartbeat queue.
+    pub users_and_sessions: usize,
+    /// Subscription lists and their reverse index, and the retention queue.
+    pub subscriptions: usize,
+    /// Friend sets.
+    pub friends: usize,
+    /// Rate-limit windows.
+    pub rate_limits: usize,
+}
+
+/// Bytes a hashbrown table of `capacity` entries of `entry` bytes reserves (one control byte
+/// per bucket, buckets a power of two at most 7/8 full).
+fn table_bytes(capacity: usize, entry: usize) -> usize {
+    if capacity == 0 {
+        return 0;
+    }
+    let buckets = (capacity * 8 / 7).next_power_of_two();
+    buckets * (entry + 1)
+}
+
+fn arc_str_bytes(s: &str) -> usize {
+    2 * size_of::<usize>() + s.len()
+}
+
+impl State {
+    pub(crate) fn heap_bytes(&self) -> HeapBytes {
+        let mut bytes = HeapBytes::default();
+        let ids = self.user_ids.names.iter().map(|n| arc_str_bytes(n)).sum::<usize>()
+            + self.user_ids.names.capacity() * size_of::<UserId>()
+            + table_bytes(self.user_ids.keys.capacity(), size_of::<(UserId, u32)>())
+            + self.device_ids.names.iter().map(|n| arc_str_bytes(n)).sum::<usize>()
+            + self.device_ids.names.capacity() * size_of::<DeviceId>()
+            + table_bytes(self.device_ids.keys.capacity(), size_of::<(DeviceId, u32)>());
+        bytes.users_and_sessions = ids
+            + self.users.capacity() * size_of::<UserState>()
+            + self.deadlines.heartbeat_capacity() * size_of::<HeartbeatDue>();
+        bytes.subscriptions = self.deadlines.retention_capacity() * size_of::<(u64, UserKey)>();
+        for user in &self.users {
+            bytes.users_and_sessions +=
+                user.sessions.capacity() * size_of::<Session>() + arc_str_bytes(&user.custom);
+            bytes.subscriptions += user.subscriptions.capacity() * size_of::<UserKey>()
+                + table_bytes(user.subscribers.capacity(), size_of::<UserKey>());
+            bytes.friends += table_bytes(user.friends.capacity(), size_of::<UserKey>());
+        }
+        bytes.rate_limits =
+            table_bytes(self.rates.capacity(), size_of::<((UserKey, super::Api), Vec<u64>)>())
+                + self.rates.values().map(|w| w.capacity() * size_of::<u64>()).sum::<usize>();
+        bytes
+    }
+}

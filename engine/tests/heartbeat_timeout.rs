@@ -1,0 +1,255 @@
+//! Heartbeat timeouts (R2.4) and engine time (R1.3): the exact deadline, heartbeats and
+//! repeated logins moving it, only ticks expiring anything, and commands sent with an
+//! earlier time than the engine has seen.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use presence_engine::{codec, Command, Config, EventKind, EventStore, GeneralStatus::*, LastOnline};
+
+// R2.4
+#[test]
+fn the_session_times_out_at_exactly_h_plus_the_timeout() {
+    let mut e = engine();
+    let h = 1_000;
+    ok(&mut e, Command::login("alice", "phone"), h);
+    let out = tick(&mut e, h + 399_999);
+    assert_eq!(out.events, 0);
+    assert_eq!(sessions(&e, "alice"), vec![("phone".to_string(), true, h)]);
+    assert_eq!(general(&e, "alice"), Online);
+    let out = tick(&mut e, h + 400_000);
+    assert_eq!(out.events, 1);
+    assert_eq!(sessions(&e, "alice"), vec![("phone".to_string(), false, h)]);
+    assert_eq!(general(&e, "alice"), Offline);
+    assert_eq!(e.last_online("alice"), LastOnline::At(h + 400_000));
+}
+
+// R2.4
+#[test]
+fn a_late_tick_disconnects_at_the_tick_time() {
+    let mut e = engine();
+    ok(&mut e, Command::login("alice", "phone"), 0);
+    tick(&mut e, 1_234_567);
+    assert_eq!(general(&e, "alice"), Offline);
+    assert_eq!(e.last_online("alice"), LastOnline::At(1_234_567));
+}
+
+// R2.4
+#[test]
+fn a_heartbeat_moves_the_deadline() {
+    let mut e = engine();
+    ok(&mut e, Command::login("alice", "phone"), 0);
+    let out = ok(&mut e, Command::heartbeat("alice", "phone"), 300_000);
+    assert_eq!(out.events, 0);
+    assert_eq!(e.sessions("alice")[0].heartbeat_at_ms, 300_000);
+    tick(&mut e, 400_000);
+    assert_eq!(general(&e, "alice"), Online);
+    tick(&mut e, 699_999);
+    assert_eq!(general(&e, "alice"), Online);
+    tick(&mut e, 700_000);
+    assert_eq!(general(&e, "alice"), Offline);
+}
+
+// R2.4
+#[test]
+fn repeated_heartbeats_keep_a_session_alive_indefinitely() {
+    let mut e = engine();
+    ok(&mut e, Command::login("alice", "phone"), 0);
+    for i in 1..=20u64 {
+        ok(&mut e, Command::heartbeat("alice", "phone"), i * 399_000);
+        tick(&mut e, i * 399_000 + 1_000);
+        assert_eq!(general(&e, "alice"), Online, "round {i}");
+    }
+    tick(&mut e, 20 * 399_000 + 400_000);
+    assert_eq!(general(&e, "alice"), Offline);
+}
+
+// R2.4
+#[test]
+fn a_login_of_a_connected_session_moves_the_deadline_too() {
+    let mut e = engine();
+    ok(&mut e, Command::login("alice", "phone"), 0);
+    ok(&mut e, Command::login("alice", "phone"), 300_000);
+    tick(&mut e, 699_999);
+    assert_eq!(general(&e, "alice"), Online);
+    tick(&mut e, 700_000);
+    assert_eq!(general(&e, "alice"), Offline);
+}
+
+// R2.4
+#[test]
+fn heartbeat_of_a_missing_or_disconnected_session_is_not_logged_in() {
+    let mut e = engine();
+    assert_eq!(code(&mut e, Command::heartbeat("alice", "phone"), 0), 6014);
+    ok(&mut e, Command::login("alice", "phone"), 0);
+    assert_eq!(code(&mut e, Command::heartbeat("alice", "tablet"), 1), 6014);
+    ok(&mut e, Command::disconnect("alice", "phone"), 2);
+    assert_eq!(code(&mut e, Command::heartbeat("alice", "phone"), 3), 6014);
+    tick(&mut e, 10_000_000);
+    ok(&mut e, Command::login("alice", "phone"), 10_000_000);
+    tick(&mut e, 10_400_000);
+    assert_eq!(code(&mut e, Command::heartbeat("alice", "phone"), 10_400_001), 6014, "timed out");
+}
+
+// R2.4
+#[test]
+fn only_ticks_expire_sessions() {
+    let mut e = engine();
+    ok(&mut e, Command::login("alice", "phone"), 0);
+    // Long past the deadline, other commands do not expire anything.
+    ok(&mut e, Command::login("bob", "pc"), 500_000);
+    ok(&mut e, Command::get_status("bob", "pc", ["alice"]), 500_001);
+    assert_eq!(general(&e, "alice"), Online);
+    // So a heartbeat before the next tick still saves the session.
+    ok(&mut e, Command::heartbeat("alice", "phone"), 600_000);
+    tick(&mut e, 600_000);
+    assert_eq!(general(&e, "alice"), Online);
+    tick(&mut e, 899_999);
+    assert_eq!((general(&e, "alice"), general(&e, "bob")), (Online, Online));
+    tick(&mut e, 900_000);
+    assert_eq!((general(&e, "alice"), general(&e, "bob")), (Online, Offline), "bob's h is 500 000");
+    tick(&mut e, 1_000_000);
+    assert_eq!(general(&e, "alice"), Offline);
+}
+
+// R2.4
+#[test]
+fn each_device_has_its_own_deadline() {
+    let mut e = engine();
+    ok(&mut e, Command::login("bob", "pc"), 0);
+    ok(&mut e, Command::subscribe("bob", "pc", ["alice"]), 0);
+    ok(&mut e, Command::login("alice", "phone"), 0);
+    ok(&mut e, Command::login("alice", "tablet"), 100_000);
+    ok(&mut e, Command::heartbeat("bob", "pc"), 390_000);
+    let out = tick(&mut e, 400_000);
+    assert_eq!(
+        sessions(&e, "alice"),
+        vec![("phone".to_string(), false, 0), ("tablet".to_string(), true, 100_000)]
+    );
+    assert!(told(&e, &out).is_empty(), "alice is still ONLINE");
+    let out = tick(&mut e, 500_000);
+    assert_eq!(general(&e, "alice"), Offline);
+    assert_eq!(told(&e, &out), expect(&[("bob", "pc", "alice OFFLINE ")]));
+}
+
+// R2.4
+#[test]
+fn a_stale_deadline_does_not_disconnect_a_reconnected_session() {
+    let mut e = engine();
+    ok(&mut e, Command::login("alice", "phone"), 0);
+    ok(&mut e, Command::disconnect("alice", "phone"), 100);
+    ok(&mut e, Command::login("alice", "phone"), 300_000);
+    tick(&mut e, 400_000);
+    assert_eq!(general(&e, "alice"), Online);
+    tick(&mut e, 699_999);
+    assert_eq!(general(&e, "alice"), Online);
+    tick(&mut e, 700_000);
+    assert_eq!(general(&e, "alice"), Offline);
+}
+
+// R2.4
+#[test]
+fn a_configured_timeout_is_used() {
+    let mut e = engine_with(Config { heartbeat_timeout_ms: 10, ..Config::default() });
+    ok(&mut e, Command::login("alice", "phone"), 5);
+    tick(&mut e, 14);
+    assert_eq!(general(&e, "alice"), Online);
+    tick(&mut e, 15);
+    assert_eq!(general(&e, "alice"), Offline);
+}
+
+// R2.4
+#[test]
+fn a_timeout_is_logged_and_notified_to_subscribers() {
+    let mut e = engine();
+    ok(&mut e, Command::login("alice", "phone"), 0);
+    ok(&mut e, Command::login("bob", "pc"), 200_000);
+    ok(&mut e, Command::subscribe("bob", "pc", ["alice"]), 200_000);
+    let seq = e.last_seq();
+    let out = tick(&mut e, 400_000);
+    assert_eq!(out.events, 1);
+    assert_eq!(e.last_seq(), seq + 1);
+    assert_eq!(told(&e, &out), expect(&[("bob", "pc", "alice OFFLINE ")]));
+}
+
+// R2.4
+#[test]
+fn a_tick_with_nothing_due_logs_nothing() {
+    let mut e = engine();
+    ok(&mut e, Command::login("alice", "phone"), 0);
+    let seq = e.last_seq();
+    let out = tick(&mut e, 1_000);
+    assert_eq!(out.events, 0);
+    assert!(out.notices.is_empty());
+    assert_eq!(e.last_seq(), seq);
+    assert_eq!(e.now_ms(), 1_000);
+}
+
+// R1.3
+#[test]
+fn a_login_with_an_earlier_time_is_stamped_at_the_latest_time() {
+    let mut e = engine();
+    tick(&mut e, 100_000);
+    ok(&mut e, Command::login("alice", "phone"), 0);
+    assert_eq!(sessions(&e, "alice"), vec![("phone".to_string(), true, 100_000)]);
+    assert_eq!(e.sessions("alice")[0].heartbeat_at_ms, 100_000);
+    // Had the heartbeat been stamped at 0, the tick at 400 000 would disconnect it.
+    tick(&mut e, 400_000);
+    assert_eq!(general(&e, "alice"), Online);
+    tick(&mut e, 499_999);
+    assert_eq!(general(&e, "alice"), Online);
+    tick(&mut e, 500_000);
+    assert_eq!(general(&e, "alice"), Offline);
+    assert_eq!(e.now_ms(), 500_000);
+}
+
+// R1.3
+#[test]
+fn a_heartbeat_with_an_earlier_time_is_stamped_at_the_latest_time() {
+    let mut e = engine();
+    ok(&mut e, Command::login("alice", "phone"), 0);
+    tick(&mut e, 300_000);
+    ok(&mut e, Command::heartbeat("alice", "phone"), 10);
+    assert_eq!(e.sessions("alice")[0].heartbeat_at_ms, 300_000);
+    tick(&mut e, 699_999);
+    assert_eq!(general(&e, "alice"), Online);
+    tick(&mut e, 700_000);
+    assert_eq!(general(&e, "alice"), Offline);
+}
+
+// R1.3
+#[test]
+fn a_tick_with_an_earlier_time_does_not_move_time_back() {
+    let mut e = engine();
+    ok(&mut e, Command::login("alice", "phone"), 0);
+    tick(&mut e, 399_000);
+    let out = tick(&mut e, 5);
+    assert_eq!(out.events, 0);
+    assert_eq!(e.now_ms(), 399_000);
+    // A backwards tick never expires more than the latest time allows, nor less.
+    ok(&mut e, Command::disconnect("alice", "phone"), 1);
+    assert_eq!(e.last_online("alice"), LastOnline::At(399_000));
+}
+
+// R1.3
+#[test]
+fn events_carry_the_clamped_engine_time() {
+    let mut e = engine();
+    tick(&mut e, 7_000);
+    ok(&mut e, Command::login("alice", "phone"), 3_000);
+    ok(&mut e, Command::set_status("alice", "phone", "x"), 9_000);
+    ok(&mut e, Command::disconnect("alice", "phone"), 8_000);
+    let mut stamped = Vec::new();
+    for batch in e.store().read_from(1).unwrap() {
+        let (_, events) = codec::decode_batch(&batch.unwrap().bytes).unwrap();
+        stamped.extend(events.into_iter().map(|ev| (ev.at_ms, ev.kind)));
+    }
+    assert_eq!(stamped.len(), 3);
+    assert_eq!(stamped[0].0, 7_000);
+    assert!(matches!(stamped[0].1, EventKind::SessionOpened { .. }));
+    assert_eq!(stamped[1].0, 9_000);
+    assert_eq!(stamped[2].0, 9_000);
+    assert_eq!(e.last_online("alice"), LastOnline::At(9_000));
+}
