@@ -38,13 +38,19 @@ pub trait EventStore {
     /// least 1, else the call fails with [`StoreErrorKind::Contract`](crate::StoreErrorKind)
     /// and stores nothing. On any error nothing was stored and `next_seq` is unchanged.
     ///
-    /// How durable an acknowledged append is depends on the backend's configured mode; it is
-    /// durable at the latest after the next successful [`sync`](EventStore::sync).
+    /// `bytes` is a batch as [`codec::encode_batch`](crate::codec::encode_batch) writes it; a
+    /// backend may read its header (for example to find `next_seq` again after a restart) and
+    /// refuse bytes whose header does not match `first_seq` and `count`.
+    ///
+    /// How durable an acknowledged append is depends on the backend's configured mode; in
+    /// its durable modes it is durable at the latest after the next successful
+    /// [`sync`](EventStore::sync).
     fn append(&mut self, first_seq: u64, count: u32, bytes: &[u8]) -> Result<(), StoreError>;
 
-    /// Makes every batch appended so far durable (for example an fsync). A successful return
-    /// means no acknowledged batch is lost by a crash. An error means nothing about earlier
-    /// batches is promised until a later `sync` succeeds.
+    /// Makes every batch appended so far durable (for example an fsync). In the backend's
+    /// durable modes a successful return means no acknowledged batch is lost by a crash; a
+    /// backend may offer a mode that relaxes this and must say so. An error means nothing
+    /// about earlier batches is promised until a later `sync` succeeds.
     fn sync(&mut self) -> Result<(), StoreError>;
 
     /// Reads the batches that hold events `>= from_seq`, in order: the first one returned may
