@@ -1,1 +1,36 @@
-//! Filled by its own issue; see the README.
+//! The conformance suite of the presence engine: a reference model of SPEC.md, the engine and
+//! the model in lockstep for model-based tests, and the runner of conformance traces
+//! (TRACE-FORMAT.md).
+//!
+//! - [`model::Model`]: SPEC.md written as plainly as possible (maps, vectors, linear scans),
+//!   sharing no logic with the engine, so a bug must be written twice to hide.
+//! - [`subject::Subject`]: what a trace drives, implemented by the engine over any store
+//!   ([`subject::EngineSubject`]) and by the model. Implement it to check another system.
+//! - [`lockstep::Lockstep`]: runs the same steps on the engine and the model and compares
+//!   replies, notices and every read after each step, checking the invariants and, at the
+//!   end, that replaying the log gives the live state.
+//! - [`trace`]: parses and runs traces; `presence conform` is its command line.
+//!
+//! ```
+//! use presence_conformance::trace::{run_text, Target};
+//!
+//! let trace = r#"
+//! {"at": 0, "op": "login", "user": "alice", "device": "phone"}
+//! {"expect": "notices", "notices": [{"to": "alice", "device": "phone", "about": "alice", "status": "ONLINE", "custom": ""}]}
+//! "#;
+//! let mut out = Vec::new();
+//! assert_eq!(run_text("login.jsonl", trace, &[Target::Mem, Target::Model], &mut out), 0);
+//! assert_eq!(String::from_utf8_lossy(&out).trim(), "1 passed, 0 failed");
+//! ```
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod lockstep;
+pub mod model;
+pub mod subject;
+pub mod trace;
+
+pub use model::Model;
+pub use subject::{EngineSubject, FlatNotice, Refusal, Response, Subject};

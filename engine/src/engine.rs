@@ -142,10 +142,13 @@ impl<S: EventStore> Engine<S> {
     /// the latest). On success its events are in the store and the outcome carries the reply
     /// and the notices to push. On error nothing changed (R7.1).
     pub fn execute(&mut self, command: Command, at_ms: u64) -> Result<Outcome, Error> {
-        let at_ms = self.begin(at_ms);
+        let at_ms = at_ms.max(self.state.now_ms);
         let decision = decide(&self.state, &self.config, &command, at_ms)?;
         let events = stamp(decision.events, at_ms);
         self.store_batch(self.state.last_seq + 1, &events)?;
+        // Only an accepted command fixes the recovery time: a refused one changes nothing
+        // (R7.1), and its time is not adopted (R1.3).
+        self.begin(at_ms);
         Ok(self.accept(decision.reply, decision.effect, events, at_ms).0)
     }
 
@@ -473,8 +476,9 @@ impl<S: EventStore> Group<'_, S> {
     /// [`Group::commit`] succeeds.
     pub fn execute(&mut self, command: Command, at_ms: u64) -> Result<Outcome, Error> {
         let engine = &mut *self.engine;
-        let at_ms = engine.begin(at_ms);
+        let at_ms = at_ms.max(engine.state.now_ms);
         let decision = decide(&engine.state, &engine.config, &command, at_ms)?;
+        engine.begin(at_ms);
         let events = stamp(decision.events, at_ms);
         let (outcome, events) = engine.accept(decision.reply, decision.effect, events, at_ms);
         self.events.extend(events);

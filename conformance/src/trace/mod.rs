@@ -1,0 +1,211 @@
+//! The conformance trace runner of TRACE-FORMAT.md.
+//!
+//! A trace is a file of JSON lines: an optional configuration, then commands, each followed
+//! by expectations about it, and checks of the state. [`run_paths`] runs every trace found
+//! under its paths on each [`Target`] asked for, prints `FILE:LINE: expected ..., got ...` for
+//! every failure and a closing `N passed, M failed`, and returns the exit status: 0 when none
+//! failed, 1 when one failed, 2 when a trace could not be read or parsed.
+//!
+//! ```
+//! use presence_conformance::trace::{run_text, Target};
+//!
+//! let text = r#"
+//! {"at": 0, "op": "login", "user": "alice", "device": "phone"}
+//! {"check": "status", "user": "alice", "status": "ONLINE", "custom": ""}
+//! "#;
+//! let mut out = Vec::new();
+//! let status = run_text("example.jsonl", text, &[Target::Mem, Target::Model], &mut out);
+//! assert_eq!(status, 0);
+//! ```
+
+mod parse;
+mod run;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use presence_engine::EventStore;
+use presence_storage_mem::MemStore;
+use presence_storage_sled::{Durability, SledStore};
+
+pub use parse::{parse, Check, Expectation, Item, Op, ParseError, Trace};
+pub use run::{run_trace, Failure};
+
+use crate::model::Model;
+use crate::subject::EngineSubject;
+
+/// What a trace runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// The engine over the in-memory store.
+    Mem,
+    /// The engine over a temporary sled store.
+    Sled,
+    /// The reference model (no store; the replay check does not apply).
+    Model,
+}
+
+impl Target {
+    /// The name used in messages and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Mem => "mem",
+            Target::Sled => "sled",
+            Target::Model => "model",
+        }
+    }
+
+    /// The storage backends this build has: the runner's default (TRACE-FORMAT.md: every
+    /// backend).
+    pub fn stores() -> &'static [Target] {
+        &[Target::Mem, Target::Sled]
+    }
+}
+
+/// How one trace went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every expectation and check held on every target.
+    Passed,
+    /// Something did not hold (or a store could not be opened).
+    Failed,
+    /// The trace could not be read or parsed.
+    Unreadable,
+}
+
+/// Runs the traces named by `paths` (files, or directories searched recursively for
+/// `.jsonl` files, in sorted order) on each of `targets`, writing failures and the closing
+/// `N passed, M failed` line to `out`. Returns the exit status: 0, 1 or 2 as described in the
+/// module documentation. Errors writing to `out` are ignored; the status still tells.
+pub fn run_paths<P: AsRef<Path>>(paths: &[P], targets: &[Target], out: &mut impl Write) -> i32 {
+    let mut verdicts = Vec::new();
+    for path in paths {
+        let path = path.as_ref();
+        match trace_files(path) {
+            Ok(files) if files.is_empty() => {
+                let _ = writeln!(out, "{}: no .jsonl traces found", path.display());
+                verdicts.push(Verdict::Unreadable);
+            }
+            Ok(files) => {
+                for file in files {
+                    let name = file.display().to_string();
+                    let verdict = match std::fs::read_to_string(&file) {
+                        Ok(text) => run_one(&name, &text, targets, out),
+                        Err(e) => {
+                            let _ = writeln!(out, "{name}: cannot read: {e}");
+                            Verdict::Unreadable
+                        }
+                    };
+                    verdicts.push(verdict);
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(out, "{}: cannot read: {e}", path.display());
+                verdicts.push(Verdict::Unreadable);
+            }
+        }
+    }
+    summarize(&verdicts, out)
+}
+
+/// Runs one trace given as text (`name` is what messages call it), on each of `targets`,
+/// and writes its failures and the closing line; returns the exit status as [`run_paths`].
+pub fn run_text(name: &str, text: &str, targets: &[Target], out: &mut impl Write) -> i32 {
+    let verdict = run_one(name, text, targets, out);
+    summarize(&[verdict], out)
+}
+
+fn summarize(verdicts: &[Verdict], out: &mut impl Write) -> i32 {
+    let passed = verdicts.iter().filter(|v| **v == Verdict::Passed).count();
+    let failed = verdicts.len() - passed;
+    let _ = writeln!(out, "{passed} passed, {failed} failed");
+    if verdicts.contains(&Verdict::Unreadable) {
+        2
+    } else if failed > 0 {
+        1
+    } else {
+        0
+    }
+}
+
+/// Parses and runs one trace on every target, writing its failures.
+pub fn run_one(name: &str, text: &str, targets: &[Target], out: &mut impl Write) -> Verdict {
+    let trace = match parse(text) {
+        Ok(trace) => trace,
+        Err(e) => {
+            let _ = writeln!(out, "{name}:{}: cannot parse: {}", e.line, e.message);
+            return Verdict::Unreadable;
+        }
+    };
+    let mut verdict = Verdict::Passed;
+    for &target in targets {
+        let failures = match run_on(&trace, target) {
+            Ok(failures) => failures,
+            Err(e) => {
+                let _ = writeln!(out, "{name}: cannot open the {} store: {e}", target.name());
+                verdict = Verdict::Failed;
+                continue;
+            }
+        };
+        for f in &failures {
+            let _ = writeln!(
+                out,
+                "{name}:{}: expected {}, got {} (on {})",
+                f.line,
+                f.expected,
+                f.got,
+                target.name()
+            );
+        }
+        if !failures.is_empty() {
+            verdict = Verdict::Failed;
+        }
+    }
+    verdict
+}
+
+/// Runs `trace` on a fresh instance of `target`.
+pub fn run_on(trace: &Trace, target: Target) -> Result<Vec<Failure>, String> {
+    match target {
+        Target::Model => Ok(run_trace(trace, Model::new(trace.config.clone()))),
+        Target::Mem | Target::Sled => {
+            let store = open_store(target)?;
+            let subject = EngineSubject::open(trace.config.clone(), store).map_err(|e| e.to_string())?;
+            Ok(run_trace(trace, subject))
+        }
+    }
+}
+
+/// A fresh, empty store of the given kind. Adding a backend is one arm here.
+pub fn open_store(target: Target) -> Result<Box<dyn EventStore>, String> {
+    match target {
+        Target::Mem => Ok(Box::new(MemStore::new())),
+        Target::Sled => {
+            Ok(Box::new(SledStore::temporary(Durability::GroupCommit).map_err(|e| e.to_string())?))
+        }
+        Target::Model => Err("the model has no store".into()),
+    }
+}
+
+/// The trace files under `path`: the file itself, or every `.jsonl` file below a directory,
+/// sorted.
+fn trace_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    if !path.is_dir() {
+        std::fs::metadata(path)?;
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files = Vec::new();
+    let mut pending = vec![path.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry_path = entry?.path();
+            if entry_path.is_dir() {
+                pending.push(entry_path);
+            } else if entry_path.extension().is_some_and(|e| e == "jsonl") {
+                files.push(entry_path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
