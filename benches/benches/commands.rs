@@ -1,5 +1,6 @@
 //! Commands in memory over 1 000 000 users on storage-mem: the mix, heartbeat alone,
 //! login + logout, set_status, subscribe. Elements = commands.
+#![allow(missing_docs)] // criterion_group! generates undocumented functions.
 
 use std::hint::black_box;
 

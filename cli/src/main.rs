@@ -1,12 +1,44 @@
 //! `presence`: the command-line front of the presence engine.
+//!
+//! Each subcommand lives in its own module; this file only dispatches.
 
-use clap::Parser;
+mod conform;
+mod inspect;
+mod replay;
+mod simulate;
+mod stores;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
 
 /// Run, inspect and check the presence engine.
 #[derive(Parser, Debug)]
 #[command(name = "presence", version, about)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
 
-fn main() {
-    let _cli = Cli::parse();
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+enum Commands {
+    /// Run conformance traces (TRACE-FORMAT.md) against the engine.
+    Conform(conform::Args),
+    /// Run a simulated load through the runtime on a sled store and print what happened.
+    Simulate(simulate::Args),
+    /// Show what a store holds (recovering it as the engine would).
+    Inspect(inspect::Args),
+    /// Rebuild the state from the log alone and check it against snapshot + tail.
+    Replay(replay::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Commands::Conform(args) => conform::run(args),
+        Commands::Simulate(args) => simulate::run(args),
+        Commands::Inspect(args) => inspect::run(args),
+        Commands::Replay(args) => replay::run(args),
+    }
 }

@@ -52,6 +52,9 @@ pub struct RuntimeConfig {
     pub max_batch: usize,
     /// How long an idle runtime waits before it ticks anyway. Every turn also ticks.
     pub tick_interval_ms: u64,
+    /// Whether the runtime ticks by itself (every turn, and when idle). Turn it off when the
+    /// host sends every tick itself ([`Handle::tick_at`]), as a deterministic simulation does.
+    pub auto_tick: bool,
     /// Whether each turn that logged something calls [`EventStore::sync`] before replying.
     /// Turn it off only for stores whose `append` is already durable.
     pub sync_each_turn: bool,
@@ -59,7 +62,13 @@ pub struct RuntimeConfig {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self { queue_capacity: 4_096, max_batch: 1_024, tick_interval_ms: 1_000, sync_each_turn: true }
+        Self {
+            queue_capacity: 4_096,
+            max_batch: 1_024,
+            tick_interval_ms: 1_000,
+            auto_tick: true,
+            sync_each_turn: true,
+        }
     }
 }
 
@@ -98,9 +107,10 @@ impl std::error::Error for RuntimeError {}
 
 type ReplySender = Sender<Result<Reply, Error>>;
 
+/// A queued request; `Option<u64>` is the host's own time for it, `None` for the clock's.
 enum Message {
-    Command(Command, Option<ReplySender>),
-    Tick(Option<ReplySender>),
+    Command(Command, Option<u64>, Option<ReplySender>),
+    Tick(Option<u64>, Option<ReplySender>),
     Shutdown,
 }
 
@@ -133,7 +143,7 @@ impl Handle {
     /// Sends a command and waits for its reply (after its events are durable).
     pub fn execute(&self, command: Command) -> Result<Reply, RuntimeError> {
         let (reply, answer) = crossbeam_channel::bounded(1);
-        self.sender.send(Message::Command(command, Some(reply))).map_err(|_| RuntimeError::Stopped)?;
+        self.sender.send(Message::Command(command, None, Some(reply))).map_err(|_| RuntimeError::Stopped)?;
         match answer.recv() {
             Ok(result) => result.map_err(RuntimeError::Refused),
             Err(_) => Err(RuntimeError::Stopped),
@@ -143,18 +153,31 @@ impl Handle {
     /// Sends a command and returns at once with a receiver for its reply.
     pub fn send(&self, command: Command) -> Result<Receiver<Result<Reply, Error>>, RuntimeError> {
         let (reply, answer) = crossbeam_channel::bounded(1);
-        self.sender.send(Message::Command(command, Some(reply))).map_err(|_| RuntimeError::Stopped)?;
+        self.sender.send(Message::Command(command, None, Some(reply))).map_err(|_| RuntimeError::Stopped)?;
+        Ok(answer)
+    }
+
+    /// Like [`Handle::send`], but the command runs at the host's time `at_ms` instead of the
+    /// runtime clock's (R1.3 still applies: an earlier time counts as the latest seen).
+    pub fn send_at(
+        &self,
+        command: Command,
+        at_ms: u64,
+    ) -> Result<Receiver<Result<Reply, Error>>, RuntimeError> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        let message = Message::Command(command, Some(at_ms), Some(reply));
+        self.sender.send(message).map_err(|_| RuntimeError::Stopped)?;
         Ok(answer)
     }
 
     /// Queues a command without a reply, waiting while the queue is full.
     pub fn submit(&self, command: Command) -> Result<(), RuntimeError> {
-        self.sender.send(Message::Command(command, None)).map_err(|_| RuntimeError::Stopped)
+        self.sender.send(Message::Command(command, None, None)).map_err(|_| RuntimeError::Stopped)
     }
 
     /// Queues a command without a reply, or fails at once with [`RuntimeError::Full`].
     pub fn try_submit(&self, command: Command) -> Result<(), RuntimeError> {
-        match self.sender.try_send(Message::Command(command, None)) {
+        match self.sender.try_send(Message::Command(command, None, None)) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(RuntimeError::Full),
             Err(TrySendError::Disconnected(_)) => Err(RuntimeError::Stopped),
@@ -163,8 +186,22 @@ impl Handle {
 
     /// Runs a turn now (a tick at the clock's time) and waits until it is committed.
     pub fn tick(&self) -> Result<(), RuntimeError> {
+        self.tick_message(None)
+    }
+
+    /// Runs a tick at the host's time `at_ms` and waits until it is committed.
+    pub fn tick_at(&self, at_ms: u64) -> Result<(), RuntimeError> {
+        self.tick_message(Some(at_ms))
+    }
+
+    /// Queues a tick at the host's time `at_ms` without waiting for it.
+    pub fn submit_tick_at(&self, at_ms: u64) -> Result<(), RuntimeError> {
+        self.sender.send(Message::Tick(Some(at_ms), None)).map_err(|_| RuntimeError::Stopped)
+    }
+
+    fn tick_message(&self, at_ms: Option<u64>) -> Result<(), RuntimeError> {
         let (reply, answer) = crossbeam_channel::bounded(1);
-        self.sender.send(Message::Tick(Some(reply))).map_err(|_| RuntimeError::Stopped)?;
+        self.sender.send(Message::Tick(at_ms, Some(reply))).map_err(|_| RuntimeError::Stopped)?;
         match answer.recv() {
             Ok(result) => result.map(|_| ()).map_err(RuntimeError::Refused),
             Err(_) => Err(RuntimeError::Stopped),
@@ -300,8 +337,10 @@ impl<S: EventStore, C: Clock, N: NoticeSink> Worker<S, C, N> {
         let mut group = self.engine.group();
         for message in batch {
             let (reply, result) = match message {
-                Message::Command(command, reply) => (reply, group.execute(command, now_ms)),
-                Message::Tick(reply) => (reply, group.tick(now_ms)),
+                Message::Command(command, at_ms, reply) => {
+                    (reply, group.execute(command, at_ms.unwrap_or(now_ms)))
+                }
+                Message::Tick(at_ms, reply) => (reply, group.tick(at_ms.unwrap_or(now_ms))),
                 Message::Shutdown => continue,
             };
             let result = result.map(|outcome| {
@@ -310,8 +349,10 @@ impl<S: EventStore, C: Clock, N: NoticeSink> Worker<S, C, N> {
             });
             replies.push((reply, result));
         }
-        if let Ok(outcome) = group.tick(now_ms) {
-            notices.extend(outcome.notices);
+        if self.config.auto_tick {
+            if let Ok(outcome) = group.tick(now_ms) {
+                notices.extend(outcome.notices);
+            }
         }
         let end = match group.commit() {
             Ok(0) => TurnEnd::Durable,
