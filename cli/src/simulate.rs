@@ -17,8 +17,8 @@ use std::time::Instant;
 
 use crossbeam_channel::Receiver;
 use indicatif::{ProgressBar, ProgressStyle};
-use presence_engine::runtime::{DiscardSink, ManualClock, Runtime, RuntimeConfig};
-use presence_engine::{Command, Config, Engine, Error, Reply};
+use presence_engine::runtime::{DiscardSink, ManualClock, PendingReply, Runtime, RuntimeConfig};
+use presence_engine::{Command, Config, Engine};
 use presence_storage_sled::{Durability, SledStore};
 use serde_json::json;
 
@@ -273,15 +273,15 @@ struct Tally {
     latencies_us: Vec<u32>,
 }
 
-type Pending = (usize, Instant, Receiver<Result<Reply, Error>>);
+type Pending = (usize, Instant, PendingReply);
 
 fn collect(pending: Receiver<Pending>) -> Tally {
     let mut tally = Tally::default();
     for (kind, sent_at, reply) in pending {
         tally.sent[kind] += 1;
-        match reply.recv() {
-            Ok(Ok(_)) => tally.ok[kind] += 1,
-            _ => tally.refused[kind] += 1,
+        match reply.wait() {
+            Ok(_) => tally.ok[kind] += 1,
+            Err(_) => tally.refused[kind] += 1,
         }
         tally.latencies_us.push(sent_at.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
     }

@@ -36,7 +36,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use presence_engine::runtime::{
-    Handle, Names, NoticeSink, Runtime, RuntimeConfig, RuntimeError, SystemClock,
+    Handle, Names, NoticeSink, PendingReply, Runtime, RuntimeConfig, RuntimeError, SystemClock,
 };
 use presence_engine::{
     Command, Config, DeviceId, Engine, Error, EventStore, Notice, Recipient, Reply, UserId, UserStatus,
@@ -579,13 +579,10 @@ impl Connection<'_> {
 }
 
 /// A command in the runtime's queue, and where its reply will come (`Handle::send`).
-type Queued = Result<crossbeam_channel::Receiver<Result<Reply, Error>>, RuntimeError>;
+type Queued = Result<PendingReply, RuntimeError>;
 
 fn wait(queued: Queued) -> Result<Reply, RuntimeError> {
-    match queued?.recv() {
-        Ok(result) => result.map_err(RuntimeError::Refused),
-        Err(_) => Err(RuntimeError::Stopped),
-    }
+    queued?.wait()
 }
 
 /// `ok`, after one `status` line per target for queries and subscriptions (R4.6, R6.1), sent

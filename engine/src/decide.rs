@@ -138,14 +138,14 @@ impl Decider<'_> {
     /// The session must exist; returns whether it is connected.
     fn session(&self, user: &UserId, device: &DeviceId) -> Result<(UserKey, bool), Error> {
         match self.state.session(user.as_str(), device.as_str()) {
-            Some((u, s)) => Ok((u, s.connected)),
+            Some((u, s)) => Ok((u, s.connected())),
             None => Err(Error::not_logged_in(user.as_str(), device.as_str(), "no session")),
         }
     }
 
     fn connected(&self, user: &UserId, device: &DeviceId) -> Result<(UserKey, DeviceKey), Error> {
         match self.state.session(user.as_str(), device.as_str()) {
-            Some((u, s)) if s.connected => Ok((u, s.device)),
+            Some((u, s)) if s.connected() => Ok((u, s.device)),
             Some(_) => Err(Error::not_logged_in(user.as_str(), device.as_str(), "a disconnected session")),
             None => Err(Error::not_logged_in(user.as_str(), device.as_str(), "no session")),
         }
@@ -181,7 +181,7 @@ impl Decider<'_> {
 
     fn are_friends(&self, user: &UserId, friend: &UserId) -> bool {
         match (self.state.user_key(user.as_str()), self.state.user_key(friend.as_str())) {
-            (Some(u), Some(f)) => self.state.user(u).friends.contains(&f),
+            (Some(u), Some(f)) => self.state.user(u).friends().contains(&f),
             _ => false,
         }
     }
@@ -198,7 +198,7 @@ impl Decider<'_> {
         let existing = self.state.device_key(device.as_str()).and_then(|dk| self.state.user(u).session(dk));
         match existing {
             // A login of a connected session changes nothing but its heartbeat time.
-            Some(s) if s.connected => Ok(Decision {
+            Some(s) if s.connected() => Ok(Decision {
                 events: Vec::new(),
                 reply: Reply::Done,
                 effect: Effect::Heartbeat(u, s.device),
@@ -237,7 +237,7 @@ impl Decider<'_> {
             )));
         }
         let (u, _) = self.connected(user, device)?;
-        if &*self.state.user(u).custom == custom {
+        if self.state.user(u).custom() == custom {
             return Ok(Decision::events(Vec::new()));
         }
         Ok(Decision::events(vec![EventKind::CustomStatusSet { user: user.clone(), custom: custom.into() }]))
@@ -270,7 +270,7 @@ impl Decider<'_> {
         let mut seen = FxHashSet::default();
         let batch: Vec<&UserId> = targets.iter().filter(|t| seen.insert(t.as_str())).collect();
         let old: Vec<&UserId> =
-            self.state.user(u).subscriptions.iter().map(|&t| self.state.user_name(t)).collect();
+            self.state.user(u).subscriptions().iter().map(|&t| self.state.user_name(t)).collect();
         // The new list: untouched old entries keep their order, then the batch, newest last.
         let mut list: Vec<&UserId> = old.iter().copied().filter(|t| !seen.contains(t.as_str())).collect();
         list.extend(batch.iter().copied());
@@ -297,7 +297,7 @@ impl Decider<'_> {
         self.targets(targets, 0, self.config.max_subscribe_batch, "unsubscribe")?;
         let (u, _) = self.connected(user, device)?;
         self.gates(u, Api::Unsubscribe, "unsubscribe")?;
-        let list = &self.state.user(u).subscriptions;
+        let list = &self.state.user(u).subscriptions();
         let removed: Vec<UserId> = if targets.is_empty() {
             list.iter().map(|&t| self.state.user_name(t).clone()).collect()
         } else {

@@ -235,7 +235,7 @@ impl<S: EventStore> Engine<S> {
                 event.kind.touches_status().then(|| self.state.status_of(event.kind.user().as_str()));
             if let EventKind::SessionClosed { user, device, reason: CloseReason::Kicked } = &event.kind {
                 if let Some((u, s)) = self.state.session(user.as_str(), device.as_str()) {
-                    if s.connected {
+                    if s.connected() {
                         notices.push(Notice::Kicked(Recipient { user: u, device: s.device }));
                     }
                 }
@@ -251,7 +251,11 @@ impl<S: EventStore> Engine<S> {
             }
         }
         #[cfg(debug_assertions)]
-        self.state.check_invariants();
+        for event in events {
+            if let Some(u) = self.state.user_key(event.kind.user()) {
+                self.state.check_invariants(u);
+            }
+        }
         let friends = self.config.friend_notifications;
         for (u, before) in changed {
             let status = self.state.user(u).status();
@@ -319,7 +323,7 @@ impl<S: EventStore> Engine<S> {
             .iter()
             .map(|s| SessionView {
                 device: self.state.device_name(s.device).clone(),
-                connected: s.connected,
+                connected: s.connected(),
                 login_at_ms: s.login_at_ms,
                 heartbeat_at_ms: s.heartbeat_at_ms,
             })
@@ -331,18 +335,18 @@ impl<S: EventStore> Engine<S> {
     /// The subscription list of `user`, oldest first (R4.2).
     pub fn subscriptions(&self, user: &str) -> Vec<UserId> {
         let Some(u) = self.state.user_by_id(user) else { return Vec::new() };
-        u.subscriptions.iter().map(|&t| self.state.user_name(t).clone()).collect()
+        u.subscriptions().iter().map(|&t| self.state.user_name(t).clone()).collect()
     }
 
     /// How many users' lists hold `user`.
     pub fn subscriber_count(&self, user: &str) -> usize {
-        self.state.user_by_id(user).map_or(0, |u| u.subscribers.len())
+        self.state.user_by_id(user).map_or(0, |u| u.subscribers().len())
     }
 
     /// The friends of `user`, sorted (R5.4).
     pub fn friends(&self, user: &str) -> Vec<UserId> {
         let Some(u) = self.state.user_by_id(user) else { return Vec::new() };
-        let mut list: Vec<UserId> = u.friends.iter().map(|&f| self.state.user_name(f).clone()).collect();
+        let mut list: Vec<UserId> = u.friends().iter().map(|&f| self.state.user_name(f).clone()).collect();
         list.sort();
         list
     }
@@ -368,8 +372,8 @@ impl<S: EventStore> Engine<S> {
             users: users.len(),
             sessions_connected: connected,
             sessions_disconnected: disconnected,
-            subscriptions: users.iter().map(|u| u.subscriptions.len()).sum(),
-            friendships: users.iter().map(|u| u.friends.len()).sum::<usize>() / 2,
+            subscriptions: users.iter().map(|u| u.subscriptions().len()).sum(),
+            friendships: users.iter().map(|u| u.friends().len()).sum::<usize>() / 2,
         }
     }
 

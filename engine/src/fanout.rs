@@ -49,23 +49,23 @@ pub(crate) fn recipients(
 ) {
     let push_devices = |user: UserKey, out: &mut Vec<Recipient>| {
         for s in &state.user(user).sessions {
-            if s.connected {
+            if s.connected() {
                 out.push(Recipient { user, device: s.device });
             }
         }
     };
     let target = state.user(about);
     push_devices(about, out);
-    if !friends || target.friends.is_empty() {
+    if !friends || target.friends().is_empty() {
         // The subscriber set never holds `about` itself (R4.1), so no marks are needed.
-        for &subscriber in &target.subscribers {
+        for &subscriber in target.subscribers() {
             push_devices(subscriber, out);
         }
         return;
     }
     marks.start(state.users.len());
     marks.mark(about);
-    for &user in target.subscribers.iter().chain(target.friends.iter()) {
+    for &user in target.subscribers().iter().chain(target.friends().iter()) {
         if marks.mark(user) {
             push_devices(user, out);
         }

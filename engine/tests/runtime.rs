@@ -173,3 +173,27 @@ fn many_senders_at_once() {
     assert_eq!(engine.last_seq(), 4_000);
     assert_eq!(&*engine.status("t7u249").custom, "hi");
 }
+
+// A reply that can no longer come must not hang its waiter: commands queued behind a turn
+// whose sync failed end with Stopped (or the turn's 9000), never block forever.
+#[test]
+fn waiting_on_a_stopped_runtime_never_hangs() {
+    for _ in 0..50 {
+        let store = FaultyStore::new(MemStore::new());
+        let faults = store.faults();
+        let engine = Engine::open(Config::default(), store).unwrap();
+        let config = RuntimeConfig { max_batch: 2, ..RuntimeConfig::default() };
+        let (runtime, handle) = Runtime::spawn(engine, ManualClock::new(0), DiscardSink, config);
+        faults.fail_syncs(true);
+        let pending: Vec<_> =
+            (0..20).filter_map(|i| handle.send(Command::login(format!("u{i}"), "phone")).ok()).collect();
+        for reply in pending {
+            match reply.wait() {
+                Err(RuntimeError::Stopped) => {}
+                Err(RuntimeError::Refused(e)) => assert_eq!(e.code(), 9000),
+                other => panic!("a command after a failed sync succeeded: {other:?}"),
+            }
+        }
+        assert!(runtime.shutdown().is_err());
+    }
+}

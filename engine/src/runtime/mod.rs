@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender, TrySendError};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use sink::{ChannelSink, DiscardSink, Names, NoticeSink, OwnedDelivery};
@@ -137,37 +137,56 @@ pub struct RuntimeStats {
 #[derive(Clone, Debug)]
 pub struct Handle {
     sender: Sender<Message>,
+    /// Never carries anything; it disconnects when the runtime thread ends, so that a wait
+    /// for a reply that can no longer come ends too.
+    alive: Receiver<()>,
+}
+
+/// A reply on its way: what [`Handle::send`] returns.
+#[derive(Debug)]
+pub struct PendingReply {
+    answer: Receiver<Result<Reply, Error>>,
+    alive: Receiver<()>,
+}
+
+impl PendingReply {
+    /// Waits for the reply (sent once the command's events are durable, R8.3). Returns
+    /// [`RuntimeError::Stopped`] if the runtime ends without answering; never hangs on a
+    /// runtime that is gone.
+    pub fn wait(self) -> Result<Reply, RuntimeError> {
+        let answered = select! {
+            recv(self.answer) -> result => result.ok(),
+            // The runtime ended; it may still have answered just before.
+            recv(self.alive) -> _ => self.answer.try_recv().ok(),
+        };
+        match answered {
+            Some(result) => result.map_err(RuntimeError::Refused),
+            None => Err(RuntimeError::Stopped),
+        }
+    }
 }
 
 impl Handle {
-    /// Sends a command and waits for its reply (after its events are durable).
-    pub fn execute(&self, command: Command) -> Result<Reply, RuntimeError> {
+    fn queue(&self, message: impl FnOnce(ReplySender) -> Message) -> Result<PendingReply, RuntimeError> {
         let (reply, answer) = crossbeam_channel::bounded(1);
-        self.sender.send(Message::Command(command, None, Some(reply))).map_err(|_| RuntimeError::Stopped)?;
-        match answer.recv() {
-            Ok(result) => result.map_err(RuntimeError::Refused),
-            Err(_) => Err(RuntimeError::Stopped),
-        }
+        self.sender.send(message(reply)).map_err(|_| RuntimeError::Stopped)?;
+        Ok(PendingReply { answer, alive: self.alive.clone() })
     }
 
-    /// Sends a command and returns at once with a receiver for its reply.
-    pub fn send(&self, command: Command) -> Result<Receiver<Result<Reply, Error>>, RuntimeError> {
-        let (reply, answer) = crossbeam_channel::bounded(1);
-        self.sender.send(Message::Command(command, None, Some(reply))).map_err(|_| RuntimeError::Stopped)?;
-        Ok(answer)
+    /// Sends a command and waits for its reply (after its events are durable).
+    pub fn execute(&self, command: Command) -> Result<Reply, RuntimeError> {
+        self.send(command)?.wait()
+    }
+
+    /// Sends a command and returns at once with the reply to wait for.
+    pub fn send(&self, command: Command) -> Result<PendingReply, RuntimeError> {
+        self.queue(|reply| Message::Command(command, None, Some(reply)))
     }
 
     /// Like [`Handle::send`], but the command runs at the host's time `at_ms` instead of the
     /// runtime clock's (R1.3 still applies: an earlier time counts as the latest seen).
-    pub fn send_at(
-        &self,
-        command: Command,
-        at_ms: u64,
-    ) -> Result<Receiver<Result<Reply, Error>>, RuntimeError> {
-        let (reply, answer) = crossbeam_channel::bounded(1);
-        let message = Message::Command(command, Some(at_ms), Some(reply));
-        self.sender.send(message).map_err(|_| RuntimeError::Stopped)?;
-        Ok(answer)
+    pub fn send_at(&self, command: Command, at_ms: u64) -> Result<PendingReply, RuntimeError> {
+        self.queue(|reply| Message::Command(command, Some(at_ms), Some(reply)))
     }
 
     /// Queues a command without a reply, waiting while the queue is full.
@@ -200,12 +219,7 @@ impl Handle {
     }
 
     fn tick_message(&self, at_ms: Option<u64>) -> Result<(), RuntimeError> {
-        let (reply, answer) = crossbeam_channel::bounded(1);
-        self.sender.send(Message::Tick(at_ms, Some(reply))).map_err(|_| RuntimeError::Stopped)?;
-        match answer.recv() {
-            Ok(result) => result.map(|_| ()).map_err(RuntimeError::Refused),
-            Err(_) => Err(RuntimeError::Stopped),
-        }
+        self.queue(|reply| Message::Tick(at_ms, Some(reply)))?.wait().map(|_| ())
     }
 }
 
@@ -228,14 +242,16 @@ impl<S: EventStore + Send + 'static> Runtime<S> {
         config: RuntimeConfig,
     ) -> (Runtime<S>, Handle) {
         let (sender, receiver) = crossbeam_channel::bounded(config.queue_capacity.max(1));
+        let (alive_sender, alive) = crossbeam_channel::bounded(0);
         let stats = Arc::new(RuntimeStats::default());
-        let worker = Worker { engine, clock, sink, config, receiver, stats: Arc::clone(&stats) };
+        let worker =
+            Worker { engine, clock, sink, config, receiver, stats: Arc::clone(&stats), _alive: alive_sender };
         #[allow(clippy::expect_used)] // Failing to start a thread leaves nothing to recover.
         let thread = std::thread::Builder::new()
             .name("presence-engine".into())
             .spawn(move || worker.run())
             .expect("cannot start the presence runtime thread");
-        (Runtime { thread: Some(thread), sender: sender.clone(), stats }, Handle { sender })
+        (Runtime { thread: Some(thread), sender: sender.clone(), stats }, Handle { sender, alive })
     }
 
     /// What the runtime has done so far.
@@ -288,6 +304,9 @@ struct Worker<S, C, N> {
     config: RuntimeConfig,
     receiver: Receiver<Message>,
     stats: Arc<RuntimeStats>,
+    /// Dropped with the worker: tells every waiting [`PendingReply`] that no answer will come
+    /// (messages still queued in a channel whose receiver is gone are never dropped).
+    _alive: Sender<()>,
 }
 
 impl<S: EventStore, C: Clock, N: NoticeSink> Worker<S, C, N> {

@@ -5,12 +5,10 @@
 //! does not fit (a disconnect of a session that does not exist, say) changes nothing and is
 //! reported, which at replay means a corrupt log.
 
-use std::sync::Arc;
-
 use super::journal::Undo;
-use super::{HeartbeatDue, Session, State};
+use super::{no_custom, HeartbeatDue, Session, State};
 use crate::event::{Event, EventKind};
-use crate::ids::{UserId, UserKey};
+use crate::ids::{DeviceKey, UserId, UserKey};
 
 impl State {
     /// Applies one event. On `Err` the state is unchanged and the message says why the
@@ -19,48 +17,32 @@ impl State {
         let at_ms = event.at_ms;
         match &event.kind {
             EventKind::SessionOpened { user, device } => {
-                if let Some((_, s)) = self.session(user, device) {
-                    if s.connected {
-                        return Err(format!("{user}/{device} is already connected"));
-                    }
+                if self.session(user, device).is_some_and(|(_, s)| s.connected()) {
+                    return Err(format!("{user}/{device} is already connected"));
                 }
                 let u = self.intern_user(user);
                 let d = self.intern_device(device);
                 let incarnation = self.take_incarnation();
                 self.backup_user(u);
+                let opened = Session { login_at_ms: at_ms, heartbeat_at_ms: at_ms, device: d, incarnation };
                 let state = self.user_mut(u);
                 match state.session_mut(d) {
-                    Some(s) => {
-                        s.connected = true;
-                        s.login_at_ms = at_ms;
-                        s.heartbeat_at_ms = at_ms;
-                        s.incarnation = incarnation;
-                    }
-                    None => state.sessions.push(Session {
-                        device: d,
-                        connected: true,
-                        login_at_ms: at_ms,
-                        heartbeat_at_ms: at_ms,
-                        incarnation,
-                    }),
+                    Some(s) => *s = opened,
+                    None => state.sessions.push(opened),
                 }
-                self.deadlines.push_heartbeat(HeartbeatDue {
-                    heartbeat_at_ms: at_ms,
-                    user: u,
-                    device: d,
-                    incarnation,
-                });
+                let due = HeartbeatDue { heartbeat_at_ms: at_ms, user: u, device: d, incarnation };
+                self.deadlines.push_heartbeat(due);
             }
             EventKind::SessionDisconnected { user, device, .. } => {
                 let (u, d) = self.existing_session(user, device)?;
-                if !self.user(u).session(d).is_some_and(|s| s.connected) {
+                if !self.user(u).session(d).is_some_and(Session::connected) {
                     return Err(format!("{user}/{device} is not connected"));
                 }
                 self.backup_user(u);
                 let state = self.user_mut(u);
                 let was_online = state.is_online();
                 if let Some(s) = state.session_mut(d) {
-                    s.connected = false;
+                    s.incarnation = 0;
                 }
                 self.after_session_change(u, was_online, at_ms);
             }
@@ -78,7 +60,7 @@ impl State {
                     return Err(format!("custom status for {user}, who is not ONLINE (R3.3)"));
                 }
                 self.backup_user(u);
-                self.user_mut(u).custom = custom.clone();
+                self.user_mut(u).social_mut().custom = custom.clone();
             }
             EventKind::Subscribed { user, targets } => {
                 check_targets(user, targets)?;
@@ -86,12 +68,12 @@ impl State {
                 self.backup_user(u);
                 for target in targets {
                     let t = self.intern_user(target);
-                    let list = &mut self.user_mut(u).subscriptions;
+                    let list = &mut self.user_mut(u).social_mut().subscriptions;
                     if let Some(pos) = list.iter().position(|&x| x == t) {
                         list.remove(pos);
                     }
                     list.push(t);
-                    if self.user_mut(t).subscribers.insert(u) {
+                    if self.user_mut(t).social_mut().subscribers.insert(u) {
                         self.record(Undo::SubscriberAdded { target: t, subscriber: u });
                     }
                 }
@@ -101,7 +83,7 @@ impl State {
                 let mut keys = Vec::with_capacity(targets.len());
                 for target in targets {
                     match self.user_key(target) {
-                        Some(t) if self.user(u).subscriptions.contains(&t) && !keys.contains(&t) => {
+                        Some(t) if self.user(u).subscriptions().contains(&t) && !keys.contains(&t) => {
                             keys.push(t)
                         }
                         _ => {
@@ -112,9 +94,9 @@ impl State {
                     }
                 }
                 self.backup_user(u);
-                self.user_mut(u).subscriptions.retain(|t| !keys.contains(t));
+                self.user_mut(u).social_mut().subscriptions.retain(|t| !keys.contains(t));
                 for t in keys {
-                    self.user_mut(t).subscribers.remove(&u);
+                    self.user_mut(t).social_mut().subscribers.remove(&u);
                     self.record(Undo::SubscriberRemoved { target: t, subscriber: u });
                 }
             }
@@ -122,21 +104,24 @@ impl State {
                 if user == friend {
                     return Err(format!("{user} cannot befriend itself"));
                 }
+                if let (Some(u), Some(f)) = (self.user_key(user), self.user_key(friend)) {
+                    if self.user(u).friends().contains(&f) {
+                        return Err(format!("{user} and {friend} are already friends"));
+                    }
+                }
                 let u = self.intern_user(user);
                 let f = self.intern_user(friend);
-                if !self.user_mut(u).friends.insert(f) {
-                    return Err(format!("{user} and {friend} are already friends"));
-                }
-                self.user_mut(f).friends.insert(u);
+                self.user_mut(u).social_mut().friends.insert(f);
+                self.user_mut(f).social_mut().friends.insert(u);
                 self.record(Undo::FriendsAdded(u, f));
             }
             EventKind::FriendRemoved { user, friend } => {
                 let (u, f) = match (self.user_key(user), self.user_key(friend)) {
-                    (Some(u), Some(f)) if self.user(u).friends.contains(&f) => (u, f),
+                    (Some(u), Some(f)) if self.user(u).friends().contains(&f) => (u, f),
                     _ => return Err(format!("{user} and {friend} are not friends")),
                 };
-                self.user_mut(u).friends.remove(&f);
-                self.user_mut(f).friends.remove(&u);
+                self.user_mut(u).social_mut().friends.remove(&f);
+                self.user_mut(f).social_mut().friends.remove(&u);
                 self.record(Undo::FriendsRemoved(u, f));
             }
         }
@@ -144,14 +129,8 @@ impl State {
         Ok(())
     }
 
-    fn existing_session(
-        &self,
-        user: &UserId,
-        device: &str,
-    ) -> Result<(UserKey, crate::ids::DeviceKey), String> {
-        let u = self.user_key(user);
-        let d = self.device_key(device);
-        match (u, d) {
+    fn existing_session(&self, user: &UserId, device: &str) -> Result<(UserKey, DeviceKey), String> {
+        match (self.user_key(user), self.device_key(device)) {
             (Some(u), Some(d)) if self.user(u).session(d).is_some() => Ok((u, d)),
             _ => Err(format!("{user}/{device} has no session")),
         }
@@ -161,12 +140,15 @@ impl State {
     /// step, and the retention countdown for its subscription list starts.
     fn after_session_change(&mut self, u: UserKey, was_online: bool, at_ms: u64) {
         let state = &mut self.users[u.index()];
-        if was_online && !state.is_online() {
-            state.custom = Arc::from("");
-            state.last_online_end_ms = Some(at_ms);
-            if !state.subscriptions.is_empty() {
-                self.deadlines.push_retention(state, u, at_ms);
-            }
+        if !was_online || state.is_online() {
+            return;
+        }
+        state.set_last_online_end_ms(Some(at_ms));
+        if !state.custom().is_empty() {
+            state.social_mut().custom = no_custom();
+        }
+        if !state.subscriptions().is_empty() {
+            self.deadlines.push_retention(state, u, at_ms);
         }
     }
 }

@@ -48,8 +48,8 @@ impl Deadlines {
 
     /// Queues a retention countdown for `user`, unless one is queued already.
     pub(crate) fn push_retention(&mut self, user_state: &mut UserState, user: UserKey, since_ms: u64) {
-        if !self.paused && !user_state.retention_queued {
-            user_state.retention_queued = true;
+        if !self.paused && !user_state.retention_queued() {
+            user_state.set_retention_queued(true);
             self.retention.push(Reverse((since_ms, user)));
         }
     }
@@ -60,7 +60,7 @@ impl Deadlines {
         self.retention.clear();
         for (index, user) in users.iter().enumerate() {
             let key = UserKey(index as u32);
-            for s in user.sessions.iter().filter(|s| s.connected) {
+            for s in user.sessions.iter().filter(|s| s.connected()) {
                 self.heartbeats.push(Reverse(HeartbeatDue {
                     heartbeat_at_ms: s.heartbeat_at_ms,
                     user: key,
@@ -70,11 +70,11 @@ impl Deadlines {
             }
         }
         for (index, user) in users.iter_mut().enumerate() {
-            user.retention_queued = false;
+            user.set_retention_queued(false);
             if let (false, false, Some(since)) =
-                (user.is_online(), user.subscriptions.is_empty(), user.last_online_end_ms)
+                (user.is_online(), user.subscriptions().is_empty(), user.last_online_end_ms())
             {
-                user.retention_queued = true;
+                user.set_retention_queued(true);
                 self.retention.push(Reverse((since, UserKey(index as u32))));
             }
         }
@@ -114,8 +114,9 @@ impl State {
             self.deadlines.heartbeats.pop();
             let user = &self.users[due.user.index()];
             let Some(session) = user.session(due.device) else { continue };
-            if !session.connected || session.incarnation != due.incarnation {
-                continue; // stale: the session went away or reconnected since.
+            if session.incarnation != due.incarnation {
+                // Stale: the session disconnected (incarnation 0) or reconnected since.
+                continue;
             }
             if session.heartbeat_at_ms.saturating_add(heartbeat_timeout_ms) <= at_ms {
                 events.push(EventKind::SessionDisconnected {
@@ -135,13 +136,13 @@ impl State {
             }
             self.deadlines.retention.pop();
             let user = &mut self.users[key.index()];
-            user.retention_queued = false;
-            if user.is_online() || user.subscriptions.is_empty() {
+            user.set_retention_queued(false);
+            if user.is_online() || user.subscriptions().is_empty() {
                 continue;
             }
-            let Some(real_since) = user.last_online_end_ms else { continue };
+            let Some(real_since) = user.last_online_end_ms() else { continue };
             if real_since.saturating_add(retention_ms) <= at_ms {
-                let targets = user.subscriptions.iter().map(|&t| self.user_ids.name(t.0).clone()).collect();
+                let targets = user.subscriptions().iter().map(|&t| self.user_ids.name(t.0).clone()).collect();
                 events.push(EventKind::Unsubscribed {
                     user: self.user_ids.name(key.0).clone(),
                     targets,
@@ -149,7 +150,7 @@ impl State {
                 });
                 taken.retention.push((since, key));
             } else {
-                user.retention_queued = true;
+                user.set_retention_queued(true);
                 self.deadlines.retention.push(Reverse((real_since, key)));
             }
         }
@@ -162,7 +163,7 @@ impl State {
             self.deadlines.heartbeats.push(Reverse(due));
         }
         for (since, key) in taken.retention {
-            self.users[key.index()].retention_queued = true;
+            self.users[key.index()].set_retention_queued(true);
             self.deadlines.retention.push(Reverse((since, key)));
         }
     }

@@ -7,6 +7,8 @@
 
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use super::{Api, Session, State};
 use crate::ids::{DeviceKey, UserKey};
 
@@ -15,8 +17,8 @@ pub(crate) enum Undo {
     /// A user's own fields before an event changed them.
     User {
         user: UserKey,
-        sessions: Vec<Session>,
-        custom: Arc<str>,
+        sessions: SmallVec<[Session; 1]>,
+        custom: Option<Arc<str>>,
         last_online_end_ms: Option<u64>,
         subscriptions: Vec<UserKey>,
     },
@@ -72,9 +74,9 @@ impl State {
             let undo = Undo::User {
                 user,
                 sessions: u.sessions.clone(),
-                custom: u.custom.clone(),
-                last_online_end_ms: u.last_online_end_ms,
-                subscriptions: u.subscriptions.clone(),
+                custom: u.social().map(|s| s.custom.clone()),
+                last_online_end_ms: u.last_online_end_ms(),
+                subscriptions: u.subscriptions().to_vec(),
             };
             self.record(undo);
         }
@@ -89,23 +91,26 @@ impl State {
                 Undo::User { user, sessions, custom, last_online_end_ms, subscriptions } => {
                     let u = &mut self.users[user.index()];
                     u.sessions = sessions;
-                    u.custom = custom;
-                    u.last_online_end_ms = last_online_end_ms;
-                    u.subscriptions = subscriptions;
+                    u.set_last_online_end_ms(last_online_end_ms);
+                    if custom.is_some() || !subscriptions.is_empty() || u.social().is_some() {
+                        let social = u.social_mut();
+                        social.custom = custom.unwrap_or_else(super::no_custom);
+                        social.subscriptions = subscriptions;
+                    }
                 }
                 Undo::SubscriberAdded { target, subscriber } => {
-                    self.users[target.index()].subscribers.remove(&subscriber);
+                    self.users[target.index()].social_mut().subscribers.remove(&subscriber);
                 }
                 Undo::SubscriberRemoved { target, subscriber } => {
-                    self.users[target.index()].subscribers.insert(subscriber);
+                    self.users[target.index()].social_mut().subscribers.insert(subscriber);
                 }
                 Undo::FriendsAdded(a, b) => {
-                    self.users[a.index()].friends.remove(&b);
-                    self.users[b.index()].friends.remove(&a);
+                    self.users[a.index()].social_mut().friends.remove(&b);
+                    self.users[b.index()].social_mut().friends.remove(&a);
                 }
                 Undo::FriendsRemoved(a, b) => {
-                    self.users[a.index()].friends.insert(b);
-                    self.users[b.index()].friends.insert(a);
+                    self.users[a.index()].social_mut().friends.insert(b);
+                    self.users[b.index()].social_mut().friends.insert(a);
                 }
                 Undo::Clock { now_ms, last_seq } => {
                     self.now_ms = now_ms;

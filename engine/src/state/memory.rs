@@ -5,8 +5,8 @@
 use std::mem::size_of;
 
 use super::deadlines::HeartbeatDue;
-use super::{Session, State, UserState};
-use crate::ids::{DeviceId, UserId, UserKey};
+use super::{Session, Social, State, UserState};
+use crate::ids::UserKey;
 
 /// Heap bytes of the state, split by what they serve.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -23,7 +23,7 @@ pub struct HeapBytes {
 
 /// Bytes a hashbrown table of `capacity` entries of `entry` bytes reserves (one control byte
 /// per bucket, buckets a power of two at most 7/8 full).
-fn table_bytes(capacity: usize, entry: usize) -> usize {
+pub(crate) fn table_bytes(capacity: usize, entry: usize) -> usize {
     if capacity == 0 {
         return 0;
     }
@@ -38,22 +38,36 @@ fn arc_str_bytes(s: &str) -> usize {
 impl State {
     pub(crate) fn heap_bytes(&self) -> HeapBytes {
         let mut bytes = HeapBytes::default();
-        let ids = self.user_ids.names.iter().map(|n| arc_str_bytes(n)).sum::<usize>()
-            + self.user_ids.names.capacity() * size_of::<UserId>()
-            + table_bytes(self.user_ids.keys.capacity(), size_of::<(UserId, u32)>())
-            + self.device_ids.names.iter().map(|n| arc_str_bytes(n)).sum::<usize>()
-            + self.device_ids.names.capacity() * size_of::<DeviceId>()
-            + table_bytes(self.device_ids.keys.capacity(), size_of::<(DeviceId, u32)>());
+        let ids = self.user_ids.reserved_bytes()
+            + self.user_ids.names().iter().map(|n| arc_str_bytes(n)).sum::<usize>()
+            + self.device_ids.reserved_bytes()
+            + self.device_ids.names().iter().map(|n| arc_str_bytes(n)).sum::<usize>();
         bytes.users_and_sessions = ids
             + self.users.capacity() * size_of::<UserState>()
             + self.deadlines.heartbeat_capacity() * size_of::<HeartbeatDue>();
         bytes.subscriptions = self.deadlines.retention_capacity() * size_of::<(u64, UserKey)>();
         for user in &self.users {
-            bytes.users_and_sessions +=
-                user.sessions.capacity() * size_of::<Session>() + arc_str_bytes(&user.custom);
-            bytes.subscriptions += user.subscriptions.capacity() * size_of::<UserKey>()
-                + table_bytes(user.subscribers.capacity(), size_of::<UserKey>());
-            bytes.friends += table_bytes(user.friends.capacity(), size_of::<UserKey>());
+            if user.sessions.spilled() {
+                bytes.users_and_sessions += user.sessions.capacity() * size_of::<Session>();
+            }
+            let Some(social) = user.social() else { continue };
+            // The out-of-line part is charged to what it holds: subscriptions if any, else
+            // the custom status or friends.
+            let boxed = size_of::<Social>();
+            let lists = social.subscriptions.capacity() * size_of::<UserKey>()
+                + table_bytes(social.subscribers.capacity(), size_of::<UserKey>());
+            let friends = table_bytes(social.friends.capacity(), size_of::<UserKey>());
+            let custom = if social.custom.is_empty() { 0 } else { arc_str_bytes(&social.custom) };
+            bytes.subscriptions += lists;
+            bytes.friends += friends;
+            bytes.users_and_sessions += custom;
+            if lists > 0 {
+                bytes.subscriptions += boxed;
+            } else if friends > 0 {
+                bytes.friends += boxed;
+            } else {
+                bytes.users_and_sessions += boxed;
+            }
         }
         bytes.rate_limits =
             table_bytes(self.rates.capacity(), size_of::<((UserKey, super::Api), Vec<u64>)>())

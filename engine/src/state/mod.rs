@@ -10,12 +10,13 @@ mod journal;
 mod memory;
 mod restore;
 
-use std::borrow::Borrow;
 use std::collections::VecDeque;
-use std::hash::Hash;
-use std::sync::Arc;
+use std::hash::BuildHasher;
+use std::sync::{Arc, OnceLock};
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use hashbrown::HashTable;
+use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
+use smallvec::SmallVec;
 
 pub(crate) use deadlines::{Deadlines, HeartbeatDue};
 pub use memory::HeapBytes;
@@ -24,32 +25,39 @@ use crate::ids::{DeviceId, DeviceKey, UserId, UserKey};
 use crate::status::{GeneralStatus, LastOnline, UserStatus};
 
 /// Strings to dense indexes and back. Nothing is ever removed, so a key stays valid for the
-/// engine's lifetime.
+/// engine's lifetime. Each name is stored once: the hash table holds only the four-byte keys
+/// and compares through `names`.
 #[derive(Debug)]
 pub(crate) struct Interner<T> {
-    keys: FxHashMap<T, u32>,
+    keys: HashTable<u32>,
     names: Vec<T>,
 }
 
 impl<T> Default for Interner<T> {
     fn default() -> Self {
-        Self { keys: FxHashMap::default(), names: Vec::new() }
+        Self { keys: HashTable::new(), names: Vec::new() }
     }
 }
 
-impl<T: Clone + Eq + Hash + Borrow<str>> Interner<T> {
+fn hash_name(name: &str) -> u64 {
+    FxBuildHasher.hash_one(name)
+}
+
+impl<T: Clone + AsRef<str>> Interner<T> {
     pub(crate) fn get(&self, name: &str) -> Option<u32> {
-        self.keys.get(name).copied()
+        let names = &self.names;
+        self.keys.find(hash_name(name), |&k| names[k as usize].as_ref() == name).copied()
     }
 
     /// The key of `name`, adding it if new; the bool says whether it was added.
     pub(crate) fn intern(&mut self, name: &T) -> (u32, bool) {
-        if let Some(&key) = self.keys.get(name.borrow()) {
+        if let Some(key) = self.get(name.as_ref()) {
             return (key, false);
         }
         // More than u32::MAX distinct ids cannot fit in memory before this saturates.
         let key = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
-        self.keys.insert(name.clone(), key);
+        let names = &self.names;
+        self.keys.insert_unique(hash_name(name.as_ref()), key, |&k| hash_name(names[k as usize].as_ref()));
         self.names.push(name.clone());
         (key, true)
     }
@@ -57,31 +65,43 @@ impl<T: Clone + Eq + Hash + Borrow<str>> Interner<T> {
     pub(crate) fn name(&self, key: u32) -> &T {
         &self.names[key as usize]
     }
+
+    /// Bytes reserved by the two containers (not the names' own allocations).
+    pub(crate) fn reserved_bytes(&self) -> usize {
+        memory::table_bytes(self.keys.capacity(), std::mem::size_of::<u32>())
+            + self.names.capacity() * std::mem::size_of::<T>()
+    }
+
+    pub(crate) fn names(&self) -> &[T] {
+        &self.names
+    }
 }
 
-/// One device of one user (R2.1).
+/// One device of one user (R2.1). 24 bytes: the connection flag lives in `incarnation`.
 #[derive(Clone, Debug)]
 pub(crate) struct Session {
-    pub device: DeviceKey,
-    pub connected: bool,
     /// Set when the session is created or reconnected (R2.5).
     pub login_at_ms: u64,
     /// `h` of R2.4. Not logged (R8.2).
     pub heartbeat_at_ms: u64,
-    /// Distinguishes this connection from earlier ones of the same device, so that stale
-    /// heartbeat deadlines are recognised and dropped.
+    pub device: DeviceKey,
+    /// 0 while disconnected; otherwise a number that distinguishes this connection from
+    /// earlier ones of the same device, so that stale heartbeat deadlines are dropped.
     pub incarnation: u32,
 }
 
-/// Everything about one user.
-#[derive(Debug, Default)]
-pub(crate) struct UserState {
-    /// At most `max_devices_per_user` (R2.5), so linear scans are cheap.
-    pub sessions: Vec<Session>,
+impl Session {
+    pub(crate) fn connected(&self) -> bool {
+        self.incarnation != 0
+    }
+}
+
+/// What only some users have: a custom status, subscriptions, subscribers, friends. Kept out
+/// of line so that a user with none of it costs a null pointer.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Social {
     /// Empty when none; non-empty only while `ONLINE` (R3.3).
     pub custom: Arc<str>,
-    /// When the user last stopped being `ONLINE` (R6.5, R4.5).
-    pub last_online_end_ms: Option<u64>,
     /// Targets, oldest first (R4.2); at most `max_subscriptions` long.
     pub subscriptions: Vec<UserKey>,
     /// The reverse index: users whose list holds this user (R5.2).
@@ -92,9 +112,36 @@ pub(crate) struct UserState {
     pub retention_queued: bool,
 }
 
+static NO_SUBSCRIBERS: FxHashSet<UserKey> = FxHashSet::with_hasher(FxBuildHasher);
+
+/// The shared empty custom status, so that statuses without one allocate nothing.
+pub(crate) fn no_custom() -> Arc<str> {
+    static EMPTY: OnceLock<Arc<str>> = OnceLock::new();
+    EMPTY.get_or_init(|| Arc::from("")).clone()
+}
+
+/// `last_online_end_ms` of a user that never stopped being `ONLINE`.
+const NEVER: u64 = u64::MAX;
+
+/// Everything about one user: 48 bytes, plus [`Social`] for those who have any of it.
+#[derive(Debug)]
+pub(crate) struct UserState {
+    /// At most `max_devices_per_user` (R2.5), so linear scans are cheap; one inline.
+    pub sessions: SmallVec<[Session; 1]>,
+    /// When the user last stopped being `ONLINE` (R6.5, R4.5); [`NEVER`] if it never did.
+    last_online_end_ms: u64,
+    social: Option<Box<Social>>,
+}
+
+impl Default for UserState {
+    fn default() -> Self {
+        Self { sessions: SmallVec::new(), last_online_end_ms: NEVER, social: None }
+    }
+}
+
 impl UserState {
     pub(crate) fn general(&self) -> GeneralStatus {
-        if self.sessions.iter().any(|s| s.connected) {
+        if self.is_online() {
             GeneralStatus::Online
         } else if self.sessions.is_empty() {
             GeneralStatus::Unlogined
@@ -104,11 +151,58 @@ impl UserState {
     }
 
     pub(crate) fn is_online(&self) -> bool {
-        self.sessions.iter().any(|s| s.connected)
+        self.sessions.iter().any(Session::connected)
     }
 
     pub(crate) fn status(&self) -> UserStatus {
-        UserStatus { general: self.general(), custom: self.custom.clone() }
+        let custom = self.social.as_ref().map_or_else(no_custom, |s| s.custom.clone());
+        UserStatus { general: self.general(), custom }
+    }
+
+    pub(crate) fn custom(&self) -> &str {
+        self.social.as_ref().map_or("", |s| &s.custom)
+    }
+
+    pub(crate) fn subscriptions(&self) -> &[UserKey] {
+        self.social.as_ref().map_or(&[], |s| &s.subscriptions)
+    }
+
+    pub(crate) fn subscribers(&self) -> &FxHashSet<UserKey> {
+        self.social.as_ref().map_or(&NO_SUBSCRIBERS, |s| &s.subscribers)
+    }
+
+    pub(crate) fn friends(&self) -> &FxHashSet<UserKey> {
+        self.social.as_ref().map_or(&NO_SUBSCRIBERS, |s| &s.friends)
+    }
+
+    pub(crate) fn retention_queued(&self) -> bool {
+        self.social.as_ref().is_some_and(|s| s.retention_queued)
+    }
+
+    /// Marks whether a retention deadline is queued for this user (R4.5).
+    pub(crate) fn set_retention_queued(&mut self, queued: bool) {
+        match (queued, self.social.as_mut()) {
+            (true, _) => self.social_mut().retention_queued = true,
+            (false, Some(social)) => social.retention_queued = false,
+            (false, None) => {}
+        }
+    }
+
+    pub(crate) fn social(&self) -> Option<&Social> {
+        self.social.as_deref()
+    }
+
+    /// The out-of-line part, created on first use.
+    pub(crate) fn social_mut(&mut self) -> &mut Social {
+        self.social.get_or_insert_with(Box::default)
+    }
+
+    pub(crate) fn last_online_end_ms(&self) -> Option<u64> {
+        (self.last_online_end_ms != NEVER).then_some(self.last_online_end_ms)
+    }
+
+    pub(crate) fn set_last_online_end_ms(&mut self, at_ms: Option<u64>) {
+        self.last_online_end_ms = at_ms.unwrap_or(NEVER);
     }
 
     pub(crate) fn session(&self, device: DeviceKey) -> Option<&Session> {
@@ -120,7 +214,7 @@ impl UserState {
     }
 
     pub(crate) fn last_online(&self) -> LastOnline {
-        match (self.is_online(), self.last_online_end_ms) {
+        match (self.is_online(), self.last_online_end_ms()) {
             (true, _) => LastOnline::Now,
             (false, Some(at_ms)) => LastOnline::At(at_ms),
             (false, None) => LastOnline::Never,
@@ -130,10 +224,10 @@ impl UserState {
     /// Whether the user has nothing the log defines (such users are left out of snapshots).
     pub(crate) fn is_blank(&self) -> bool {
         self.sessions.is_empty()
-            && self.custom.is_empty()
-            && self.last_online_end_ms.is_none()
-            && self.subscriptions.is_empty()
-            && self.friends.is_empty()
+            && self.custom().is_empty()
+            && self.last_online_end_ms().is_none()
+            && self.subscriptions().is_empty()
+            && self.friends().is_empty()
     }
 }
 
@@ -216,8 +310,9 @@ impl State {
         DeviceKey(self.device_ids.intern(device).0)
     }
 
+    /// A fresh, non-zero incarnation for a session that connects.
     fn take_incarnation(&mut self) -> u32 {
-        self.next_incarnation = self.next_incarnation.wrapping_add(1);
+        self.next_incarnation = self.next_incarnation.checked_add(1).unwrap_or(1);
         self.next_incarnation
     }
 
@@ -273,7 +368,7 @@ impl State {
     /// recovery time (R8.2).
     pub(crate) fn rebase_heartbeats(&mut self, at_ms: u64) {
         for user in &mut self.users {
-            for session in user.sessions.iter_mut().filter(|s| s.connected) {
+            for session in user.sessions.iter_mut().filter(|s| s.connected()) {
                 session.heartbeat_at_ms = at_ms;
             }
         }
@@ -286,38 +381,38 @@ impl State {
         let mut total = 0;
         for user in &self.users {
             total += user.sessions.len();
-            connected += user.sessions.iter().filter(|s| s.connected).count();
+            connected += user.sessions.iter().filter(|s| s.connected()).count();
         }
         (connected, total - connected)
     }
 
-    /// Checks the cross-index invariants (STYLE.md: assert the invariants). Debug builds run
-    /// it after every applied batch in tests.
+    /// Checks the invariants around one user (STYLE.md: assert the invariants): R3.3, no
+    /// self-subscription, the reverse index agreeing with the lists both ways, mutual
+    /// friendship, one session per device. Debug builds run it for every user an applied
+    /// event touches, so every test checks them for free.
     #[cfg(debug_assertions)]
-    pub(crate) fn check_invariants(&self) {
-        for (index, user) in self.users.iter().enumerate() {
-            let key = UserKey(index as u32);
-            assert!(user.custom.is_empty() || user.is_online(), "R3.3: custom status while not ONLINE");
-            for target in &user.subscriptions {
-                assert!(*target != key, "R4.1: self-subscription");
-                assert!(self.user(*target).subscribers.contains(&key), "reverse index misses a subscriber");
-            }
-            for subscriber in &user.subscribers {
-                assert!(
-                    self.user(*subscriber).subscriptions.contains(&key),
-                    "reverse index has a stale subscriber"
-                );
-            }
-            for friend in &user.friends {
-                assert!(
-                    *friend != key && self.user(*friend).friends.contains(&key),
-                    "R5.4: friendship not mutual"
-                );
-            }
-            let mut devices: Vec<_> = user.sessions.iter().map(|s| s.device).collect();
-            devices.sort_unstable();
-            devices.dedup();
-            assert_eq!(devices.len(), user.sessions.len(), "R1.1: a device twice in one user");
+    pub(crate) fn check_invariants(&self, key: UserKey) {
+        let user = self.user(key);
+        assert!(user.custom().is_empty() || user.is_online(), "R3.3: custom status while not ONLINE");
+        for target in user.subscriptions() {
+            assert!(*target != key, "R4.1: self-subscription");
+            assert!(self.user(*target).subscribers().contains(&key), "reverse index misses a subscriber");
         }
+        for subscriber in user.subscribers() {
+            assert!(
+                self.user(*subscriber).subscriptions().contains(&key),
+                "reverse index has a stale subscriber"
+            );
+        }
+        for friend in user.friends() {
+            assert!(
+                *friend != key && self.user(*friend).friends().contains(&key),
+                "R5.4: friendship not mutual"
+            );
+        }
+        let mut devices: Vec<_> = user.sessions.iter().map(|s| s.device).collect();
+        devices.sort_unstable();
+        devices.dedup();
+        assert_eq!(devices.len(), user.sessions.len(), "R1.1: a device twice in one user");
     }
 }

@@ -1,8 +1,6 @@
 //! Between the live state and its canonical, logged form ([`LogicalState`]).
 
-use std::sync::Arc;
-
-use super::{Session, State};
+use super::{no_custom, Session, State};
 use crate::ids::UserKey;
 use crate::snapshot::{LogicalState, SessionRecord, Snapshot, UserRecord};
 
@@ -20,19 +18,19 @@ impl State {
                     .iter()
                     .map(|s| SessionRecord {
                         device: self.device_name(s.device).clone(),
-                        connected: s.connected,
+                        connected: s.connected(),
                         login_at_ms: s.login_at_ms,
                     })
                     .collect();
                 sessions.sort_by(|a, b| a.device.cmp(&b.device));
-                let mut friends: Vec<_> = u.friends.iter().map(|&f| self.user_name(f).clone()).collect();
+                let mut friends: Vec<_> = u.friends().iter().map(|&f| self.user_name(f).clone()).collect();
                 friends.sort();
                 UserRecord {
                     user: self.user_name(UserKey(index as u32)).clone(),
                     sessions,
-                    custom: u.custom.clone(),
-                    last_online_end_ms: u.last_online_end_ms,
-                    subscriptions: u.subscriptions.iter().map(|&t| self.user_name(t).clone()).collect(),
+                    custom: u.social().map_or_else(no_custom, |s| s.custom.clone()),
+                    last_online_end_ms: u.last_online_end_ms(),
+                    subscriptions: u.subscriptions().iter().map(|&t| self.user_name(t).clone()).collect(),
                     friends,
                 }
             })
@@ -51,6 +49,7 @@ impl State {
         if records.windows(2).any(|w| w[0].user >= w[1].user) {
             return Err("users are not sorted and unique".into());
         }
+        state.users.reserve_exact(records.len());
         for record in records {
             let u = state.intern_user(&record.user);
             if record.sessions.windows(2).any(|w| w[0].device >= w[1].device) {
@@ -58,31 +57,29 @@ impl State {
             }
             for s in &record.sessions {
                 let device = state.intern_device(&s.device);
-                let incarnation = state.take_incarnation();
-                state.user_mut(u).sessions.push(Session {
-                    device,
-                    connected: s.connected,
-                    login_at_ms: s.login_at_ms,
-                    heartbeat_at_ms: s.login_at_ms,
-                    incarnation,
-                });
+                let incarnation = if s.connected { state.take_incarnation() } else { 0 };
+                let login_at_ms = s.login_at_ms;
+                let session = Session { login_at_ms, heartbeat_at_ms: login_at_ms, device, incarnation };
+                state.user_mut(u).sessions.push(session);
             }
             let user = state.user_mut(u);
-            if !record.custom.is_empty() && !user.is_online() {
-                return Err(format!("{} has a custom status but is not ONLINE (R3.3)", record.user));
+            if !record.custom.is_empty() {
+                if !user.is_online() {
+                    return Err(format!("{} has a custom status but is not ONLINE (R3.3)", record.user));
+                }
+                user.social_mut().custom = record.custom.clone();
             }
-            user.custom = Arc::clone(&record.custom);
-            user.last_online_end_ms = record.last_online_end_ms;
+            user.set_last_online_end_ms(record.last_online_end_ms);
         }
         for record in records {
             let u = state.intern_user(&record.user);
             for target in &record.subscriptions {
                 let t = state.intern_user(target);
-                if t == u || state.user(u).subscriptions.contains(&t) {
+                if t == u || state.user(u).subscriptions().contains(&t) {
                     return Err(format!("subscriptions of {} repeat or include itself", record.user));
                 }
-                state.user_mut(u).subscriptions.push(t);
-                state.user_mut(t).subscribers.insert(u);
+                state.user_mut(u).social_mut().subscriptions.push(t);
+                state.user_mut(t).social_mut().subscribers.insert(u);
             }
             if record.friends.windows(2).any(|w| w[0] >= w[1]) {
                 return Err(format!("friends of {} are not sorted and unique", record.user));
@@ -92,13 +89,13 @@ impl State {
                 if f == u {
                     return Err(format!("{} is its own friend", record.user));
                 }
-                state.user_mut(u).friends.insert(f);
+                state.user_mut(u).social_mut().friends.insert(f);
             }
         }
         for record in records {
             let u = state.intern_user(&record.user);
-            for &f in &state.user(u).friends {
-                if !state.user(f).friends.contains(&u) {
+            for &f in state.user(u).friends() {
+                if !state.user(f).friends().contains(&u) {
                     return Err(format!("friendship of {} is not mutual", record.user));
                 }
             }
