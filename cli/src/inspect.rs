@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use presence_engine::{Config, Engine, EventStore, LastOnline, UserView};
+use presence_engine::{Config, Engine, EventStore, LastOnline, ReadOnlyStore, UserView};
 use serde_json::json;
 
-use crate::stores::{open_existing, Borrowed};
+use crate::stores::open_existing;
 
 /// Arguments of `presence inspect`.
 #[derive(clap::Args, Debug)]
@@ -34,7 +34,7 @@ pub fn run(args: Args) -> ExitCode {
 
 fn inspect(args: &Args) -> Result<(), String> {
     let store = open_existing(&args.path)?;
-    let engine = Engine::open(Config::default(), Borrowed(&store))
+    let engine = Engine::open(Config::default(), ReadOnlyStore::new(&store))
         .map_err(|e| format!("{}: cannot recover the store: {e}", args.path.display()))?;
     if let Some(user) = &args.user {
         print_user(&engine.user(user), args.json);

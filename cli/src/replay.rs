@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use presence_engine::{Config, Engine, LogicalState};
+use presence_engine::{Config, Engine, LogicalState, ReadOnlyStore};
 
-use crate::stores::{open_existing, Borrowed, LogView};
+use crate::stores::open_existing;
 
 /// Arguments of `presence replay`.
 #[derive(clap::Args, Debug)]
@@ -40,7 +40,7 @@ fn replay(args: &Args) -> Result<bool, String> {
     let store = open_existing(&args.path)?;
     let config = Config::default();
     if let Some(until) = args.until {
-        let engine = Engine::open(config, LogView::new(&store, Some(until)))
+        let engine = Engine::open(config, ReadOnlyStore::log_only(&store, Some(until)))
             .map_err(|e| format!("cannot replay the log up to {until}: {e}"))?;
         let state = engine.logical_state();
         if args.json {
@@ -53,12 +53,12 @@ fn replay(args: &Args) -> Result<bool, String> {
         return Ok(true);
     }
     let started = Instant::now();
-    let from_log = Engine::open(config.clone(), LogView::new(&store, None))
+    let from_log = Engine::open(config.clone(), ReadOnlyStore::log_only(&store, None))
         .map_err(|e| format!("cannot rebuild the state from the log alone: {e}"))?;
     let log_ms = started.elapsed().as_secs_f64() * 1e3;
     let started = Instant::now();
-    let recovered =
-        Engine::open(config, Borrowed(&store)).map_err(|e| format!("cannot recover snapshot + tail: {e}"))?;
+    let recovered = Engine::open(config, ReadOnlyStore::new(&store))
+        .map_err(|e| format!("cannot recover snapshot + tail: {e}"))?;
     let recovered_ms = started.elapsed().as_secs_f64() * 1e3;
     println!("log alone:       {} events replayed in {log_ms:.1} ms", from_log.recovery().events_replayed);
     println!(

@@ -21,7 +21,7 @@ use bincode::config::{Configuration, Limit, LittleEndian, Varint};
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::error::{StoreError, StoreErrorKind};
-use crate::event::Event;
+use crate::event::{Event, EventRef};
 use crate::snapshot::Snapshot;
 
 /// The format version written by this build. Version 1 is the only one so far; a decoder
@@ -142,23 +142,59 @@ fn decode_payload<T: DeserializeOwned, const N: usize>(payload: &[u8], what: &st
     }
 }
 
-/// Decodes a whole batch: header, checksum and events. The error names the batch's sequence
-/// number where the header could be read.
-pub fn decode_batch(bytes: &[u8]) -> Result<(BatchHeader, Vec<Event>), StoreError> {
+/// Checks a batch's header and checksum; returns the header, a name for errors, and the
+/// payload.
+fn checked_batch(bytes: &[u8]) -> Result<(BatchHeader, String, &[u8]), StoreError> {
     let header = batch_header(bytes)?;
     let what = format!("batch at sequence {}", header.first_seq);
-    let payload = &bytes[BATCH_HEADER_BYTES..];
+    let payload = bytes.get(BATCH_HEADER_BYTES..).unwrap_or_default();
     if crc32fast::hash(payload) != le_u32(bytes, 13) {
         return Err(StoreError::corrupt(format!("{what} fails its checksum (torn or corrupt)")));
     }
-    let events: Vec<Event> = decode_payload::<_, MAX_BATCH_BYTES>(payload, &what)?;
-    if events.len() != header.count as usize || events.is_empty() {
-        return Err(StoreError::corrupt(format!(
-            "{what} says {} events but holds {}",
-            header.count,
-            events.len()
-        )));
+    Ok((header, what, payload))
+}
+
+fn check_count(header: &BatchHeader, what: &str, decoded: usize) -> Result<(), StoreError> {
+    if decoded != header.count as usize || decoded == 0 {
+        return Err(StoreError::corrupt(format!("{what} says {} events but holds {decoded}", header.count)));
     }
+    Ok(())
+}
+
+/// Decodes a whole batch: header, checksum and events. The error names the batch's sequence
+/// number where the header could be read.
+pub fn decode_batch(bytes: &[u8]) -> Result<(BatchHeader, Vec<Event>), StoreError> {
+    let (header, what, payload) = checked_batch(bytes)?;
+    let events: Vec<Event> = decode_payload::<_, MAX_BATCH_BYTES>(payload, &what)?;
+    check_count(&header, &what, events.len())?;
+    Ok((header, events))
+}
+
+/// Decodes a batch into borrowed events (ids point into `bytes`), for replay: the same
+/// checks as [`decode_batch`], without allocating a string per id.
+pub(crate) fn decode_batch_ref(bytes: &[u8]) -> Result<(BatchHeader, Vec<EventRef<'_>>), StoreError> {
+    let (header, what, payload) = checked_batch(bytes)?;
+    if payload.len() > MAX_BATCH_BYTES {
+        return Err(StoreError::corrupt(format!("{what} is larger than the {MAX_BATCH_BYTES}-byte limit")));
+    }
+    let events: Vec<EventRef<'_>> =
+        match bincode::serde::borrow_decode_from_slice(payload, limited::<MAX_BATCH_BYTES>()) {
+            Ok((events, used)) if used == payload.len() => events,
+            Ok((_, used)) => {
+                return Err(StoreError::corrupt(format!(
+                    "{what} has {} trailing bytes",
+                    payload.len() - used
+                )))
+            }
+            Err(e) => {
+                return Err(StoreError::with_source(
+                    StoreErrorKind::Corrupt,
+                    format!("{what} does not decode"),
+                    e,
+                ))
+            }
+        };
+    check_count(&header, &what, events.len())?;
     Ok((header, events))
 }
 
@@ -196,4 +232,54 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot, StoreError> {
         return Err(StoreError::corrupt("snapshot fails its checksum"));
     }
     decode_payload::<_, MAX_SNAPSHOT_BYTES>(payload, "snapshot")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::event::{CloseReason, DisconnectReason, EventKind, UnsubscribeReason};
+    use crate::ids::{DeviceId, UserId};
+
+    /// The borrowed view used by replay must decode exactly what `encode_batch` writes for
+    /// every variant: it is a hand-kept twin of `EventKind`.
+    #[test]
+    fn the_borrowed_view_decodes_every_variant_as_written() {
+        let (u, f) = (UserId::from("alice"), UserId::from("bob"));
+        let d = DeviceId::from("phone");
+        let kinds = vec![
+            EventKind::SessionOpened { user: u.clone(), device: d.clone() },
+            EventKind::SessionDisconnected {
+                user: u.clone(),
+                device: d.clone(),
+                reason: DisconnectReason::Disconnect,
+            },
+            EventKind::SessionDisconnected {
+                user: u.clone(),
+                device: d.clone(),
+                reason: DisconnectReason::HeartbeatTimeout,
+            },
+            EventKind::SessionClosed { user: u.clone(), device: d.clone(), reason: CloseReason::Logout },
+            EventKind::SessionClosed { user: u.clone(), device: d.clone(), reason: CloseReason::Kicked },
+            EventKind::CustomStatusSet { user: u.clone(), custom: Arc::from("in a meeting ☕") },
+            EventKind::Subscribed { user: u.clone(), targets: vec![f.clone(), UserId::from("carol")] },
+            EventKind::Unsubscribed {
+                user: u.clone(),
+                targets: vec![f.clone()],
+                reason: UnsubscribeReason::Evicted,
+            },
+            EventKind::Unsubscribed { user: u.clone(), targets: vec![], reason: UnsubscribeReason::Expired },
+            EventKind::FriendAdded { user: u.clone(), friend: f.clone() },
+            EventKind::FriendRemoved { user: u, friend: f },
+        ];
+        let events: Vec<Event> =
+            kinds.into_iter().enumerate().map(|(i, kind)| Event { at_ms: 1_000 * i as u64, kind }).collect();
+        let mut bytes = Vec::new();
+        encode_batch(7, &events, &mut bytes).unwrap();
+        let (header, borrowed) = decode_batch_ref(&bytes).unwrap();
+        assert_eq!(header.first_seq, 7);
+        let expected: Vec<EventRef<'_>> = events.iter().map(Event::as_ref).collect();
+        assert_eq!(borrowed, expected);
+    }
 }

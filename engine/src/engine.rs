@@ -240,7 +240,7 @@ impl<S: EventStore> Engine<S> {
                     }
                 }
             }
-            let applied = self.state.apply(event);
+            let applied = self.state.apply(&event.as_ref());
             debug_assert!(applied.is_ok(), "decide produced an event apply refuses: {applied:?}");
             if let Some(before) = before {
                 if let Some(u) = self.state.user_key(event.kind.user().as_str()) {
@@ -563,7 +563,7 @@ fn replay<S: EventStore>(store: &S, state: &mut State, recovery: &mut Recovery) 
         }
         // Name where the batch is stored: a bad version byte or a short header says nothing
         // about its sequence number itself.
-        let (header, events) = codec::decode_batch(&batch.bytes).map_err(|e| {
+        let (header, events) = codec::decode_batch_ref(&batch.bytes).map_err(|e| {
             StoreError::with_source(e.kind(), format!("batch stored at sequence {}", batch.first_seq), e)
         })?;
         if header.first_seq != batch.first_seq || header.count != batch.count {

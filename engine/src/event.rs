@@ -145,3 +145,83 @@ impl EventKind {
         )
     }
 }
+
+/// A borrowed view of an [`Event`], with the same encoding: replay decodes batches into it
+/// straight from the stored bytes, so ids that are already interned cost no allocation.
+/// `apply` works on this view, live events included, so there is one fold for both.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub(crate) struct EventRef<'a> {
+    pub at_ms: u64,
+    #[serde(borrow)]
+    pub kind: EventKindRef<'a>,
+}
+
+/// The borrowed twin of [`EventKind`]: same variants, same fields, same order.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub(crate) enum EventKindRef<'a> {
+    SessionOpened {
+        user: &'a str,
+        device: &'a str,
+    },
+    SessionDisconnected {
+        user: &'a str,
+        device: &'a str,
+        reason: DisconnectReason,
+    },
+    SessionClosed {
+        user: &'a str,
+        device: &'a str,
+        reason: CloseReason,
+    },
+    CustomStatusSet {
+        user: &'a str,
+        custom: &'a str,
+    },
+    Subscribed {
+        user: &'a str,
+        #[serde(borrow)]
+        targets: Vec<&'a str>,
+    },
+    Unsubscribed {
+        user: &'a str,
+        #[serde(borrow)]
+        targets: Vec<&'a str>,
+        reason: UnsubscribeReason,
+    },
+    FriendAdded {
+        user: &'a str,
+        friend: &'a str,
+    },
+    FriendRemoved {
+        user: &'a str,
+        friend: &'a str,
+    },
+}
+
+impl Event {
+    /// The borrowed view `apply` takes.
+    pub(crate) fn as_ref(&self) -> EventRef<'_> {
+        fn ids(list: &[UserId]) -> Vec<&str> {
+            list.iter().map(UserId::as_str).collect()
+        }
+        let kind = match &self.kind {
+            EventKind::SessionOpened { user, device } => EventKindRef::SessionOpened { user, device },
+            EventKind::SessionDisconnected { user, device, reason } => {
+                EventKindRef::SessionDisconnected { user, device, reason: *reason }
+            }
+            EventKind::SessionClosed { user, device, reason } => {
+                EventKindRef::SessionClosed { user, device, reason: *reason }
+            }
+            EventKind::CustomStatusSet { user, custom } => EventKindRef::CustomStatusSet { user, custom },
+            EventKind::Subscribed { user, targets } => {
+                EventKindRef::Subscribed { user, targets: ids(targets) }
+            }
+            EventKind::Unsubscribed { user, targets, reason } => {
+                EventKindRef::Unsubscribed { user, targets: ids(targets), reason: *reason }
+            }
+            EventKind::FriendAdded { user, friend } => EventKindRef::FriendAdded { user, friend },
+            EventKind::FriendRemoved { user, friend } => EventKindRef::FriendRemoved { user, friend },
+        };
+        EventRef { at_ms: self.at_ms, kind }
+    }
+}

@@ -46,6 +46,7 @@ mod snapshot;
 mod state;
 mod status;
 mod store;
+mod view;
 
 pub use command::{Command, Delivery, Notice, Outcome, Recipient, Reply, StatusNotice, TargetStatus};
 pub use config::{Config, Edition, CONFIG_LIMIT_MAX};
@@ -57,3 +58,4 @@ pub use snapshot::{LogicalState, SessionRecord, Snapshot, UserRecord};
 pub use state::HeapBytes;
 pub use status::{GeneralStatus, LastOnline, UserStatus};
 pub use store::{EventStore, StoredBatch};
+pub use view::ReadOnlyStore;

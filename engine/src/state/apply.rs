@@ -7,13 +7,13 @@
 
 use super::journal::Undo;
 use super::{no_custom, HeartbeatDue, Session, State};
-use crate::event::{Event, EventKind};
-use crate::ids::{DeviceKey, UserId, UserKey};
+use crate::event::{EventKindRef as EventKind, EventRef};
+use crate::ids::{DeviceKey, UserKey};
 
 impl State {
     /// Applies one event. On `Err` the state is unchanged and the message says why the
     /// event does not fit.
-    pub(crate) fn apply(&mut self, event: &Event) -> Result<(), String> {
+    pub(crate) fn apply(&mut self, event: &EventRef<'_>) -> Result<(), String> {
         let at_ms = event.at_ms;
         match &event.kind {
             EventKind::SessionOpened { user, device } => {
@@ -60,7 +60,8 @@ impl State {
                     return Err(format!("custom status for {user}, who is not ONLINE (R3.3)"));
                 }
                 self.backup_user(u);
-                self.user_mut(u).social_mut().custom = custom.clone();
+                self.user_mut(u).social_mut().custom =
+                    if custom.is_empty() { no_custom() } else { (*custom).into() };
             }
             EventKind::Subscribed { user, targets } => {
                 check_targets(user, targets)?;
@@ -129,7 +130,7 @@ impl State {
         Ok(())
     }
 
-    fn existing_session(&self, user: &UserId, device: &str) -> Result<(UserKey, DeviceKey), String> {
+    fn existing_session(&self, user: &str, device: &str) -> Result<(UserKey, DeviceKey), String> {
         match (self.user_key(user), self.device_key(device)) {
             (Some(u), Some(d)) if self.user(u).session(d).is_some() => Ok((u, d)),
             _ => Err(format!("{user}/{device} has no session")),
@@ -154,9 +155,9 @@ impl State {
 }
 
 /// A subscription event never names the subscriber itself (R4.1) nor a target twice (R4.2).
-fn check_targets(user: &UserId, targets: &[UserId]) -> Result<(), String> {
+fn check_targets(user: &str, targets: &[&str]) -> Result<(), String> {
     for (i, target) in targets.iter().enumerate() {
-        if target == user {
+        if *target == user {
             return Err(format!("{user} subscribes to itself"));
         }
         if targets[..i].contains(target) {

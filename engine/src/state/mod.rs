@@ -43,22 +43,23 @@ fn hash_name(name: &str) -> u64 {
     FxBuildHasher.hash_one(name)
 }
 
-impl<T: Clone + AsRef<str>> Interner<T> {
+impl<T: AsRef<str> + for<'a> From<&'a str>> Interner<T> {
     pub(crate) fn get(&self, name: &str) -> Option<u32> {
         let names = &self.names;
         self.keys.find(hash_name(name), |&k| names[k as usize].as_ref() == name).copied()
     }
 
     /// The key of `name`, adding it if new; the bool says whether it was added.
-    pub(crate) fn intern(&mut self, name: &T) -> (u32, bool) {
-        if let Some(key) = self.get(name.as_ref()) {
+    pub(crate) fn intern(&mut self, name: &str) -> (u32, bool) {
+        let hash = hash_name(name);
+        let names = &self.names;
+        if let Some(&key) = self.keys.find(hash, |&k| names[k as usize].as_ref() == name) {
             return (key, false);
         }
         // More than u32::MAX distinct ids cannot fit in memory before this saturates.
         let key = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
-        let names = &self.names;
-        self.keys.insert_unique(hash_name(name.as_ref()), key, |&k| hash_name(names[k as usize].as_ref()));
-        self.names.push(name.clone());
+        self.keys.insert_unique(hash, key, |&k| hash_name(names[k as usize].as_ref()));
+        self.names.push(T::from(name));
         (key, true)
     }
 
@@ -298,7 +299,7 @@ impl State {
         self.user_by_id(user).map_or_else(UserStatus::unlogined, UserState::status)
     }
 
-    pub(crate) fn intern_user(&mut self, user: &UserId) -> UserKey {
+    pub(crate) fn intern_user(&mut self, user: &str) -> UserKey {
         let (key, added) = self.user_ids.intern(user);
         if added {
             self.users.push(UserState::default());
@@ -306,7 +307,7 @@ impl State {
         UserKey(key)
     }
 
-    pub(crate) fn intern_device(&mut self, device: &DeviceId) -> DeviceKey {
+    pub(crate) fn intern_device(&mut self, device: &str) -> DeviceKey {
         DeviceKey(self.device_ids.intern(device).0)
     }
 

@@ -1,0 +1,86 @@
+//! Recovery from a sled store of 10 000 000 events (generated once into a cached directory
+//! under the target folder): from the log alone, and from a snapshot + tail. Elements =
+//! events replayed. Opening the sled files is part of what is measured.
+#![allow(missing_docs)] // criterion_group! generates undocumented functions.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use presence_benches::{bench_config, login_users, run_grouped, user};
+use presence_engine::{Command, Engine, ReadOnlyStore};
+use presence_storage_sled::{Durability, OpenOptions, SledStore};
+
+const USERS: u64 = 1_000_000;
+const EVENTS: u64 = 10_000_000;
+
+/// Where the store is kept between runs (delete it to regenerate).
+fn cached_store() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("replay-10m-events")
+}
+
+/// 1 000 000 users log in, subscribe to five others, change their status four times and
+/// reconnect twice: 10 000 000 events. A snapshot is taken after 8 500 000.
+fn generate(path: &Path) {
+    let started = Instant::now();
+    let options = OpenOptions { fsync: false, ..OpenOptions::new(Durability::Buffered) };
+    let (store, _) = SledStore::open_with(path, options).unwrap();
+    let mut engine = Engine::open(bench_config(), store).unwrap();
+    login_users(&mut engine, USERS, 0);
+    let subscribes = (0..USERS).map(|s| {
+        let targets: Vec<String> = (1..=5).map(|k| user((s + k * 7_919) % USERS)).collect();
+        Command::subscribe(user(s), "d0", targets)
+    });
+    run_grouped(&mut engine, subscribes, 1);
+    for round in 0..4u64 {
+        let custom = ["busy", "", "in a meeting", "gaming"][round as usize];
+        run_grouped(&mut engine, (0..USERS).map(|u| Command::set_status(user(u), "d0", custom)), 2 + round);
+    }
+    for round in 0..2u64 {
+        if round == 1 {
+            run_grouped(&mut engine, (0..USERS / 2).map(|u| Command::disconnect(user(u), "d0")), 10);
+            engine.snapshot().unwrap();
+            run_grouped(&mut engine, (USERS / 2..USERS).map(|u| Command::disconnect(user(u), "d0")), 10);
+        } else {
+            run_grouped(&mut engine, (0..USERS).map(|u| Command::disconnect(user(u), "d0")), 10);
+        }
+        run_grouped(&mut engine, (0..USERS).map(|u| Command::login(user(u), "d0")), 11 + round);
+    }
+    assert_eq!(engine.last_seq(), EVENTS, "the generator's arithmetic");
+    engine.sync().unwrap();
+    drop(engine);
+    eprintln!("generated {EVENTS} events in {:.1} s at {}", started.elapsed().as_secs_f64(), path.display());
+}
+
+fn replay(c: &mut Criterion) {
+    let path = cached_store();
+    let complete = path.join("complete");
+    if !complete.exists() {
+        let _ = std::fs::remove_dir_all(&path);
+        generate(&path.join("store"));
+        std::fs::write(&complete, b"").unwrap();
+    }
+    let store_path = path.join("store");
+    let mut group = c.benchmark_group("replay");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(EVENTS));
+    group.bench_function("log_alone_10000000_events", |b| {
+        b.iter(|| {
+            let store = SledStore::open(&store_path, Durability::Sync).unwrap();
+            let engine = Engine::open(bench_config(), ReadOnlyStore::log_only(&store, None)).unwrap();
+            assert_eq!(engine.recovery().events_replayed, EVENTS);
+        })
+    });
+    group.throughput(Throughput::Elements(USERS));
+    group.bench_function("snapshot_and_tail_1000000_users", |b| {
+        b.iter(|| {
+            let store = SledStore::open(&store_path, Durability::Sync).unwrap();
+            let engine = Engine::open(bench_config(), store).unwrap();
+            assert_eq!(engine.recovery().events_replayed, 1_500_000);
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, replay);
+criterion_main!(benches);
