@@ -116,3 +116,25 @@ fn a_killed_simulate_leaves_a_store_that_opens_and_verifies() {
         );
     }
 }
+
+#[test]
+fn a_corrupt_store_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("data");
+    simulate(&store, "2");
+    let db = store.join("db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    for i in (0..bytes.len()).step_by(97) {
+        bytes[i] ^= 0xa5;
+    }
+    std::fs::write(&db, bytes).unwrap();
+    for command in ["inspect", "replay"] {
+        let output = presence(&[command, store.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{command}: {stderr}");
+        assert!(
+            stderr.contains("cannot open the store") && !stderr.contains("panicked"),
+            "{command}: {stderr}"
+        );
+    }
+}

@@ -8,8 +8,8 @@ use presence_engine::{EventStore, StoreError, StoreErrorKind, StoredBatch};
 
 use crate::fsync::DurableFiles;
 use crate::layout::{
-    parse_seq_key, parse_u64_value, seq_key, sled_err, stored_header, BATCHES_TREE, META_NEXT_SEQ_FLOOR,
-    META_TREE, SNAPSHOTS_TREE,
+    parse_seq_key, parse_u64_value, seq_key, sled_err, sled_error, stored_header, BATCHES_TREE,
+    META_NEXT_SEQ_FLOOR, META_TREE, SNAPSHOTS_TREE,
 };
 use crate::options::{Durability, OpenOptions};
 use crate::recover::{self, RepairReport};
@@ -180,7 +180,10 @@ fn open_db(config: &sled::Config, path: Option<&Path>) -> Result<sled::Db, Store
             Err(e) if is_lock_error(&e) && started.elapsed() < LOCK_WAIT => {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            other => return other.map_err(sled_err("open the store (is another process using it?)")),
+            Err(e) if is_lock_error(&e) => {
+                return Err(sled_error("open the store (another process is using it)", e));
+            }
+            other => return other.map_err(sled_err("open the store")),
         }
     }
 }
