@@ -129,11 +129,32 @@ pub fn batch_header(bytes: &[u8]) -> Result<BatchHeader, StoreError> {
     Ok(BatchHeader { version: bytes[0], first_seq: le_u64(bytes, 1), count: le_u32(bytes, 9) })
 }
 
-fn decode_payload<T: DeserializeOwned, const N: usize>(payload: &[u8], what: &str) -> Result<T, StoreError> {
-    if payload.len() > N {
-        return Err(StoreError::corrupt(format!("{what} is larger than the {N}-byte limit")));
+/// How much a decode of `payload` may allocate: never more than `max`, and never more than
+/// a generous multiple of the payload itself. A real value takes at most about eight times
+/// its encoded size in memory (a one-byte varint becomes a `u64`), so 32 times plus 64 KiB
+/// never refuses good data, while a 20-byte payload that claims a 2 GiB string is refused
+/// before anything is allocated.
+fn allocation_budget(payload: &[u8], max: usize) -> usize {
+    payload.len().saturating_mul(32).saturating_add(64 << 10).min(max)
+}
+
+/// Decodes with the smallest fixed limit (bincode's limits are constants) that covers
+/// [`allocation_budget`].
+fn decode_payload<T: DeserializeOwned>(payload: &[u8], max: usize, what: &str) -> Result<T, StoreError> {
+    if payload.len() > max {
+        return Err(StoreError::corrupt(format!("{what} is larger than the {max}-byte limit")));
     }
-    match bincode::serde::decode_from_slice::<T, _>(payload, limited::<N>()) {
+    let decoded = match allocation_budget(payload, max) {
+        b if b <= 1 << 16 => bincode::serde::decode_from_slice::<T, _>(payload, limited::<{ 1 << 16 }>()),
+        b if b <= 1 << 20 => bincode::serde::decode_from_slice::<T, _>(payload, limited::<{ 1 << 20 }>()),
+        b if b <= 1 << 24 => bincode::serde::decode_from_slice::<T, _>(payload, limited::<{ 1 << 24 }>()),
+        b if b <= MAX_BATCH_BYTES => {
+            bincode::serde::decode_from_slice::<T, _>(payload, limited::<MAX_BATCH_BYTES>())
+        }
+        b if b <= 1 << 28 => bincode::serde::decode_from_slice::<T, _>(payload, limited::<{ 1 << 28 }>()),
+        _ => bincode::serde::decode_from_slice::<T, _>(payload, limited::<MAX_SNAPSHOT_BYTES>()),
+    };
+    match decoded {
         Ok((value, used)) if used == payload.len() => Ok(value),
         Ok((_, used)) => {
             Err(StoreError::corrupt(format!("{what} has {} trailing bytes", payload.len() - used)))
@@ -165,7 +186,7 @@ fn check_count(header: &BatchHeader, what: &str, decoded: usize) -> Result<(), S
 /// number where the header could be read.
 pub fn decode_batch(bytes: &[u8]) -> Result<(BatchHeader, Vec<Event>), StoreError> {
     let (header, what, payload) = checked_batch(bytes)?;
-    let events: Vec<Event> = decode_payload::<_, MAX_BATCH_BYTES>(payload, &what)?;
+    let events: Vec<Event> = decode_payload(payload, MAX_BATCH_BYTES, &what)?;
     check_count(&header, &what, events.len())?;
     Ok((header, events))
 }
@@ -209,7 +230,7 @@ pub fn encode_event(event: &Event) -> Result<Vec<u8>, StoreError> {
 pub fn decode_event(bytes: &[u8]) -> Result<Event, StoreError> {
     let (&version, payload) = bytes.split_first().ok_or_else(|| StoreError::corrupt("event is empty"))?;
     check_version(version, "event")?;
-    decode_payload::<_, MAX_BATCH_BYTES>(payload, "event")
+    decode_payload(payload, MAX_BATCH_BYTES, "event")
 }
 
 /// Encodes a snapshot.
@@ -231,7 +252,7 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot, StoreError> {
     if crc32fast::hash(payload) != le_u32(bytes, 1) {
         return Err(StoreError::corrupt("snapshot fails its checksum"));
     }
-    decode_payload::<_, MAX_SNAPSHOT_BYTES>(payload, "snapshot")
+    decode_payload(payload, MAX_SNAPSHOT_BYTES, "snapshot")
 }
 
 #[cfg(test)]

@@ -13,6 +13,10 @@ use crate::state::State;
 use crate::status::{LastOnline, UserStatus};
 use crate::store::EventStore;
 
+/// The latest time the engine represents, in milliseconds (about 584 million years): a
+/// later `at_ms` counts as this one (R1.3).
+pub const MAX_TIME_MS: u64 = u64::MAX - 1;
+
 /// The synchronous presence engine over an [`EventStore`].
 ///
 /// Every call takes the time (`at_ms`) from the caller; the engine never reads a clock
@@ -23,8 +27,6 @@ pub struct Engine<S> {
     store: S,
     state: State,
     recovery: Recovery,
-    /// Set by [`Engine::open`]: the first call afterwards fixes the recovery time (R8.2).
-    rebase_pending: bool,
     marks: Marks,
     touched: Marks,
     encoded: Vec<u8>,
@@ -131,7 +133,6 @@ impl<S: EventStore> Engine<S> {
             store,
             state,
             recovery,
-            rebase_pending: true,
             marks: Marks::default(),
             touched: Marks::default(),
             encoded: Vec::new(),
@@ -142,13 +143,10 @@ impl<S: EventStore> Engine<S> {
     /// the latest). On success its events are in the store and the outcome carries the reply
     /// and the notices to push. On error nothing changed (R7.1).
     pub fn execute(&mut self, command: Command, at_ms: u64) -> Result<Outcome, Error> {
-        let at_ms = at_ms.max(self.state.now_ms);
+        let at_ms = self.time(at_ms);
         let decision = decide(&self.state, &self.config, &command, at_ms)?;
         let events = stamp(decision.events, at_ms);
         self.store_batch(self.state.last_seq + 1, &events)?;
-        // Only an accepted command fixes the recovery time: a refused one changes nothing
-        // (R7.1), and its time is not adopted (R1.3).
-        self.begin(at_ms);
         Ok(self.accept(decision.reply, decision.effect, events, at_ms).0)
     }
 
@@ -156,13 +154,18 @@ impl<S: EventStore> Engine<S> {
     /// old (R2.4) and clears subscription lists past retention (R4.5). Costs O(expired), not
     /// O(sessions). Only ticks expire anything.
     pub fn tick(&mut self, at_ms: u64) -> Result<Outcome, Error> {
-        let at_ms = self.begin(at_ms);
+        let at_ms = self.time(at_ms);
         let timeout = self.config.heartbeat_timeout_ms;
         let retention = self.config.subscription_retention_ms;
         let (kinds, taken) = self.state.take_due(at_ms, timeout, retention);
         let events = stamp(kinds, at_ms);
         if let Err(e) = self.store_batch(self.state.last_seq + 1, &events) {
             self.state.restore_taken(taken);
+            if self.state.recovered_at_ms.is_none() {
+                // The queue was corrected with this tick's time as the recovery time, which
+                // the failure leaves unfixed: queue every deadline at its own time again.
+                self.state.deadlines.rebuild(&mut self.state.users);
+            }
             return Err(e);
         }
         Ok(self.accept(Reply::Done, Effect::None, events, at_ms).0)
@@ -189,6 +192,9 @@ impl<S: EventStore> Engine<S> {
     ) -> (Outcome, Vec<Event>) {
         self.state.now_ms = at_ms;
         self.state.last_seq += events.len() as u64;
+        // Only a call that succeeds fixes the recovery time (R8.2): a refused one changes
+        // nothing (R7.1).
+        self.state.fix_recovery_time(at_ms);
         match effect {
             Effect::None => {}
             Effect::Heartbeat(user, device) => self.state.touch_heartbeat(user, device, at_ms),
@@ -200,14 +206,10 @@ impl<S: EventStore> Engine<S> {
         (Outcome { reply, notices, events: events.len() }, events)
     }
 
-    /// The effective time of a call, and the one-off heartbeat rebase after recovery (R8.2).
-    fn begin(&mut self, at_ms: u64) -> u64 {
-        let at_ms = at_ms.max(self.state.now_ms);
-        if self.rebase_pending {
-            self.rebase_pending = false;
-            self.state.rebase_heartbeats(at_ms);
-        }
-        at_ms
+    /// The time a call at `at_ms` runs at: never before the latest time seen (R1.3), never
+    /// after [`MAX_TIME_MS`].
+    fn time(&self, at_ms: u64) -> u64 {
+        at_ms.min(MAX_TIME_MS).max(self.state.now_ms)
     }
 
     /// Encodes `events` as one batch at `first_seq` and appends it. Changes no state.
@@ -325,7 +327,12 @@ impl<S: EventStore> Engine<S> {
                 device: self.state.device_name(s.device).clone(),
                 connected: s.connected(),
                 login_at_ms: s.login_at_ms,
-                heartbeat_at_ms: s.heartbeat_at_ms,
+                // A connected session's heartbeat is raised to the recovery time once that
+                // is fixed (R8.2); a disconnected one kept its own when it disconnected.
+                heartbeat_at_ms: match s.connected() {
+                    true => s.heartbeat_at_ms.max(self.state.recovered_at_ms.unwrap_or(0)),
+                    false => s.heartbeat_at_ms,
+                },
             })
             .collect();
         list.sort_by(|a, b| a.device.cmp(&b.device));
@@ -480,9 +487,8 @@ impl<S: EventStore> Group<'_, S> {
     /// [`Group::commit`] succeeds.
     pub fn execute(&mut self, command: Command, at_ms: u64) -> Result<Outcome, Error> {
         let engine = &mut *self.engine;
-        let at_ms = at_ms.max(engine.state.now_ms);
+        let at_ms = engine.time(at_ms);
         let decision = decide(&engine.state, &engine.config, &command, at_ms)?;
-        engine.begin(at_ms);
         let events = stamp(decision.events, at_ms);
         let (outcome, events) = engine.accept(decision.reply, decision.effect, events, at_ms);
         self.events.extend(events);
@@ -492,7 +498,7 @@ impl<S: EventStore> Group<'_, S> {
     /// A tick inside the group (see [`Engine::tick`]).
     pub fn tick(&mut self, at_ms: u64) -> Result<Outcome, Error> {
         let engine = &mut *self.engine;
-        let at_ms = engine.begin(at_ms);
+        let at_ms = engine.time(at_ms);
         let timeout = engine.config.heartbeat_timeout_ms;
         let retention = engine.config.subscription_retention_ms;
         let (kinds, _) = engine.state.take_due(at_ms, timeout, retention);

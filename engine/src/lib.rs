@@ -50,7 +50,7 @@ mod view;
 
 pub use command::{Command, Delivery, Notice, Outcome, Recipient, Reply, StatusNotice, TargetStatus};
 pub use config::{Config, Edition, CONFIG_LIMIT_MAX};
-pub use engine::{Engine, Group, Recovery, SessionView, Stats, UserView};
+pub use engine::{Engine, Group, Recovery, SessionView, Stats, UserView, MAX_TIME_MS};
 pub use error::{Error, StoreError, StoreErrorKind};
 pub use event::{CloseReason, DisconnectReason, Event, EventKind, UnsubscribeReason};
 pub use ids::{DeviceId, DeviceKey, UserId, UserKey};

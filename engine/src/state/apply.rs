@@ -39,10 +39,14 @@ impl State {
                     return Err(format!("{user}/{device} is not connected"));
                 }
                 self.backup_user(u);
+                let floor_ms = self.recovered_at_ms;
                 let state = self.user_mut(u);
                 let was_online = state.is_online();
                 if let Some(s) = state.session_mut(d) {
                     s.incarnation = 0;
+                    // The recovery time counts as a heartbeat (R8.2); a session that leaves
+                    // the deadline queue keeps it.
+                    s.heartbeat_at_ms = s.heartbeat_at_ms.max(floor_ms.unwrap_or(0));
                 }
                 self.after_session_change(u, was_online, at_ms);
             }

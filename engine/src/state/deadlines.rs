@@ -54,7 +54,7 @@ impl Deadlines {
         }
     }
 
-    /// Rebuilds both queues from the state (after replay or a heartbeat rebase).
+    /// Rebuilds both queues from the state (after replay or a rollback).
     pub(crate) fn rebuild(&mut self, users: &mut [UserState]) {
         self.heartbeats.clear();
         self.retention.clear();
@@ -105,6 +105,7 @@ impl State {
         heartbeat_timeout_ms: u64,
         retention_ms: u64,
     ) -> (Vec<EventKind>, Taken) {
+        let floor_ms = self.heartbeat_floor_ms(at_ms);
         let mut events = Vec::new();
         let mut taken = Taken::default();
         while let Some(&Reverse(due)) = self.deadlines.heartbeats.peek() {
@@ -118,7 +119,8 @@ impl State {
                 // Stale: the session disconnected (incarnation 0) or reconnected since.
                 continue;
             }
-            if session.heartbeat_at_ms.saturating_add(heartbeat_timeout_ms) <= at_ms {
+            let heartbeat_at_ms = session.heartbeat_at_ms.max(floor_ms);
+            if heartbeat_at_ms.saturating_add(heartbeat_timeout_ms) <= at_ms {
                 events.push(EventKind::SessionDisconnected {
                     user: self.user_name(due.user).clone(),
                     device: self.device_name(due.device).clone(),
@@ -126,7 +128,6 @@ impl State {
                 });
                 taken.heartbeats.push(due);
             } else {
-                let heartbeat_at_ms = session.heartbeat_at_ms;
                 self.deadlines.heartbeats.push(Reverse(HeartbeatDue { heartbeat_at_ms, ..due }));
             }
         }

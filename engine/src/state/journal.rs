@@ -41,6 +41,8 @@ pub(crate) enum Undo {
         device: DeviceKey,
         heartbeat_at_ms: u64,
     },
+    /// The recovery time was fixed by a call of the group (R8.2).
+    RecoveryTime,
     RateCharged {
         user: UserKey,
         api: Api,
@@ -122,6 +124,7 @@ impl State {
                     }
                 }
                 Undo::RateCharged { user, api, dropped } => self.rate_uncharge(user, api, dropped),
+                Undo::RecoveryTime => self.recovered_at_ms = None,
             }
         }
         // Sessions restored by the rollback may have lost their queued deadline to a newer

@@ -256,6 +256,9 @@ pub(crate) struct State {
     rates: FxHashMap<(UserKey, Api), VecDeque<u64>>,
     /// Open while a group commit is being decided (see `journal.rs`).
     journal: Option<Vec<journal::Undo>>,
+    /// The recovery time of R8.2 once fixed; `None` after an open until a call succeeds. A
+    /// fresh state has nothing to recover and starts at `Some(0)`.
+    pub recovered_at_ms: Option<u64>,
 }
 
 impl State {
@@ -365,15 +368,20 @@ impl State {
         }
     }
 
-    /// After recovery every connected session counts as having sent a heartbeat at the
-    /// recovery time (R8.2).
-    pub(crate) fn rebase_heartbeats(&mut self, at_ms: u64) {
-        for user in &mut self.users {
-            for session in user.sessions.iter_mut().filter(|s| s.connected()) {
-                session.heartbeat_at_ms = at_ms;
-            }
+    /// The heartbeat floor for a call at `at_ms`: after recovery every connected session
+    /// counts as having sent a heartbeat at the recovery time (R8.2), which is the time of
+    /// the first call that succeeds; until then, a call at `at_ms` would fix it at `at_ms`.
+    pub(crate) fn heartbeat_floor_ms(&self, at_ms: u64) -> u64 {
+        self.recovered_at_ms.unwrap_or(at_ms)
+    }
+
+    /// Fixes the recovery time at the first call that succeeds (R8.2). O(1): heartbeats
+    /// below it are raised lazily, when their deadline comes due. Undone with a group.
+    pub(crate) fn fix_recovery_time(&mut self, at_ms: u64) {
+        if self.recovered_at_ms.is_none() {
+            self.recovered_at_ms = Some(at_ms);
+            self.record(journal::Undo::RecoveryTime);
         }
-        self.deadlines.rebuild(&mut self.users);
     }
 
     /// (connected, disconnected) sessions of all users.
