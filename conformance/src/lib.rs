@@ -10,6 +10,7 @@
 //!   replies, notices and every read after each step, checking the invariants and, at the
 //!   end, that replaying the log gives the live state.
 //! - [`trace`]: parses and runs traces; `presence conform` is its command line.
+//! - [`fuzzing`]: the logic of the fuzz targets in `fuzz/`, replayed by `cargo test`.
 //!
 //! ```
 //! use presence_conformance::trace::{run_text, Target};
@@ -27,6 +28,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod fuzzing;
 pub mod lockstep;
 pub mod model;
 pub mod subject;

@@ -9,7 +9,10 @@
 //! (R7.1). [`Lockstep::finish`] rebuilds the state from the log, by full replay and by
 //! reopening the store (snapshot plus tail when there is one), and compares it (R8.1).
 //!
-//! It is generic over the [`EventStore`], so every backend runs the same checks.
+//! It is generic over the [`EventStore`], so every backend runs the same checks. Over a store
+//! that fails on purpose (`FaultyStore`), [`Lockstep::allow_store_failures`] lets a command or
+//! tick fail with a store error (code 9000): the model does not take that step, and the
+//! comparisons after it check that the engine changed nothing either (R7.1).
 //!
 //! ```
 //! use presence_conformance::lockstep::{Lockstep, Step};
@@ -64,7 +67,11 @@ pub struct Lockstep<S> {
     model: Model,
     watched: Vec<String>,
     last: Option<Result<Response, Refusal>>,
+    store_failures: bool,
 }
+
+/// The code of a store failure (R7.1).
+const STORE_FAILURE_CODE: u32 = 9000;
 
 impl<S: EventStore> Lockstep<S> {
     /// A fresh engine over `store` (which should be empty) and a fresh model, both with
@@ -83,7 +90,16 @@ impl<S: EventStore> Lockstep<S> {
             model,
             watched: watched.into_iter().map(Into::into).collect(),
             last: None,
+            store_failures: false,
         })
+    }
+
+    /// Whether a command or tick may fail with a store error (code 9000), as it does over a
+    /// store told to fail. Such a step must change nothing (R7.1): the model does not take it,
+    /// and every comparison after it checks that the engine did not either. Off by default,
+    /// when a store error is a failure of the run.
+    pub fn allow_store_failures(&mut self, allow: bool) {
+        self.store_failures = allow;
     }
 
     /// The engine (absent only after a failed reopen).
@@ -112,18 +128,7 @@ impl<S: EventStore> Lockstep<S> {
         self.last = None;
         let notices = match step {
             Step::Execute { command, at_ms } => self.execute(command, *at_ms)?,
-            Step::Tick { at_ms } => {
-                let engine = self.live()?;
-                let seq_before = engine.last_seq();
-                let outcome = engine.tick(*at_ms).map_err(|e| format!("tick failed: {e}"))?;
-                let got = response_of(engine, &outcome);
-                check_events(seq_before, outcome.events, engine.last_seq())?;
-                let want = self.model.tick(*at_ms);
-                compare("tick notices", &got.notices, &want.notices)?;
-                let notices = got.notices.clone();
-                self.last = Some(Ok(got));
-                notices
-            }
+            Step::Tick { at_ms } => self.tick(*at_ms)?,
             Step::Snapshot { compact } => {
                 let engine = self.live()?;
                 engine.snapshot().map_err(|e| format!("snapshot failed: {e}"))?;
@@ -148,14 +153,50 @@ impl<S: EventStore> Lockstep<S> {
         self.compare_reads()
     }
 
-    fn execute(&mut self, command: &Command, at_ms: u64) -> Result<Vec<FlatNotice>, String> {
+    fn tick(&mut self, at_ms: u64) -> Result<Vec<FlatNotice>, String> {
+        let store_failures = self.store_failures;
         let engine = self.live()?;
         let seq_before = engine.last_seq();
-        let got = engine.execute(command.clone(), at_ms).map(|o| (response_of(engine, &o), o.events));
+        let now_before = engine.now_ms();
+        let outcome = match engine.tick(at_ms) {
+            Ok(outcome) => outcome,
+            Err(e) if store_failures && e.code() == STORE_FAILURE_CODE => {
+                // As for a command: the model does not take a tick the store refused.
+                check_unchanged("tick", engine, seq_before, now_before)?;
+                self.last = Some(Err(Refusal::from(e)));
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(format!("tick failed: {e}")),
+        };
+        let got = response_of(engine, &outcome);
+        check_events(seq_before, outcome.events, engine.last_seq())?;
+        let want = self.model.tick(at_ms);
+        compare("tick notices", &got.notices, &want.notices)?;
+        let notices = got.notices.clone();
+        self.last = Some(Ok(got));
+        Ok(notices)
+    }
+
+    fn execute(&mut self, command: &Command, at_ms: u64) -> Result<Vec<FlatNotice>, String> {
+        let store_failures = self.store_failures;
+        let engine = self.live()?;
+        let seq_before = engine.last_seq();
+        let now_before = engine.now_ms();
+        let what = command.name();
+        let got = match engine.execute(command.clone(), at_ms) {
+            Ok(outcome) => Ok((response_of(engine, &outcome), outcome.events)),
+            Err(e) if store_failures && e.code() == STORE_FAILURE_CODE => {
+                // The store refused a command the engine had accepted: the model, which has
+                // no store, does not take it, and the reads compared next must still agree.
+                check_unchanged(what, engine, seq_before, now_before)?;
+                self.last = Some(Err(Refusal::from(e)));
+                return Ok(Vec::new());
+            }
+            Err(e) => Err(e),
+        };
         let seq_after = engine.last_seq();
         let next_seq = engine.store().next_seq();
         let want = self.model.execute(command.clone(), at_ms);
-        let what = command.name();
         match (got, want) {
             (Ok((got, events)), Ok(want)) => {
                 compare(&format!("{what} statuses"), &got.statuses, &want.statuses)?;
@@ -294,6 +335,29 @@ fn copy_log<S: EventStore>(store: &S) -> Result<Option<MemStore>, String> {
         copy.append(batch.first_seq, batch.count, &batch.bytes).map_err(|e| format!("copy failed: {e}"))?;
     }
     Ok((copy.next_seq() == store.next_seq()).then_some(copy))
+}
+
+/// R7.1, R1.3: a step the store refused appended nothing and did not adopt its time.
+fn check_unchanged<S: EventStore>(
+    what: &str,
+    engine: &Engine<S>,
+    seq_before: u64,
+    now_before: u64,
+) -> Result<(), String> {
+    let (seq_after, next_seq) = (engine.last_seq(), engine.store().next_seq());
+    if seq_after != seq_before || next_seq != seq_before + 1 {
+        return Err(format!(
+            "R7.1: {what} refused by the store moved the log ({seq_before} -> {seq_after}, store \
+             continues at {next_seq})"
+        ));
+    }
+    if engine.now_ms() != now_before {
+        return Err(format!(
+            "R1.3: {what} refused by the store moved the engine time ({now_before} -> {})",
+            engine.now_ms()
+        ));
+    }
+    Ok(())
 }
 
 /// R7.1, R8.1: a step appends exactly the events its outcome counts, contiguously.
