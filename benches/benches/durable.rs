@@ -23,19 +23,23 @@ fn group_commit(c: &mut Criterion) {
     let mut flip = false;
     for batch in [1usize, 100, 1_000, 4_096] {
         group.throughput(Throughput::Elements(batch as u64));
-        group.bench_with_input(BenchmarkId::new("group_commit_sync_per_batch", batch), &batch, |b, &batch| {
-            b.iter(|| {
-                flip = !flip;
-                let custom = if flip { "busy" } else { "free" };
-                let mut pending = engine.group();
-                for _ in 0..batch {
-                    let _ = pending.execute(Command::set_status(names[next].as_str(), "d0", custom), 1);
-                    next = (next + 1) % names.len();
-                }
-                pending.commit().unwrap();
-                engine.sync().unwrap();
-            })
-        });
+        group.bench_with_input(
+            BenchmarkId::new("group_commit_sync_per_batch", batch),
+            &batch,
+            |b, &batch| {
+                b.iter(|| {
+                    flip = !flip;
+                    let custom = if flip { "busy" } else { "free" };
+                    let mut pending = engine.group();
+                    for _ in 0..batch {
+                        let _ = pending.execute(Command::set_status(names[next].as_str(), "d0", custom), 1);
+                        next = (next + 1) % names.len();
+                    }
+                    pending.commit().unwrap();
+                    engine.sync().unwrap();
+                })
+            },
+        );
     }
     group.finish();
 }
