@@ -6,7 +6,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use presence_benches::{engine_with_users, user, Rng};
-use presence_engine::{Command, Engine};
+use presence_engine::{Command, Engine, Recipient};
 use presence_storage_mem::MemStore;
 
 const USERS: u64 = 1_000_000;
@@ -69,6 +69,24 @@ fn benches(c: &mut Criterion) {
     let commands: Vec<Command> =
         (0..1_000_000).map(|_| Command::heartbeat(user(rng.below(USERS)), "d0")).collect();
     run(c, "heartbeat", &mut engine, &commands);
+
+    // The same heartbeats by session handle (what a connection that keeps its handle sends).
+    let handles: Vec<Recipient> = (0..1_000_000)
+        .map(|_| engine.session_handle(&user(rng.below(USERS)), "d0").unwrap_or_else(|| panic!("no session")))
+        .collect();
+    let mut group = c.benchmark_group("commands");
+    group.sample_size(20);
+    group.throughput(Throughput::Elements(PER_ITER as u64));
+    let mut next = 0;
+    group.bench_function("heartbeat_by_handle", |b| {
+        b.iter(|| {
+            for _ in 0..PER_ITER {
+                let _ = black_box(engine.heartbeat(handles[next], 2));
+                next = (next + 1) % handles.len();
+            }
+        })
+    });
+    group.finish();
 
     let commands: Vec<Command> = (0..500_000)
         .flat_map(|_| {

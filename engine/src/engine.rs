@@ -150,6 +150,32 @@ impl<S: EventStore> Engine<S> {
         Ok(self.accept(decision.reply, decision.effect, events, at_ms).0)
     }
 
+    /// The handle of `user`'s session on `device`, if it exists: for the hot path of a
+    /// connection that sends heartbeats, which can then skip validating and hashing its ids
+    /// ([`Engine::heartbeat`]). The handle names the device, not one connection of it, so it
+    /// stays usable across reconnects; it never dangles (ids are never forgotten).
+    pub fn session_handle(&self, user: &str, device: &str) -> Option<Recipient> {
+        self.state.session(user, device).map(|(user, s)| Recipient { user, device: s.device })
+    }
+
+    /// A heartbeat by session handle (R2.4): exactly `execute(Command::heartbeat(..), at_ms)`
+    /// for the handle's user and device, O(1) and unlogged (R8.2), without touching the ids'
+    /// strings. Fails with `NotLoggedIn` if the session is missing or disconnected.
+    pub fn heartbeat(&mut self, session: Recipient, at_ms: u64) -> Result<(), Error> {
+        let at_ms = self.time(at_ms);
+        let connected = self
+            .state
+            .users
+            .get(session.user.index())
+            .and_then(|u| u.session(session.device))
+            .is_some_and(|s| s.connected());
+        if !connected {
+            return Err(Error::NotLoggedIn("the handle's session is missing or disconnected".into()));
+        }
+        self.accept(Reply::Done, Effect::Heartbeat(session.user, session.device), Vec::new(), at_ms);
+        Ok(())
+    }
+
     /// Advances time to `at_ms`: disconnects sessions whose heartbeat is `heartbeat_timeout_ms`
     /// old (R2.4) and clears subscription lists past retention (R4.5). Costs O(expired), not
     /// O(sessions). Only ticks expire anything.

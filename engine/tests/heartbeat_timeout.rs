@@ -253,3 +253,26 @@ fn events_carry_the_clamped_engine_time() {
     assert_eq!(stamped[2].0, 9_000);
     assert_eq!(e.last_online("alice"), LastOnline::At(9_000));
 }
+
+// R2.4, R8.2: a heartbeat by session handle is the same heartbeat, without the ids' strings.
+#[test]
+fn a_heartbeat_by_handle_moves_the_deadline_like_a_heartbeat_by_ids() {
+    let mut e =
+        presence_engine::Engine::open(Config::default(), presence_storage_mem::MemStore::new()).unwrap();
+    e.execute(Command::login("alice", "phone"), 0).unwrap();
+    assert!(e.session_handle("alice", "tablet").is_none());
+    let handle = e.session_handle("alice", "phone").unwrap();
+    let seq = e.last_seq();
+    e.heartbeat(handle, 300_000).unwrap();
+    assert_eq!(e.last_seq(), seq, "R8.2: not logged");
+    assert_eq!(e.sessions("alice")[0].heartbeat_at_ms, 300_000);
+    e.tick(699_999).unwrap();
+    assert_eq!(e.status("alice").general, Online);
+    e.tick(700_000).unwrap();
+    assert_eq!(e.status("alice").general, Offline);
+    // A disconnected session refuses it, as heartbeat(user, device) does; a reconnect makes
+    // the same handle work again.
+    assert_eq!(e.heartbeat(handle, 700_001).unwrap_err().code(), 6014);
+    e.execute(Command::login("alice", "phone"), 700_002).unwrap();
+    e.heartbeat(handle, 700_003).unwrap();
+}
