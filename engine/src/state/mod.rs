@@ -63,6 +63,13 @@ impl<T: AsRef<str> + for<'a> From<&'a str>> Interner<T> {
         (key, true)
     }
 
+    /// Makes room for `more` names without rehashing.
+    pub(crate) fn reserve(&mut self, more: usize) {
+        let names = &self.names;
+        self.keys.reserve(more, |&k| hash_name(names[k as usize].as_ref()));
+        self.names.reserve(more);
+    }
+
     pub(crate) fn name(&self, key: u32) -> &T {
         &self.names[key as usize]
     }

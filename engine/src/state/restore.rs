@@ -50,6 +50,8 @@ impl State {
             return Err("users are not sorted and unique".into());
         }
         state.users.reserve_exact(records.len());
+        state.user_ids.reserve(records.len());
+        // Records are interned first and in order, so record i is user key i below.
         for record in records {
             let u = state.intern_user(&record.user);
             if record.sessions.windows(2).any(|w| w[0].device >= w[1].device) {
@@ -71,8 +73,8 @@ impl State {
             }
             user.set_last_online_end_ms(record.last_online_end_ms);
         }
-        for record in records {
-            let u = state.intern_user(&record.user);
+        for (index, record) in records.iter().enumerate() {
+            let u = UserKey(index as u32);
             for target in &record.subscriptions {
                 let t = state.intern_user(target);
                 if t == u || state.user(u).subscriptions().contains(&t) {
@@ -92,11 +94,11 @@ impl State {
                 state.user_mut(u).social_mut().friends.insert(f);
             }
         }
-        for record in records {
-            let u = state.intern_user(&record.user);
+        for index in 0..records.len() {
+            let u = UserKey(index as u32);
             for &f in state.user(u).friends() {
                 if !state.user(f).friends().contains(&u) {
-                    return Err(format!("friendship of {} is not mutual", record.user));
+                    return Err(format!("friendship of {} is not mutual", state.user_name(u)));
                 }
             }
         }
