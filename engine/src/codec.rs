@@ -22,7 +22,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::error::{StoreError, StoreErrorKind};
 use crate::event::{Event, EventRef};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, SnapshotWire};
 
 /// The format version written by this build. Version 1 is the only one so far; a decoder
 /// meeting a higher one refuses it with [`StoreErrorKind::UnsupportedVersion`], and a future
@@ -233,17 +233,33 @@ pub fn decode_event(bytes: &[u8]) -> Result<Event, StoreError> {
     decode_payload(payload, MAX_BATCH_BYTES, "event")
 }
 
-/// Encodes a snapshot.
+/// Encodes a snapshot (ids once, references by index: docs/FORMAT.md).
+/// The snapshot must be canonical, as [`Engine::snapshot`](crate::Engine::snapshot) and
+/// `logical_state` make it: users sorted and unique.
 pub fn encode_snapshot(snapshot: &Snapshot) -> Result<Vec<u8>, StoreError> {
+    if snapshot.state.users.windows(2).any(|w| w[0].user >= w[1].user) {
+        return Err(StoreError::new(StoreErrorKind::Contract, "snapshot users are not sorted and unique"));
+    }
+    encode_snapshot_wire(&SnapshotWire::from_snapshot(snapshot))
+}
+
+pub(crate) fn encode_snapshot_wire(wire: &SnapshotWire) -> Result<Vec<u8>, StoreError> {
     let mut out = vec![FORMAT_VERSION, 0, 0, 0, 0];
-    encode_payload(snapshot, &mut out)?;
+    encode_payload(wire, &mut out)?;
     let crc = crc32fast::hash(&out[SNAPSHOT_HEADER_BYTES..]).to_le_bytes();
     out[1..SNAPSHOT_HEADER_BYTES].copy_from_slice(&crc);
     Ok(out)
 }
 
-/// Decodes a snapshot, checking its version and checksum.
+/// Decodes a snapshot, checking its version, checksum and consistency.
 pub fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot, StoreError> {
+    decode_snapshot_wire(bytes)?
+        .to_snapshot()
+        .ok_or_else(|| StoreError::corrupt("snapshot refers to an id it does not hold"))
+}
+
+/// Decodes a snapshot in its encoded form and validates it.
+pub(crate) fn decode_snapshot_wire(bytes: &[u8]) -> Result<SnapshotWire, StoreError> {
     if bytes.len() < SNAPSHOT_HEADER_BYTES {
         return Err(StoreError::corrupt("snapshot is shorter than its header"));
     }
@@ -252,7 +268,9 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot, StoreError> {
     if crc32fast::hash(payload) != le_u32(bytes, 1) {
         return Err(StoreError::corrupt("snapshot fails its checksum"));
     }
-    decode_payload(payload, MAX_SNAPSHOT_BYTES, "snapshot")
+    let wire: SnapshotWire = decode_payload(payload, MAX_SNAPSHOT_BYTES, "snapshot")?;
+    wire.validate().map_err(|why| StoreError::corrupt(format!("snapshot is inconsistent: {why}")))?;
+    Ok(wire)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use crate::error::{Error, StoreError, StoreErrorKind};
 use crate::event::{CloseReason, Event, EventKind};
 use crate::fanout::{recipients, Marks};
 use crate::ids::{DeviceId, UserId, UserKey};
-use crate::snapshot::{LogicalState, Snapshot};
+use crate::snapshot::LogicalState;
 use crate::state::State;
 use crate::status::{LastOnline, UserStatus};
 use crate::store::EventStore;
@@ -104,12 +104,15 @@ impl<S: EventStore> Engine<S> {
         for seq in store.snapshots()?.into_iter().rev() {
             let restored = match store.load_snapshot(seq)? {
                 None => Err("listed but missing".to_string()),
-                Some(bytes) => codec::decode_snapshot(&bytes).map_err(|e| e.to_string()).and_then(|snap| {
-                    match snap.last_seq == seq {
-                        true => State::from_snapshot(&snap),
-                        false => Err(format!("it says it covers {} events", snap.last_seq)),
-                    }
-                }),
+                Some(bytes) => {
+                    codec::decode_snapshot_wire(&bytes).map_err(|e| e.to_string()).and_then(|wire| match wire
+                        .last_seq
+                        == seq
+                    {
+                        true => State::from_wire(&wire),
+                        false => Err(format!("it says it covers {} events", wire.last_seq)),
+                    })
+                }
             };
             match restored {
                 Ok(restored) => {
@@ -306,14 +309,9 @@ impl<S: EventStore> Engine<S> {
     /// Saves a snapshot of the current state to the store and returns the sequence number
     /// it covers.
     pub fn snapshot(&mut self) -> Result<u64, Error> {
-        let snapshot = Snapshot {
-            last_seq: self.state.last_seq,
-            now_ms: self.state.now_ms,
-            state: self.state.logical(),
-        };
-        let bytes = codec::encode_snapshot(&snapshot)?;
-        self.store.save_snapshot(snapshot.last_seq, &bytes)?;
-        Ok(snapshot.last_seq)
+        let bytes = codec::encode_snapshot_wire(&self.state.to_wire())?;
+        self.store.save_snapshot(self.state.last_seq, &bytes)?;
+        Ok(self.state.last_seq)
     }
 
     /// Removes from the store the batches the newest snapshot covers (and older snapshots).

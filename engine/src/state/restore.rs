@@ -1,8 +1,9 @@
 //! Between the live state and its canonical, logged form ([`LogicalState`]).
 
 use super::{no_custom, Session, State};
+use crate::ids::DeviceKey;
 use crate::ids::UserKey;
-use crate::snapshot::{LogicalState, SessionRecord, Snapshot, UserRecord};
+use crate::snapshot::{LogicalState, SessionRecord, SnapshotWire, UserRecord, UserWire};
 
 impl State {
     /// The state as the log defines it, canonically ordered.
@@ -39,67 +40,98 @@ impl State {
         LogicalState { users }
     }
 
-    /// Rebuilds a state from a snapshot, checking that it is consistent (sorted, no
-    /// duplicates, the invariants of R3.3, R4.1 and R5.4). Deadline queues are left paused;
-    /// the caller rebuilds them.
-    pub(crate) fn from_snapshot(snapshot: &Snapshot) -> Result<State, String> {
-        let mut state = State { now_ms: snapshot.now_ms, last_seq: snapshot.last_seq, ..State::default() };
-        state.deadlines.paused = true;
-        let records = &snapshot.state.users;
-        if records.windows(2).any(|w| w[0].user >= w[1].user) {
-            return Err("users are not sorted and unique".into());
+    /// The snapshot of this state in its encoded form (see [`SnapshotWire`]).
+    pub(crate) fn to_wire(&self) -> SnapshotWire {
+        let mut records: Vec<UserKey> =
+            (0..self.users.len() as u32).map(UserKey).filter(|&u| !self.user(u).is_blank()).collect();
+        records.sort_unstable_by(|&a, &b| self.user_name(a).cmp(self.user_name(b)));
+        // Where each user lands in `ids`: records first, then targets without state.
+        let mut index = vec![u32::MAX; self.users.len()];
+        for (i, &u) in records.iter().enumerate() {
+            index[u.index()] = i as u32;
         }
-        state.users.reserve_exact(records.len());
-        state.user_ids.reserve(records.len());
-        // Records are interned first and in order, so record i is user key i below.
-        for record in records {
-            let u = state.intern_user(&record.user);
-            if record.sessions.windows(2).any(|w| w[0].device >= w[1].device) {
-                return Err(format!("sessions of {} are not sorted and unique", record.user));
-            }
-            for s in &record.sessions {
-                let device = state.intern_device(&s.device);
-                let incarnation = if s.connected { state.take_incarnation() } else { 0 };
-                let login_at_ms = s.login_at_ms;
+        let mut extra: Vec<UserKey> = records
+            .iter()
+            .flat_map(|&u| self.user(u).subscriptions().iter().chain(self.user(u).friends()))
+            .copied()
+            .filter(|t| index[t.index()] == u32::MAX)
+            .collect();
+        extra.sort_unstable_by(|&a, &b| self.user_name(a).cmp(self.user_name(b)));
+        extra.dedup();
+        for (i, &u) in extra.iter().enumerate() {
+            index[u.index()] = (records.len() + i) as u32;
+        }
+        let mut devices: Vec<u32> =
+            records.iter().flat_map(|&u| self.user(u).sessions.iter().map(|s| s.device.0)).collect();
+        devices.sort_unstable_by(|&a, &b| self.device_ids.name(a).cmp(self.device_ids.name(b)));
+        devices.dedup();
+        let mut device_index = vec![u32::MAX; self.device_ids.names().len()];
+        for (i, &d) in devices.iter().enumerate() {
+            device_index[d as usize] = i as u32;
+        }
+        let users = records
+            .iter()
+            .map(|&u| {
+                let user = self.user(u);
+                let mut sessions: Vec<(u32, bool, u64)> = user
+                    .sessions
+                    .iter()
+                    .map(|s| (device_index[s.device.0 as usize], s.connected(), s.login_at_ms))
+                    .collect();
+                sessions.sort_unstable();
+                let mut friends: Vec<UserKey> = user.friends().iter().copied().collect();
+                friends.sort_unstable_by(|&a, &b| self.user_name(a).cmp(self.user_name(b)));
+                UserWire {
+                    sessions,
+                    custom: user.social().map_or_else(no_custom, |s| s.custom.clone()),
+                    last_online_end_ms: user.last_online_end_ms(),
+                    subscriptions: user.subscriptions().iter().map(|t| index[t.index()]).collect(),
+                    friends: friends.iter().map(|f| index[f.index()]).collect(),
+                }
+            })
+            .collect();
+        SnapshotWire {
+            last_seq: self.last_seq,
+            now_ms: self.now_ms,
+            ids: records.iter().chain(&extra).map(|&u| self.user_name(u).clone()).collect(),
+            devices: devices.iter().map(|&d| self.device_ids.name(d).clone()).collect(),
+            users,
+        }
+    }
+
+    /// Rebuilds a state from a validated snapshot ([`SnapshotWire::validate`]): ids become
+    /// keys in order, so no id is looked up. Deadline queues are left paused; the caller
+    /// rebuilds them.
+    pub(crate) fn from_wire(wire: &SnapshotWire) -> Result<State, String> {
+        wire.validate()?;
+        let mut state = State { now_ms: wire.now_ms, last_seq: wire.last_seq, ..State::default() };
+        state.deadlines.paused = true;
+        state.users.reserve_exact(wire.ids.len());
+        state.user_ids.reserve(wire.ids.len());
+        for id in &wire.ids {
+            state.intern_user(id);
+        }
+        let devices: Vec<DeviceKey> = wire.devices.iter().map(|d| state.intern_device(d)).collect();
+        for (i, user) in wire.users.iter().enumerate() {
+            let u = UserKey(i as u32);
+            for &(d, connected, login_at_ms) in &user.sessions {
+                let incarnation = if connected { state.take_incarnation() } else { 0 };
+                let device = devices[d as usize];
                 let session = Session { login_at_ms, heartbeat_at_ms: login_at_ms, device, incarnation };
                 state.user_mut(u).sessions.push(session);
             }
-            let user = state.user_mut(u);
-            if !record.custom.is_empty() {
-                if !user.is_online() {
-                    return Err(format!("{} has a custom status but is not ONLINE (R3.3)", record.user));
-                }
-                user.social_mut().custom = record.custom.clone();
+            let state_user = state.user_mut(u);
+            if !user.custom.is_empty() {
+                state_user.social_mut().custom = user.custom.clone();
             }
-            user.set_last_online_end_ms(record.last_online_end_ms);
-        }
-        for (index, record) in records.iter().enumerate() {
-            let u = UserKey(index as u32);
-            for target in &record.subscriptions {
-                let t = state.intern_user(target);
-                if t == u || state.user(u).subscriptions().contains(&t) {
-                    return Err(format!("subscriptions of {} repeat or include itself", record.user));
-                }
+            state_user.set_last_online_end_ms(user.last_online_end_ms);
+            for &t in &user.subscriptions {
+                let t = UserKey(t);
                 state.user_mut(u).social_mut().subscriptions.push(t);
                 state.user_mut(t).social_mut().subscribers.insert(u);
             }
-            if record.friends.windows(2).any(|w| w[0] >= w[1]) {
-                return Err(format!("friends of {} are not sorted and unique", record.user));
-            }
-            for friend in &record.friends {
-                let f = state.intern_user(friend);
-                if f == u {
-                    return Err(format!("{} is its own friend", record.user));
-                }
-                state.user_mut(u).social_mut().friends.insert(f);
-            }
-        }
-        for index in 0..records.len() {
-            let u = UserKey(index as u32);
-            for &f in state.user(u).friends() {
-                if !state.user(f).friends().contains(&u) {
-                    return Err(format!("friendship of {} is not mutual", state.user_name(u)));
-                }
+            for &f in &user.friends {
+                state.user_mut(u).social_mut().friends.insert(UserKey(f));
             }
         }
         Ok(state)
