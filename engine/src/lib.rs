@@ -57,5 +57,5 @@ pub use ids::{DeviceId, DeviceKey, UserId, UserKey};
 pub use snapshot::{LogicalState, SessionRecord, Snapshot, UserRecord};
 pub use state::HeapBytes;
 pub use status::{GeneralStatus, LastOnline, UserStatus};
-pub use store::{EventStore, StoredBatch};
+pub use store::{check_contiguous, EventStore, StoredBatch};
 pub use view::ReadOnlyStore;

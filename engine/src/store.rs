@@ -24,6 +24,18 @@ impl StoredBatch {
     }
 }
 
+/// The contiguity check of [`EventStore::append`], for backends: `first_seq` must continue
+/// the log at `next_seq`, and a batch holds at least one event.
+pub fn check_contiguous(next_seq: u64, first_seq: u64, count: u32) -> Result<(), StoreError> {
+    if first_seq != next_seq || count == 0 {
+        return Err(StoreError::new(
+            crate::StoreErrorKind::Contract,
+            format!("append of {count} events at {first_seq}, but the log continues at {next_seq}"),
+        ));
+    }
+    Ok(())
+}
+
 /// An append-only log of event batches with snapshots: the contract every backend keeps.
 ///
 /// Sequence numbers start at 1 and are contiguous: a batch of `count` events starting at `s`

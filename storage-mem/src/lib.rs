@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use presence_engine::{EventStore, StoreError, StoreErrorKind, StoredBatch};
+use presence_engine::{check_contiguous, EventStore, StoreError, StoreErrorKind, StoredBatch};
 
 /// An in-memory [`EventStore`]: batches in a vector, snapshots in a map.
 #[derive(Clone, Debug, Default)]
@@ -61,15 +61,7 @@ impl EventStore for MemStore {
     }
 
     fn append(&mut self, first_seq: u64, count: u32, bytes: &[u8]) -> Result<(), StoreError> {
-        if first_seq != self.next_seq || count == 0 {
-            return Err(StoreError::new(
-                StoreErrorKind::Contract,
-                format!(
-                    "append of {count} events at {first_seq}, but the log continues at {}",
-                    self.next_seq
-                ),
-            ));
-        }
+        check_contiguous(self.next_seq, first_seq, count)?;
         self.batches.push(StoredBatch { first_seq, count, bytes: bytes.to_vec() });
         self.next_seq += u64::from(count);
         Ok(())

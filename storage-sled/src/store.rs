@@ -4,7 +4,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use presence_engine::{EventStore, StoreError, StoreErrorKind, StoredBatch};
+use presence_engine::{check_contiguous, EventStore, StoreError, StoreErrorKind, StoredBatch};
 
 use crate::fsync::DurableFiles;
 use crate::layout::{
@@ -197,15 +197,7 @@ impl EventStore for SledStore {
     /// [`StoreErrorKind::Contract`], bytes whose codec header does not say `first_seq` and
     /// `count`: the header is how a reopened store finds `next_seq`.
     fn append(&mut self, first_seq: u64, count: u32, bytes: &[u8]) -> Result<(), StoreError> {
-        if first_seq != self.next_seq || count == 0 {
-            return Err(StoreError::new(
-                StoreErrorKind::Contract,
-                format!(
-                    "append of {count} events at {first_seq}, but the log continues at {}",
-                    self.next_seq
-                ),
-            ));
-        }
+        check_contiguous(self.next_seq, first_seq, count)?;
         match stored_header(first_seq, bytes) {
             Ok(header) if header.count == count => {}
             Ok(header) => {
