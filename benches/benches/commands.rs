@@ -6,7 +6,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use presence_benches::{engine_with_users, user, Rng};
-use presence_engine::{Command, Engine, Recipient};
+use presence_engine::{Command, Engine, SessionHandle};
 use presence_storage_mem::MemStore;
 
 const USERS: u64 = 1_000_000;
@@ -71,7 +71,7 @@ fn benches(c: &mut Criterion) {
     run(c, "heartbeat", &mut engine, &commands);
 
     // The same heartbeats by session handle (what a connection that keeps its handle sends).
-    let handles: Vec<Recipient> = (0..1_000_000)
+    let handles: Vec<SessionHandle> = (0..1_000_000)
         .map(|_| engine.session_handle(&user(rng.below(USERS)), "d0").unwrap_or_else(|| panic!("no session")))
         .collect();
     let mut group = c.benchmark_group("commands");

@@ -23,6 +23,8 @@ pub const MAX_TIME_MS: u64 = u64::MAX - 1;
 /// (R1.3). A refused command returns an error and changes nothing (R7.1). See the crate
 /// documentation for an example.
 pub struct Engine<S> {
+    /// Tells this engine's session handles from another's.
+    instance: u32,
     config: Config,
     store: S,
     state: State,
@@ -30,6 +32,15 @@ pub struct Engine<S> {
     marks: Marks,
     touched: Marks,
     encoded: Vec<u8>,
+}
+
+static NEXT_INSTANCE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+
+/// A session of one engine, for [`Engine::heartbeat`]: see [`Engine::session_handle`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SessionHandle {
+    session: Recipient,
+    engine: u32,
 }
 
 /// What [`Engine::open`] found in the store.
@@ -132,6 +143,7 @@ impl<S: EventStore> Engine<S> {
         state.deadlines.paused = false;
         state.deadlines.rebuild(&mut state.users);
         Ok(Self {
+            instance: NEXT_INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             config,
             store,
             state,
@@ -146,6 +158,7 @@ impl<S: EventStore> Engine<S> {
     /// the latest). On success its events are in the store and the outcome carries the reply
     /// and the notices to push. On error nothing changed (R7.1).
     pub fn execute(&mut self, command: Command, at_ms: u64) -> Result<Outcome, Error> {
+        self.discard_leaked_group();
         let at_ms = self.time(at_ms);
         let decision = decide(&self.state, &self.config, &command, at_ms)?;
         let events = stamp(decision.events, at_ms);
@@ -156,15 +169,26 @@ impl<S: EventStore> Engine<S> {
     /// The handle of `user`'s session on `device`, if it exists: for the hot path of a
     /// connection that sends heartbeats, which can then skip validating and hashing its ids
     /// ([`Engine::heartbeat`]). The handle names the device, not one connection of it, so it
-    /// stays usable across reconnects; it never dangles (ids are never forgotten).
-    pub fn session_handle(&self, user: &str, device: &str) -> Option<Recipient> {
-        self.state.session(user, device).map(|(user, s)| Recipient { user, device: s.device })
+    /// stays usable across reconnects; it belongs to this engine, and an engine opened later
+    /// (after a restart) refuses it.
+    pub fn session_handle(&self, user: &str, device: &str) -> Option<SessionHandle> {
+        let (user, s) = self.state.session(user, device)?;
+        Some(SessionHandle { session: Recipient { user, device: s.device }, engine: self.instance })
     }
 
     /// A heartbeat by session handle (R2.4): exactly `execute(Command::heartbeat(..), at_ms)`
     /// for the handle's user and device, O(1) and unlogged (R8.2), without touching the ids'
-    /// strings. Fails with `NotLoggedIn` if the session is missing or disconnected.
-    pub fn heartbeat(&mut self, session: Recipient, at_ms: u64) -> Result<(), Error> {
+    /// strings. Fails with `NotLoggedIn` if the session is missing or disconnected, and with
+    /// `InvalidParameter` for a handle of another engine.
+    pub fn heartbeat(&mut self, handle: SessionHandle, at_ms: u64) -> Result<(), Error> {
+        self.discard_leaked_group();
+        if handle.engine != self.instance {
+            return Err(Error::invalid(
+                "this session handle belongs to another engine (one opened before a restart?): \
+                 get a new one with session_handle",
+            ));
+        }
+        let session = handle.session;
         let at_ms = self.time(at_ms);
         let connected = self
             .state
@@ -183,6 +207,7 @@ impl<S: EventStore> Engine<S> {
     /// old (R2.4) and clears subscription lists past retention (R4.5). Costs O(expired), not
     /// O(sessions). Only ticks expire anything.
     pub fn tick(&mut self, at_ms: u64) -> Result<Outcome, Error> {
+        self.discard_leaked_group();
         let at_ms = self.time(at_ms);
         let timeout = self.config.heartbeat_timeout_ms;
         let retention = self.config.subscription_retention_ms;
@@ -205,6 +230,7 @@ impl<S: EventStore> Engine<S> {
     /// the store as one batch when the group commits. The runtime uses this to append and
     /// sync once per turn (R8.3: hand out replies and notices only after the commit).
     pub fn group(&mut self) -> Group<'_, S> {
+        self.discard_leaked_group();
         self.state.begin_journal();
         let first_seq = self.state.last_seq + 1;
         Group { engine: self, first_seq, events: Vec::new(), open: true }
@@ -233,6 +259,12 @@ impl<S: EventStore> Engine<S> {
         }
         let notices = self.apply_live(&events);
         (Outcome { reply, notices, events: events.len() }, events)
+    }
+
+    /// A group that was leaked (`mem::forget`) never reached the store: undo it, so that
+    /// the state matches the log again before anything else runs.
+    fn discard_leaked_group(&mut self) {
+        self.state.rollback();
     }
 
     /// The time a call at `at_ms` runs at: never before the latest time seen (R1.3), never
@@ -309,6 +341,9 @@ impl<S: EventStore> Engine<S> {
     /// Saves a snapshot of the current state to the store and returns the sequence number
     /// it covers.
     pub fn snapshot(&mut self) -> Result<u64, Error> {
+        // The log the snapshot covers must be durable before the snapshot is: a snapshot
+        // ahead of the log could not be recovered from.
+        self.store.sync()?;
         let bytes = codec::encode_snapshot_wire(&self.state.to_wire())?;
         self.store.save_snapshot(self.state.last_seq, &bytes)?;
         Ok(self.state.last_seq)

@@ -50,12 +50,12 @@ mod view;
 
 pub use command::{Command, Delivery, Notice, Outcome, Recipient, Reply, StatusNotice, TargetStatus};
 pub use config::{Config, Edition, CONFIG_LIMIT_MAX};
-pub use engine::{Engine, Group, Recovery, SessionView, Stats, UserView, MAX_TIME_MS};
+pub use engine::{Engine, Group, Recovery, SessionHandle, SessionView, Stats, UserView, MAX_TIME_MS};
 pub use error::{Error, StoreError, StoreErrorKind};
 pub use event::{CloseReason, DisconnectReason, Event, EventKind, UnsubscribeReason};
 pub use ids::{DeviceId, DeviceKey, UserId, UserKey};
 pub use snapshot::{LogicalState, SessionRecord, Snapshot, UserRecord};
-pub use state::HeapBytes;
+pub use state::{HeapBytes, TICK_EVENTS_MAX, TICK_TARGETS_MAX};
 pub use status::{GeneralStatus, LastOnline, UserStatus};
 pub use store::{check_contiguous, EventStore, StoredBatch};
 pub use view::ReadOnlyStore;

@@ -209,6 +209,9 @@ impl SnapshotWire {
             {
                 return Err(format!("friends of {user} are not sorted and unique, or include itself"));
             }
+        }
+        // Every index is in range now, so the mutual check may follow any list.
+        for (user, wire) in records.iter().zip(&self.users) {
             for &f in &wire.friends {
                 let mutual = self.users.get(f as usize).is_some_and(|other| {
                     other.friends.binary_search_by(|&x| self.ids[x as usize].cmp(user)).is_ok()

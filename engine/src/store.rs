@@ -20,7 +20,7 @@ pub struct StoredBatch {
 impl StoredBatch {
     /// The sequence number of the batch's last event.
     pub fn last_seq(&self) -> u64 {
-        self.first_seq + u64::from(self.count) - 1
+        self.first_seq.saturating_add(u64::from(self.count)).saturating_sub(1)
     }
 }
 

@@ -340,3 +340,33 @@ fn a_batch_that_does_not_fit_the_state_fails_recovery() {
     assert_eq!(err.code(), 9000);
     assert!(err.to_string().contains(&format!("event {first_seq}")), "{err}");
 }
+
+// R8.1: a snapshot whose friend lists point out of range is refused, never a panic, even
+// when an earlier user's mutual check would follow that list (found in review).
+#[test]
+fn a_snapshot_with_a_friend_index_out_of_range_is_an_error() {
+    use presence_engine::{LogicalState, Snapshot, UserRecord};
+    let record = |user: &str, friends: &[&str]| UserRecord {
+        user: user.into(),
+        sessions: vec![],
+        custom: "".into(),
+        last_online_end_ms: Some(1),
+        subscriptions: vec![],
+        friends: friends.iter().map(|f| (*f).into()).collect(),
+    };
+    let snapshot = Snapshot {
+        last_seq: 0,
+        now_ms: 1,
+        state: LogicalState { users: vec![record("a", &["b"]), record("b", &["a"])] },
+    };
+    let mut bytes = codec::encode_snapshot(&snapshot).unwrap();
+    assert_eq!(codec::decode_snapshot(&bytes).unwrap(), snapshot);
+    // The payload ends with b's friend list [0]; make it [5], then fix the checksum.
+    let last = bytes.len() - 1;
+    assert_eq!(bytes[last], 0);
+    bytes[last] = 5;
+    let crc = crc32(&bytes[5..]).to_le_bytes();
+    bytes[1..5].copy_from_slice(&crc);
+    let err = codec::decode_snapshot(&bytes).unwrap_err();
+    assert!(err.to_string().contains("snapshot"), "{err}");
+}

@@ -276,3 +276,36 @@ fn a_heartbeat_by_handle_moves_the_deadline_like_a_heartbeat_by_ids() {
     e.execute(Command::login("alice", "phone"), 700_002).unwrap();
     e.heartbeat(handle, 700_003).unwrap();
 }
+
+// R2.4, R8.2: a handle from an engine opened before a restart is refused, not applied to
+// whatever session now has its numbers.
+#[test]
+fn a_session_handle_of_another_engine_is_refused() {
+    let mut e =
+        presence_engine::Engine::open(Config::default(), presence_storage_mem::MemStore::new()).unwrap();
+    e.execute(Command::login("alice", "phone"), 0).unwrap();
+    let handle = e.session_handle("alice", "phone").unwrap();
+    let mut reopened = presence_engine::Engine::open(Config::default(), e.into_store()).unwrap();
+    assert_eq!(reopened.heartbeat(handle, 10).unwrap_err().code(), 6017);
+    let fresh = reopened.session_handle("alice", "phone").unwrap();
+    reopened.heartbeat(fresh, 10).unwrap();
+}
+
+// R2.4: one tick logs at most TICK_EVENTS_MAX events (one batch must stay within the codec's
+// limit); what is left is expired by the next tick.
+#[test]
+fn a_tick_with_more_timeouts_than_fit_in_a_batch_finishes_at_the_next_tick() {
+    use presence_engine::TICK_EVENTS_MAX;
+    let mut e =
+        presence_engine::Engine::open(Config::default(), presence_storage_mem::MemStore::new()).unwrap();
+    let users = TICK_EVENTS_MAX + 100;
+    let mut group = e.group();
+    for i in 0..users {
+        group.execute(Command::login(format!("u{i}"), "d"), 0).unwrap();
+    }
+    group.commit().unwrap();
+    assert_eq!(e.tick(400_000).unwrap().events, TICK_EVENTS_MAX);
+    assert_eq!(e.stats().sessions_connected, 100);
+    assert_eq!(e.tick(400_001).unwrap().events, 100);
+    assert_eq!(e.stats().sessions_connected, 0);
+}

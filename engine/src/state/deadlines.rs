@@ -96,9 +96,18 @@ impl Deadlines {
     }
 }
 
+/// The most events one tick logs: a tick's events are one batch, which must stay well under
+/// the codec's batch limit. What is due beyond it is left queued for the next tick.
+pub const TICK_EVENTS_MAX: usize = 1 << 16;
+
+/// The most subscription-list entries the retention expiries of one tick may name.
+pub const TICK_TARGETS_MAX: usize = 1 << 20;
+
 impl State {
-    /// Takes every due deadline off the queues and returns the events a tick at `at_ms` logs:
-    /// heartbeat timeouts (R2.4), then retention expiries (R4.5). Mutates only the queues.
+    /// Takes the due deadlines off the queues and returns the events a tick at `at_ms` logs:
+    /// heartbeat timeouts (R2.4), then retention expiries (R4.5), at most
+    /// [`TICK_EVENTS_MAX`] events naming at most [`TICK_TARGETS_MAX`] list entries (the rest
+    /// wait for the next tick). Mutates only the queues.
     pub(crate) fn take_due(
         &mut self,
         at_ms: u64,
@@ -109,7 +118,9 @@ impl State {
         let mut events = Vec::new();
         let mut taken = Taken::default();
         while let Some(&Reverse(due)) = self.deadlines.heartbeats.peek() {
-            if due.heartbeat_at_ms.saturating_add(heartbeat_timeout_ms) > at_ms {
+            if due.heartbeat_at_ms.saturating_add(heartbeat_timeout_ms) > at_ms
+                || events.len() >= TICK_EVENTS_MAX
+            {
                 break;
             }
             self.deadlines.heartbeats.pop();
@@ -131,8 +142,12 @@ impl State {
                 self.deadlines.heartbeats.push(Reverse(HeartbeatDue { heartbeat_at_ms, ..due }));
             }
         }
+        let mut targets_named = 0;
         while let Some(&Reverse((since, key))) = self.deadlines.retention.peek() {
-            if since.saturating_add(retention_ms) > at_ms {
+            if since.saturating_add(retention_ms) > at_ms
+                || events.len() >= TICK_EVENTS_MAX
+                || targets_named >= TICK_TARGETS_MAX
+            {
                 break;
             }
             self.deadlines.retention.pop();
@@ -143,7 +158,9 @@ impl State {
             }
             let Some(real_since) = user.last_online_end_ms() else { continue };
             if real_since.saturating_add(retention_ms) <= at_ms {
-                let targets = user.subscriptions().iter().map(|&t| self.user_ids.name(t.0).clone()).collect();
+                let targets: Vec<_> =
+                    user.subscriptions().iter().map(|&t| self.user_ids.name(t.0).clone()).collect();
+                targets_named += targets.len();
                 events.push(EventKind::Unsubscribed {
                     user: self.user_ids.name(key.0).clone(),
                     targets,
