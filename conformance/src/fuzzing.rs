@@ -22,7 +22,7 @@
 //! ```
 
 use arbitrary::{Result as ArbitraryResult, Unstructured};
-use presence_engine::codec::{self, MAX_BATCH_BYTES, MAX_SNAPSHOT_BYTES};
+use presence_engine::codec::{self, BATCH_BYTES_MAX, SNAPSHOT_BYTES_MAX};
 use presence_engine::{Command, Config, Edition, Engine, EventStore, UserId, CONFIG_LIMIT_MAX};
 use presence_storage_mem::{Faults, FaultyStore, MemStore};
 
@@ -269,8 +269,8 @@ pub const CODEC_SLACK_BYTES: usize = 16 << 20;
 /// `codec::MAX_*_BYTES`), plus [`CODEC_SLACK_BYTES`] and a few times the input's size.
 pub fn codec_allocation_limit(data: &[u8]) -> usize {
     let decoder = match data.first().map(|mode| mode % CODEC_MODES) {
-        Some(1 | 2) => MAX_BATCH_BYTES,
-        _ => MAX_SNAPSHOT_BYTES,
+        Some(1 | 2) => BATCH_BYTES_MAX,
+        _ => SNAPSHOT_BYTES_MAX,
     };
     decoder.saturating_add(CODEC_SLACK_BYTES).saturating_add(data.len().saturating_mul(64))
 }

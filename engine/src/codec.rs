@@ -3,7 +3,7 @@
 //! This module is the only place that uses bincode (`=2.0.1`, through serde), so that it can
 //! be swapped without touching a backend: every encoded value starts with a format version
 //! byte, and a new format gets a new byte. Decoding never panics on any input and never
-//! allocates beyond a fixed limit ([`MAX_BATCH_BYTES`], [`MAX_SNAPSHOT_BYTES`]).
+//! allocates beyond a fixed limit ([`BATCH_BYTES_MAX`], [`SNAPSHOT_BYTES_MAX`]).
 //!
 //! Batch layout (all integers little-endian):
 //!
@@ -22,18 +22,13 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::error::{StoreError, StoreErrorKind};
 use crate::event::{Event, EventRef};
+pub use crate::limits::{BATCH_BYTES_MAX, SNAPSHOT_BYTES_MAX};
 use crate::snapshot::{Snapshot, SnapshotWire};
 
 /// The format version written by this build. Version 1 is the only one so far; a decoder
 /// meeting a higher one refuses it with [`StoreErrorKind::UnsupportedVersion`], and a future
 /// version 2 decoder upcasts version 1 payloads here.
 pub const FORMAT_VERSION: u8 = 1;
-
-/// The most bytes one batch may take, encoded, and the most a batch decode may allocate.
-pub const MAX_BATCH_BYTES: usize = 64 << 20;
-
-/// The most bytes one snapshot may take, encoded, and the most its decode may allocate.
-pub const MAX_SNAPSHOT_BYTES: usize = 1 << 31;
 
 /// Bytes before a batch's payload.
 pub const BATCH_HEADER_BYTES: usize = 17;
@@ -78,11 +73,11 @@ pub fn encode_batch(first_seq: u64, events: &[Event], out: &mut Vec<u8>) -> Resu
     out.extend_from_slice(&[0; 4]);
     encode_payload(&events, out)?;
     let payload = &out[start + BATCH_HEADER_BYTES..];
-    if payload.len() > MAX_BATCH_BYTES {
+    if payload.len() > BATCH_BYTES_MAX {
         out.truncate(start);
         return Err(StoreError::new(
             StoreErrorKind::Contract,
-            format!("a batch of {count} events encodes to more than {MAX_BATCH_BYTES} bytes"),
+            format!("a batch of {count} events encodes to more than {BATCH_BYTES_MAX} bytes"),
         ));
     }
     let crc = crc32fast::hash(payload).to_le_bytes();
@@ -148,11 +143,11 @@ fn decode_payload<T: DeserializeOwned>(payload: &[u8], max: usize, what: &str) -
         b if b <= 1 << 16 => bincode::serde::decode_from_slice::<T, _>(payload, limited::<{ 1 << 16 }>()),
         b if b <= 1 << 20 => bincode::serde::decode_from_slice::<T, _>(payload, limited::<{ 1 << 20 }>()),
         b if b <= 1 << 24 => bincode::serde::decode_from_slice::<T, _>(payload, limited::<{ 1 << 24 }>()),
-        b if b <= MAX_BATCH_BYTES => {
-            bincode::serde::decode_from_slice::<T, _>(payload, limited::<MAX_BATCH_BYTES>())
+        b if b <= BATCH_BYTES_MAX => {
+            bincode::serde::decode_from_slice::<T, _>(payload, limited::<BATCH_BYTES_MAX>())
         }
         b if b <= 1 << 28 => bincode::serde::decode_from_slice::<T, _>(payload, limited::<{ 1 << 28 }>()),
-        _ => bincode::serde::decode_from_slice::<T, _>(payload, limited::<MAX_SNAPSHOT_BYTES>()),
+        _ => bincode::serde::decode_from_slice::<T, _>(payload, limited::<SNAPSHOT_BYTES_MAX>()),
     };
     match decoded {
         Ok((value, used)) if used == payload.len() => Ok(value),
@@ -186,7 +181,7 @@ fn check_count(header: &BatchHeader, what: &str, decoded: usize) -> Result<(), S
 /// number where the header could be read.
 pub fn decode_batch(bytes: &[u8]) -> Result<(BatchHeader, Vec<Event>), StoreError> {
     let (header, what, payload) = checked_batch(bytes)?;
-    let events: Vec<Event> = decode_payload(payload, MAX_BATCH_BYTES, &what)?;
+    let events: Vec<Event> = decode_payload(payload, BATCH_BYTES_MAX, &what)?;
     check_count(&header, &what, events.len())?;
     Ok((header, events))
 }
@@ -195,11 +190,11 @@ pub fn decode_batch(bytes: &[u8]) -> Result<(BatchHeader, Vec<Event>), StoreErro
 /// checks as [`decode_batch`], without allocating a string per id.
 pub(crate) fn decode_batch_ref(bytes: &[u8]) -> Result<(BatchHeader, Vec<EventRef<'_>>), StoreError> {
     let (header, what, payload) = checked_batch(bytes)?;
-    if payload.len() > MAX_BATCH_BYTES {
-        return Err(StoreError::corrupt(format!("{what} is larger than the {MAX_BATCH_BYTES}-byte limit")));
+    if payload.len() > BATCH_BYTES_MAX {
+        return Err(StoreError::corrupt(format!("{what} is larger than the {BATCH_BYTES_MAX}-byte limit")));
     }
     let events: Vec<EventRef<'_>> =
-        match bincode::serde::borrow_decode_from_slice(payload, limited::<MAX_BATCH_BYTES>()) {
+        match bincode::serde::borrow_decode_from_slice(payload, limited::<BATCH_BYTES_MAX>()) {
             Ok((events, used)) if used == payload.len() => events,
             Ok((_, used)) => {
                 return Err(StoreError::corrupt(format!(
@@ -230,7 +225,7 @@ pub fn encode_event(event: &Event) -> Result<Vec<u8>, StoreError> {
 pub fn decode_event(bytes: &[u8]) -> Result<Event, StoreError> {
     let (&version, payload) = bytes.split_first().ok_or_else(|| StoreError::corrupt("event is empty"))?;
     check_version(version, "event")?;
-    decode_payload(payload, MAX_BATCH_BYTES, "event")
+    decode_payload(payload, BATCH_BYTES_MAX, "event")
 }
 
 /// Encodes a snapshot (ids once, references by index: docs/FORMAT.md).
@@ -268,7 +263,7 @@ pub(crate) fn decode_snapshot_wire(bytes: &[u8]) -> Result<SnapshotWire, StoreEr
     if crc32fast::hash(payload) != le_u32(bytes, 1) {
         return Err(StoreError::corrupt("snapshot fails its checksum"));
     }
-    let wire: SnapshotWire = decode_payload(payload, MAX_SNAPSHOT_BYTES, "snapshot")?;
+    let wire: SnapshotWire = decode_payload(payload, SNAPSHOT_BYTES_MAX, "snapshot")?;
     wire.validate().map_err(|why| StoreError::corrupt(format!("snapshot is inconsistent: {why}")))?;
     Ok(wire)
 }

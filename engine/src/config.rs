@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::limits::CONFIG_LIMIT_MAX;
 
 /// The product edition (R4.1, R6.2): only `Ultimate` may subscribe or query other users.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,10 +70,6 @@ impl Default for Config {
         }
     }
 }
-
-/// Upper bound for the size limits, so that a configuration cannot ask the engine to hold
-/// unbounded strings or lists.
-pub const CONFIG_LIMIT_MAX: u32 = 1 << 20;
 
 impl Config {
     /// Checks every value. A zero cap, batch, limit or timeout is refused with

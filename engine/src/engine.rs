@@ -8,14 +8,11 @@ use crate::error::{Error, StoreError, StoreErrorKind};
 use crate::event::{CloseReason, Event, EventKind};
 use crate::fanout::{recipients, Marks};
 use crate::ids::{DeviceId, UserId, UserKey};
+use crate::limits::TIME_MS_MAX;
 use crate::snapshot::LogicalState;
 use crate::state::State;
 use crate::status::{LastOnline, UserStatus};
 use crate::store::EventStore;
-
-/// The latest time the engine represents, in milliseconds (about 584 million years): a
-/// later `at_ms` counts as this one (R1.3).
-pub const MAX_TIME_MS: u64 = u64::MAX - 1;
 
 /// The synchronous presence engine over an [`EventStore`].
 ///
@@ -268,9 +265,9 @@ impl<S: EventStore> Engine<S> {
     }
 
     /// The time a call at `at_ms` runs at: never before the latest time seen (R1.3), never
-    /// after [`MAX_TIME_MS`].
+    /// after [`TIME_MS_MAX`].
     fn time(&self, at_ms: u64) -> u64 {
-        at_ms.min(MAX_TIME_MS).max(self.state.now_ms)
+        at_ms.min(TIME_MS_MAX).max(self.state.now_ms)
     }
 
     /// Encodes `events` as one batch at `first_seq` and appends it. Changes no state.

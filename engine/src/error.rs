@@ -106,6 +106,14 @@ pub enum StoreErrorKind {
     Contract,
     /// A failure injected on purpose by a test wrapper.
     Injected,
+    /// Another writer appended to the log under this one (a replicated log's fence): this
+    /// store will never append again, and its owner must reopen the log to learn what it
+    /// now holds.
+    Fenced,
+    /// The batch or snapshot is larger than this store accepts
+    /// ([`EventStore::batch_bytes_max`](crate::EventStore::batch_bytes_max)); nothing was
+    /// stored.
+    TooLarge,
 }
 
 /// A failure of an [`EventStore`](crate::EventStore) or of decoding what it holds.

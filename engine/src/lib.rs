@@ -41,6 +41,7 @@ mod error;
 mod event;
 mod fanout;
 mod ids;
+mod limits;
 pub mod runtime;
 mod snapshot;
 mod state;
@@ -49,13 +50,16 @@ mod store;
 mod view;
 
 pub use command::{Command, Delivery, Notice, Outcome, Recipient, Reply, StatusNotice, TargetStatus};
-pub use config::{Config, Edition, CONFIG_LIMIT_MAX};
-pub use engine::{Engine, Group, Recovery, SessionHandle, SessionView, Stats, UserView, MAX_TIME_MS};
+pub use config::{Config, Edition};
+pub use engine::{Engine, Group, Recovery, SessionHandle, SessionView, Stats, UserView};
 pub use error::{Error, StoreError, StoreErrorKind};
 pub use event::{CloseReason, DisconnectReason, Event, EventKind, UnsubscribeReason};
 pub use ids::{DeviceId, DeviceKey, UserId, UserKey};
+pub use limits::{
+    BATCH_BYTES_MAX, CONFIG_LIMIT_MAX, SNAPSHOT_BYTES_MAX, TICK_EVENTS_MAX, TICK_TARGETS_MAX, TIME_MS_MAX,
+};
 pub use snapshot::{LogicalState, SessionRecord, Snapshot, UserRecord};
-pub use state::{HeapBytes, TICK_EVENTS_MAX, TICK_TARGETS_MAX};
+pub use state::HeapBytes;
 pub use status::{GeneralStatus, LastOnline, UserStatus};
 pub use store::{check_contiguous, EventStore, StoredBatch};
 pub use view::ReadOnlyStore;

@@ -59,6 +59,14 @@ pub trait EventStore {
     /// [`sync`](EventStore::sync).
     fn append(&mut self, first_seq: u64, count: u32, bytes: &[u8]) -> Result<(), StoreError>;
 
+    /// The most bytes one appended batch may take in this store; a larger one is refused
+    /// with [`StoreErrorKind::TooLarge`](crate::StoreErrorKind) before anything is stored.
+    /// The engine keeps the batches it makes by itself (a tick's) under it. The default is
+    /// the codec's own limit, [`BATCH_BYTES_MAX`](crate::BATCH_BYTES_MAX) plus the header.
+    fn batch_bytes_max(&self) -> usize {
+        crate::codec::BATCH_HEADER_BYTES + crate::BATCH_BYTES_MAX
+    }
+
     /// Makes every batch appended so far durable (for example an fsync). In the backend's
     /// durable modes a successful return means no acknowledged batch is lost by a crash; a
     /// backend may offer a mode that relaxes this and must say so. An error means nothing
@@ -97,6 +105,9 @@ impl<S: EventStore + ?Sized> EventStore for Box<S> {
     }
     fn append(&mut self, first_seq: u64, count: u32, bytes: &[u8]) -> Result<(), StoreError> {
         (**self).append(first_seq, count, bytes)
+    }
+    fn batch_bytes_max(&self) -> usize {
+        (**self).batch_bytes_max()
     }
     fn sync(&mut self) -> Result<(), StoreError> {
         (**self).sync()

@@ -68,6 +68,10 @@ impl<S: EventStore> EventStore for ReadOnlyStore<'_, S> {
         Err(read_only())
     }
 
+    fn batch_bytes_max(&self) -> usize {
+        self.inner.batch_bytes_max()
+    }
+
     fn sync(&mut self) -> Result<(), StoreError> {
         Ok(())
     }

@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use presence_engine::{
     Command, Config, Edition, Engine, Error, GeneralStatus, GeneralStatus::*, LastOnline, CONFIG_LIMIT_MAX,
-    MAX_TIME_MS,
+    TIME_MS_MAX,
 };
 use presence_storage_mem::MemStore;
 
@@ -161,18 +161,18 @@ fn times_near_the_end_of_u64_do_not_break_the_engine() {
     tick(&mut e, late + 900_000);
     assert_eq!(general(&e, "me"), Offline);
     assert_eq!(e.last_online("me"), LastOnline::At(late + 900_000));
-    // At the very end, time stops at MAX_TIME_MS (u64::MAX counts as it) and deadlines
+    // At the very end, time stops at TIME_MS_MAX (u64::MAX counts as it) and deadlines
     // saturate rather than wrap around: a session that logs in there never times out, and
     // "last online" keeps a real time.
     ok(&mut e, Command::login("me", "pc"), u64::MAX);
-    assert_eq!(e.now_ms(), MAX_TIME_MS);
+    assert_eq!(e.now_ms(), TIME_MS_MAX);
     ok(&mut e, Command::get_status("me", "pc", ["x"]), u64::MAX);
     tick(&mut e, u64::MAX);
     assert_eq!(general(&e, "me"), Online);
     ok(&mut e, Command::disconnect("me", "pc"), u64::MAX);
-    assert_eq!(e.last_online("me"), LastOnline::At(MAX_TIME_MS));
+    assert_eq!(e.last_online("me"), LastOnline::At(TIME_MS_MAX));
     tick(&mut e, 0);
-    assert_eq!(e.now_ms(), MAX_TIME_MS);
+    assert_eq!(e.now_ms(), TIME_MS_MAX);
 }
 
 // R2.7

@@ -2,7 +2,7 @@
 //! (`presence_conformance::fuzzing::codec`), with every allocation counted: the peak of live
 //! heap bytes during one input must stay under the codec's limit plus slack
 //! (`codec_allocation_limit`), so a few bytes can never make the decoder allocate beyond
-//! `MAX_BATCH_BYTES` or `MAX_SNAPSHOT_BYTES`.
+//! `BATCH_BYTES_MAX` or `SNAPSHOT_BYTES_MAX`.
 
 #![no_main]
 

@@ -27,20 +27,35 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use presence_engine::{check_contiguous, EventStore, StoreError, StoreErrorKind, StoredBatch};
+use presence_engine::{check_contiguous, codec, EventStore, StoreError, StoreErrorKind, StoredBatch};
 
 /// An in-memory [`EventStore`]: batches in a vector, snapshots in a map.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct MemStore {
     batches: Vec<StoredBatch>,
     snapshots: BTreeMap<u64, Vec<u8>>,
     next_seq: u64,
+    batch_bytes_max: usize,
+}
+
+impl Default for MemStore {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl MemStore {
     /// An empty store.
     pub fn new() -> Self {
-        Self { batches: Vec::new(), snapshots: BTreeMap::new(), next_seq: 1 }
+        let batch_bytes_max = codec::BATCH_HEADER_BYTES + presence_engine::BATCH_BYTES_MAX;
+        Self { batches: Vec::new(), snapshots: BTreeMap::new(), next_seq: 1, batch_bytes_max }
+    }
+
+    /// An empty store that refuses batches over `bytes` with
+    /// [`StoreErrorKind::TooLarge`], as a network store with a message size limit does: for
+    /// tests of what the engine does under such a limit.
+    pub fn with_batch_bytes_max(bytes: usize) -> Self {
+        Self { batch_bytes_max: bytes, ..Self::new() }
     }
 
     /// The stored batches, oldest first (for tests that tamper with them).
@@ -62,9 +77,23 @@ impl EventStore for MemStore {
 
     fn append(&mut self, first_seq: u64, count: u32, bytes: &[u8]) -> Result<(), StoreError> {
         check_contiguous(self.next_seq, first_seq, count)?;
+        if bytes.len() > self.batch_bytes_max {
+            return Err(StoreError::new(
+                StoreErrorKind::TooLarge,
+                format!(
+                    "a batch of {} bytes is over this store's {}-byte limit",
+                    bytes.len(),
+                    self.batch_bytes_max
+                ),
+            ));
+        }
         self.batches.push(StoredBatch { first_seq, count, bytes: bytes.to_vec() });
         self.next_seq += u64::from(count);
         Ok(())
+    }
+
+    fn batch_bytes_max(&self) -> usize {
+        self.batch_bytes_max
     }
 
     fn sync(&mut self) -> Result<(), StoreError> {
@@ -178,6 +207,10 @@ impl<S: EventStore> EventStore for FaultyStore<S> {
             return Err(StoreError::new(StoreErrorKind::Injected, "append failed on purpose"));
         }
         self.inner.append(first_seq, count, bytes)
+    }
+
+    fn batch_bytes_max(&self) -> usize {
+        self.inner.batch_bytes_max()
     }
 
     fn sync(&mut self) -> Result<(), StoreError> {

@@ -32,7 +32,7 @@ use presence_engine::{
 use crate::subject::{FlatNotice, Refusal, Response};
 
 /// The latest time there is (docs/SPEC.md, R1.3): a later `at` counts as this one.
-const MAX_TIME_MS: u64 = u64::MAX - 1;
+const TIME_MS_MAX: u64 = u64::MAX - 1;
 
 /// The reference model of SPEC.md. Its API mirrors the engine's: [`Model::execute`],
 /// [`Model::tick`] and the direct reads of R6.4.
@@ -140,7 +140,7 @@ impl Model {
     /// `subscribe`) and every delivery of its notices, or the refusal (R7.1: a refused
     /// command changes nothing).
     pub fn execute(&mut self, command: Command, at_ms: u64) -> Result<Response, Refusal> {
-        let at_ms = at_ms.min(MAX_TIME_MS).max(self.now_ms);
+        let at_ms = at_ms.min(TIME_MS_MAX).max(self.now_ms);
         let mut next = self.clone();
         next.recover_heartbeats(at_ms);
         let mut kicked = Vec::new();
@@ -284,7 +284,7 @@ impl Model {
 
     /// The time a tick is processed at (R1.3), and the recovery time after a restart (R8.2).
     fn begin(&mut self, at_ms: u64) -> u64 {
-        let at_ms = at_ms.min(MAX_TIME_MS).max(self.now_ms);
+        let at_ms = at_ms.min(TIME_MS_MAX).max(self.now_ms);
         self.recover_heartbeats(at_ms);
         at_ms
     }

@@ -13,6 +13,7 @@ use std::collections::BinaryHeap;
 use super::{State, UserState};
 use crate::event::{DisconnectReason, EventKind, UnsubscribeReason};
 use crate::ids::{DeviceKey, UserKey};
+use crate::limits::{TICK_EVENTS_MAX, TICK_TARGETS_MAX};
 
 /// A queued heartbeat countdown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -95,13 +96,6 @@ impl Deadlines {
         self.heartbeats.len()
     }
 }
-
-/// The most events one tick logs: a tick's events are one batch, which must stay well under
-/// the codec's batch limit. What is due beyond it is left queued for the next tick.
-pub const TICK_EVENTS_MAX: usize = 1 << 16;
-
-/// The most subscription-list entries the retention expiries of one tick may name.
-pub const TICK_TARGETS_MAX: usize = 1 << 20;
 
 impl State {
     /// Takes the due deadlines off the queues and returns the events a tick at `at_ms` logs:

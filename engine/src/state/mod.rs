@@ -19,7 +19,6 @@ use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
 use smallvec::SmallVec;
 
 pub(crate) use deadlines::{Deadlines, HeartbeatDue};
-pub use deadlines::{TICK_EVENTS_MAX, TICK_TARGETS_MAX};
 pub use memory::HeapBytes;
 
 use crate::ids::{DeviceId, DeviceKey, UserId, UserKey};

@@ -1,0 +1,38 @@
+//! Every bound of the engine in one place, named with the qualifier last (`BATCH_BYTES_MAX`),
+//! with the relations between them checked when the crate compiles.
+//!
+//! Configurable limits (a subscription list's length, a batch of targets) are fields of
+//! [`Config`](crate::Config); these are the fixed ones: what the encoding accepts, how much
+//! one tick may log, how far time goes.
+
+/// The latest time the engine represents, in milliseconds (about 584 million years): a
+/// later `at_ms` counts as this one (R1.3). One below `u64::MAX`, so that "stopped being
+/// `ONLINE` at the end of time" can still be told from "never" (docs/SPEC.md, R1.3).
+pub const TIME_MS_MAX: u64 = u64::MAX - 1;
+
+/// The most bytes one encoded batch's payload may take, and the most a batch decode may
+/// allocate. A store may accept less ([`EventStore::batch_bytes_max`](crate::EventStore::batch_bytes_max)).
+pub const BATCH_BYTES_MAX: usize = 64 << 20;
+
+/// The most bytes one encoded snapshot may take, and the most its decode may allocate.
+pub const SNAPSHOT_BYTES_MAX: usize = 1 << 31;
+
+/// The most events one tick logs (R2.4, R4.5): a tick's events are one batch. What is due
+/// beyond it waits for the next tick.
+pub const TICK_EVENTS_MAX: usize = 1 << 16;
+
+/// The most subscription-list entries the retention expiries of one tick may name (R4.5).
+pub const TICK_TARGETS_MAX: usize = 1 << 20;
+
+/// The most a configured size limit (a cap, a batch, an id's or a custom status's bytes)
+/// may be, so that a configuration cannot ask the engine to hold unbounded strings or lists.
+pub const CONFIG_LIMIT_MAX: u32 = 1 << 20;
+
+// A tick's batch must fit the codec's batch limit with ids of ordinary size (a tick also
+// stops early, by its encoded size, when a store accepts less).
+const _: () = assert!(TICK_EVENTS_MAX * 64 < BATCH_BYTES_MAX);
+const _: () = assert!(TICK_TARGETS_MAX * 32 < BATCH_BYTES_MAX);
+// A snapshot may hold far more than a batch.
+const _: () = assert!(BATCH_BYTES_MAX < SNAPSHOT_BYTES_MAX);
+// Time never reaches u64::MAX, the "never" marker of last-online times.
+const _: () = assert!(TIME_MS_MAX < u64::MAX);
