@@ -36,10 +36,10 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use presence_engine::runtime::{
-    Handle, Names, NoticeSink, PendingReply, Runtime, RuntimeConfig, RuntimeError, SystemClock,
+    Handle, NoticeSink, PendingReply, Runtime, RuntimeConfig, RuntimeError, SystemClock,
 };
 use presence_engine::{
-    Command, Config, DeviceId, Engine, Error, EventStore, Notice, Recipient, Reply, UserId, UserStatus,
+    Command, Config, DeviceId, Engine, Error, EventStore, Names, Notice, Recipient, Reply, UserId, UserStatus,
 };
 use presence_storage_mem::MemStore;
 

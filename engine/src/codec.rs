@@ -20,8 +20,10 @@
 use bincode::config::{Configuration, Limit, LittleEndian, Varint};
 use serde::{de::DeserializeOwned, Serialize};
 
+use crate::config::Config;
 use crate::error::{StoreError, StoreErrorKind};
-use crate::event::{Event, EventRef};
+use crate::event::{Event, EventKind, EventRef};
+use crate::ids::UserId;
 pub use crate::limits::{BATCH_BYTES_MAX, SNAPSHOT_BYTES_MAX};
 use crate::snapshot::{Snapshot, SnapshotWire};
 
@@ -30,10 +32,71 @@ use crate::snapshot::{Snapshot, SnapshotWire};
 /// version 2 decoder upcasts version 1 payloads here.
 pub const FORMAT_VERSION: u8 = 1;
 
+// Where each field of a batch header starts (see the layout above).
+const VERSION_AT: usize = 0;
+const FIRST_SEQ_AT: usize = 1;
+const COUNT_AT: usize = 9;
+const CRC_AT: usize = 13;
+
 /// Bytes before a batch's payload.
 pub const BATCH_HEADER_BYTES: usize = 17;
 
+const _: () = assert!(FIRST_SEQ_AT == VERSION_AT + 1);
+const _: () = assert!(COUNT_AT == FIRST_SEQ_AT + 8);
+const _: () = assert!(CRC_AT == COUNT_AT + 4);
+const _: () = assert!(BATCH_HEADER_BYTES == CRC_AT + 4);
+
+// Where each field of a snapshot header starts.
+const SNAPSHOT_CRC_AT: usize = 1;
 const SNAPSHOT_HEADER_BYTES: usize = 5;
+const _: () = assert!(SNAPSHOT_HEADER_BYTES == SNAPSHOT_CRC_AT + 4);
+
+/// The most bytes a varint takes in bincode's standard configuration (a tag byte and a
+/// `u64`): the bound used for every integer in the size bounds below.
+const VARINT_BYTES_MAX: usize = 9;
+
+/// What a batch adds to its events' own bytes, at most: the header and the length of the
+/// event list.
+pub const BATCH_OVERHEAD_BYTES_MAX: usize = BATCH_HEADER_BYTES + VARINT_BYTES_MAX;
+
+/// An upper bound of the bytes one id (or other string) takes in an encoded event.
+pub(crate) fn id_bytes_bound(id: &str) -> usize {
+    VARINT_BYTES_MAX + id.len()
+}
+
+/// An upper bound of the bytes `kind` takes in a batch (with its time): what the engine uses
+/// to keep the batches it makes by itself under a store's limit without encoding twice.
+pub fn event_bytes_bound(kind: &EventKind) -> usize {
+    let list = |ids: &[UserId]| VARINT_BYTES_MAX + ids.iter().map(|t| id_bytes_bound(t)).sum::<usize>();
+    EVENT_FIXED_BYTES_MAX
+        + match kind {
+            EventKind::SessionOpened { user, device }
+            | EventKind::SessionDisconnected { user, device, .. }
+            | EventKind::SessionClosed { user, device, .. } => id_bytes_bound(user) + id_bytes_bound(device),
+            EventKind::CustomStatusSet { user, custom } => id_bytes_bound(user) + id_bytes_bound(custom),
+            EventKind::Subscribed { user, targets } | EventKind::Unsubscribed { user, targets, .. } => {
+                id_bytes_bound(user) + list(targets)
+            }
+            EventKind::FriendAdded { user, friend } | EventKind::FriendRemoved { user, friend } => {
+                id_bytes_bound(user) + id_bytes_bound(friend)
+            }
+        }
+}
+
+/// What an event takes besides its ids, at most: its time, its variant's number and a
+/// reason.
+const EVENT_FIXED_BYTES_MAX: usize = 3 * VARINT_BYTES_MAX;
+
+/// An upper bound of the bytes of one session event (a login, a disconnect, a heartbeat
+/// timeout) under `config`: a tick must be able to log one on its own, since, unlike a
+/// subscription list, it cannot be split, so a store must take batches at least this large
+/// ([`Engine::open`](crate::Engine::open) checks it).
+pub fn session_event_bytes_bound(config: &Config) -> usize {
+    EVENT_FIXED_BYTES_MAX
+        + 2 * VARINT_BYTES_MAX
+        + config.max_user_id_bytes as usize
+        + config.max_device_id_bytes as usize
+}
 
 type Plain = Configuration<LittleEndian, Varint>;
 
@@ -71,6 +134,7 @@ pub fn encode_batch(first_seq: u64, events: &[Event], out: &mut Vec<u8>) -> Resu
     out.extend_from_slice(&first_seq.to_le_bytes());
     out.extend_from_slice(&count.to_le_bytes());
     out.extend_from_slice(&[0; 4]);
+    debug_assert_eq!(out.len() - start, BATCH_HEADER_BYTES);
     encode_payload(&events, out)?;
     let payload = &out[start + BATCH_HEADER_BYTES..];
     if payload.len() > BATCH_BYTES_MAX {
@@ -81,7 +145,8 @@ pub fn encode_batch(first_seq: u64, events: &[Event], out: &mut Vec<u8>) -> Resu
         ));
     }
     let crc = crc32fast::hash(payload).to_le_bytes();
-    out[start + 13..start + 17].copy_from_slice(&crc);
+    let crc_at = start + CRC_AT;
+    out[crc_at..crc_at + 4].copy_from_slice(&crc);
     Ok(())
 }
 
@@ -96,32 +161,35 @@ fn check_version(version: u8, what: &str) -> Result<(), StoreError> {
     }
 }
 
-fn le_u32(bytes: &[u8], at: usize) -> u32 {
-    let mut word = [0; 4];
-    if let Some(src) = bytes.get(at..at + 4) {
-        word.copy_from_slice(src);
-    }
-    u32::from_le_bytes(word)
+/// The `N` bytes of `header` at `AT`, checked when the crate compiles to lie inside it.
+fn field<const AT: usize, const N: usize, const H: usize>(header: &[u8; H]) -> [u8; N] {
+    const { assert!(AT + N <= H) };
+    let mut word = [0; N];
+    word.copy_from_slice(&header[AT..AT + N]);
+    word
 }
 
-fn le_u64(bytes: &[u8], at: usize) -> u64 {
-    let mut word = [0; 8];
-    if let Some(src) = bytes.get(at..at + 8) {
-        word.copy_from_slice(src);
-    }
-    u64::from_le_bytes(word)
+/// The first `N` bytes of `bytes` as a header, or the corrupt-data error `what` is short.
+fn header<const N: usize>(bytes: &[u8], what: &str) -> Result<[u8; N], StoreError> {
+    bytes.get(..N).and_then(|h| <[u8; N]>::try_from(h).ok()).ok_or_else(|| {
+        StoreError::corrupt(format!("{what} is {} bytes, shorter than its {N}-byte header", bytes.len()))
+    })
 }
 
 /// Reads a batch's header. Fails on a short buffer or a version this build does not read.
 pub fn batch_header(bytes: &[u8]) -> Result<BatchHeader, StoreError> {
-    if bytes.len() < BATCH_HEADER_BYTES {
-        return Err(StoreError::corrupt(format!(
-            "batch is {} bytes, shorter than its {BATCH_HEADER_BYTES}-byte header",
-            bytes.len()
-        )));
-    }
-    check_version(bytes[0], "batch")?;
-    Ok(BatchHeader { version: bytes[0], first_seq: le_u64(bytes, 1), count: le_u32(bytes, 9) })
+    batch_header_and_crc(bytes).map(|(header, _)| header)
+}
+
+/// A batch's header and the checksum it records for its payload.
+fn batch_header_and_crc(bytes: &[u8]) -> Result<(BatchHeader, u32), StoreError> {
+    let raw: [u8; BATCH_HEADER_BYTES] = header(bytes, "batch")?;
+    let version = raw[VERSION_AT];
+    check_version(version, "batch")?;
+    let first_seq = u64::from_le_bytes(field::<FIRST_SEQ_AT, 8, BATCH_HEADER_BYTES>(&raw));
+    let count = u32::from_le_bytes(field::<COUNT_AT, 4, BATCH_HEADER_BYTES>(&raw));
+    let crc = u32::from_le_bytes(field::<CRC_AT, 4, BATCH_HEADER_BYTES>(&raw));
+    Ok((BatchHeader { version, first_seq, count }, crc))
 }
 
 /// How much a decode of `payload` may allocate: never more than `max`, and never more than
@@ -161,10 +229,11 @@ fn decode_payload<T: DeserializeOwned>(payload: &[u8], max: usize, what: &str) -
 /// Checks a batch's header and checksum; returns the header, a name for errors, and the
 /// payload.
 fn checked_batch(bytes: &[u8]) -> Result<(BatchHeader, String, &[u8]), StoreError> {
-    let header = batch_header(bytes)?;
+    let (header, crc) = batch_header_and_crc(bytes)?;
     let what = format!("batch at sequence {}", header.first_seq);
-    let payload = bytes.get(BATCH_HEADER_BYTES..).unwrap_or_default();
-    if crc32fast::hash(payload) != le_u32(bytes, 13) {
+    // The header is whole, so the payload is what follows it (possibly nothing).
+    let payload = &bytes[BATCH_HEADER_BYTES..];
+    if crc32fast::hash(payload) != crc {
         return Err(StoreError::corrupt(format!("{what} fails its checksum (torn or corrupt)")));
     }
     Ok((header, what, payload))
@@ -239,10 +308,11 @@ pub fn encode_snapshot(snapshot: &Snapshot) -> Result<Vec<u8>, StoreError> {
 }
 
 pub(crate) fn encode_snapshot_wire(wire: &SnapshotWire) -> Result<Vec<u8>, StoreError> {
-    let mut out = vec![FORMAT_VERSION, 0, 0, 0, 0];
+    let mut out = vec![0; SNAPSHOT_HEADER_BYTES];
+    out[VERSION_AT] = FORMAT_VERSION;
     encode_payload(wire, &mut out)?;
     let crc = crc32fast::hash(&out[SNAPSHOT_HEADER_BYTES..]).to_le_bytes();
-    out[1..SNAPSHOT_HEADER_BYTES].copy_from_slice(&crc);
+    out[SNAPSHOT_CRC_AT..SNAPSHOT_HEADER_BYTES].copy_from_slice(&crc);
     Ok(out)
 }
 
@@ -255,12 +325,11 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot, StoreError> {
 
 /// Decodes a snapshot in its encoded form and validates it.
 pub(crate) fn decode_snapshot_wire(bytes: &[u8]) -> Result<SnapshotWire, StoreError> {
-    if bytes.len() < SNAPSHOT_HEADER_BYTES {
-        return Err(StoreError::corrupt("snapshot is shorter than its header"));
-    }
-    check_version(bytes[0], "snapshot")?;
+    let raw: [u8; SNAPSHOT_HEADER_BYTES] = header(bytes, "snapshot")?;
+    check_version(raw[VERSION_AT], "snapshot")?;
+    let crc = u32::from_le_bytes(field::<SNAPSHOT_CRC_AT, 4, SNAPSHOT_HEADER_BYTES>(&raw));
     let payload = &bytes[SNAPSHOT_HEADER_BYTES..];
-    if crc32fast::hash(payload) != le_u32(bytes, 1) {
+    if crc32fast::hash(payload) != crc {
         return Err(StoreError::corrupt("snapshot fails its checksum"));
     }
     let wire: SnapshotWire = decode_payload(payload, SNAPSHOT_BYTES_MAX, "snapshot")?;

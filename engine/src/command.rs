@@ -1,6 +1,7 @@
-//! Commands in, outcomes and notices out.
+//! Commands in, outcomes out (the notices an outcome carries are in `notice.rs`).
 
-use crate::ids::{DeviceId, DeviceKey, UserId, UserKey};
+use crate::ids::{DeviceId, UserId};
+use crate::notice::Notice;
 use crate::status::UserStatus;
 
 /// A command from the host. Time is not part of it: it comes with
@@ -188,37 +189,6 @@ pub enum Reply {
     Statuses(Vec<TargetStatus>),
 }
 
-/// One connected device that must be told something, as interned handles. Resolve it to
-/// strings with [`Engine::resolve`](crate::Engine::resolve) or iterate
-/// [`Engine::deliveries`](crate::Engine::deliveries).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Recipient {
-    /// The user that owns the device.
-    pub user: UserKey,
-    /// The device.
-    pub device: DeviceKey,
-}
-
-/// What the host must push to devices after a command or tick (R5).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Notice {
-    /// A user's status changed (R5.1): one shared status value and every recipient device.
-    Status(StatusNotice),
-    /// This device's session was removed by a login on another device (R2.5, R5.5).
-    Kicked(Recipient),
-}
-
-/// A status change and the devices that must hear about it (R5.1-R5.3).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StatusNotice {
-    /// The user whose status changed.
-    pub about: UserId,
-    /// Its new status.
-    pub status: UserStatus,
-    /// Each connected device of each interested user, once (R5.2, R5.3).
-    pub recipients: Vec<Recipient>,
-}
-
 /// What a successful command or tick produced.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
@@ -241,35 +211,6 @@ impl Outcome {
 
     /// The number of individual deliveries (one per recipient device of each notice).
     pub fn delivery_count(&self) -> usize {
-        self.notices
-            .iter()
-            .map(|n| match n {
-                Notice::Status(s) => s.recipients.len(),
-                Notice::Kicked(_) => 1,
-            })
-            .sum()
+        crate::notice::delivery_count(&self.notices)
     }
-}
-
-/// One notice for one device, with names resolved: the flat view hosts and traces use.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Delivery<'a> {
-    /// Tell `to`'s `device` that `about` now has `status`.
-    Status {
-        /// The recipient user.
-        to: &'a UserId,
-        /// The recipient device.
-        device: &'a DeviceId,
-        /// The user whose status changed.
-        about: &'a UserId,
-        /// The new status.
-        status: &'a UserStatus,
-    },
-    /// Tell `to`'s `device` that its session was kicked.
-    Kicked {
-        /// The recipient user.
-        to: &'a UserId,
-        /// The kicked device.
-        device: &'a DeviceId,
-    },
 }

@@ -19,7 +19,7 @@ pub(crate) enum Effect {
     /// Set `h` of a connected session (R2.4, R2.1).
     Heartbeat(UserKey, DeviceKey),
     /// Count an accepted call against the rate limit (R6.3).
-    Charge(UserKey, Api),
+    CountRateLimitedCall(UserKey, Api),
 }
 
 /// The outcome of deciding a command that is accepted.
@@ -46,54 +46,15 @@ pub(crate) fn decide(
     let d = Decider { state, config, at_ms };
     match command {
         Command::Login { user, device } => d.login(user, device),
-        Command::Logout { user, device } => {
-            d.ids(user, device)?;
-            d.session(user, device)?;
-            let reason = CloseReason::Logout;
-            Ok(Decision::events(vec![EventKind::SessionClosed {
-                user: user.clone(),
-                device: device.clone(),
-                reason,
-            }]))
-        }
-        Command::Disconnect { user, device } => {
-            d.ids(user, device)?;
-            let (_, connected) = d.session(user, device)?;
-            let reason = DisconnectReason::Disconnect;
-            let events = if connected {
-                vec![EventKind::SessionDisconnected { user: user.clone(), device: device.clone(), reason }]
-            } else {
-                Vec::new()
-            };
-            Ok(Decision::events(events))
-        }
-        Command::Heartbeat { user, device } => {
-            d.ids(user, device)?;
-            let (u, dk) = d.connected(user, device)?;
-            Ok(Decision { events: Vec::new(), reply: Reply::Done, effect: Effect::Heartbeat(u, dk) })
-        }
+        Command::Logout { user, device } => d.logout(user, device),
+        Command::Disconnect { user, device } => d.disconnect(user, device),
+        Command::Heartbeat { user, device } => d.heartbeat(user, device),
         Command::SetStatus { user, device, custom } => d.set_status(user, device, custom),
         Command::GetStatus { user, device, targets } => d.get_status(user, device, targets),
         Command::Subscribe { user, device, targets } => d.subscribe(user, device, targets),
         Command::Unsubscribe { user, device, targets } => d.unsubscribe(user, device, targets),
-        Command::AddFriend { user, friend } => {
-            d.friend_ids(user, friend)?;
-            let events = if d.are_friends(user, friend) {
-                Vec::new()
-            } else {
-                vec![EventKind::FriendAdded { user: user.clone(), friend: friend.clone() }]
-            };
-            Ok(Decision::events(events))
-        }
-        Command::RemoveFriend { user, friend } => {
-            d.friend_ids(user, friend)?;
-            let events = if d.are_friends(user, friend) {
-                vec![EventKind::FriendRemoved { user: user.clone(), friend: friend.clone() }]
-            } else {
-                Vec::new()
-            };
-            Ok(Decision::events(events))
-        }
+        Command::AddFriend { user, friend } => d.add_friend(user, friend),
+        Command::RemoveFriend { user, friend } => d.remove_friend(user, friend),
     }
 }
 
@@ -106,27 +67,27 @@ struct Decider<'a> {
 impl Decider<'_> {
     // ---- R7.2 step 1: ids, batch shape, self-subscription ----
 
-    fn user_id(&self, user: &UserId, what: &str) -> Result<(), Error> {
+    fn validate_user_id(&self, user: &UserId, what: &str) -> Result<(), Error> {
         validate_id(user.as_str(), self.config.max_user_id_bytes, what)
     }
 
-    fn ids(&self, user: &UserId, device: &DeviceId) -> Result<(), Error> {
-        self.user_id(user, "user id")?;
+    fn validate_ids(&self, user: &UserId, device: &DeviceId) -> Result<(), Error> {
+        self.validate_user_id(user, "user id")?;
         validate_id(device.as_str(), self.config.max_device_id_bytes, "device id")
     }
 
-    fn targets(&self, targets: &[UserId], min: usize, max: u32, api: &str) -> Result<(), Error> {
+    fn validate_targets(&self, targets: &[UserId], min: usize, max: u32, api: &str) -> Result<(), Error> {
         // R7.2: ids are checked before the batch's shape.
-        targets.iter().try_for_each(|t| self.user_id(t, "target user id"))?;
+        targets.iter().try_for_each(|t| self.validate_user_id(t, "target user id"))?;
         if targets.len() < min || targets.len() > max as usize {
             return Err(Error::invalid(format!("{api} takes {min} to {max} targets, got {}", targets.len())));
         }
         Ok(())
     }
 
-    fn friend_ids(&self, user: &UserId, friend: &UserId) -> Result<(), Error> {
-        self.user_id(user, "user id")?;
-        self.user_id(friend, "friend id")?;
+    fn validate_friend_ids(&self, user: &UserId, friend: &UserId) -> Result<(), Error> {
+        self.validate_user_id(user, "user id")?;
+        self.validate_user_id(friend, "friend id")?;
         if user == friend {
             return Err(Error::invalid(format!("{user} cannot befriend itself (R5.4)")));
         }
@@ -136,14 +97,14 @@ impl Decider<'_> {
     // ---- R7.2 step 2: session ----
 
     /// The session must exist; returns whether it is connected.
-    fn session(&self, user: &UserId, device: &DeviceId) -> Result<(UserKey, bool), Error> {
+    fn existing_session(&self, user: &UserId, device: &DeviceId) -> Result<(UserKey, bool), Error> {
         match self.state.session(user.as_str(), device.as_str()) {
             Some((u, s)) => Ok((u, s.connected())),
             None => Err(Error::not_logged_in(user.as_str(), device.as_str(), "no session")),
         }
     }
 
-    fn connected(&self, user: &UserId, device: &DeviceId) -> Result<(UserKey, DeviceKey), Error> {
+    fn connected_session(&self, user: &UserId, device: &DeviceId) -> Result<(UserKey, DeviceKey), Error> {
         match self.state.session(user.as_str(), device.as_str()) {
             Some((u, s)) if s.connected() => Ok((u, s.device)),
             Some(_) => Err(Error::not_logged_in(user.as_str(), device.as_str(), "a disconnected session")),
@@ -153,7 +114,7 @@ impl Decider<'_> {
 
     // ---- R7.2 steps 3-5: edition, feature switch, rate limit ----
 
-    fn gates(&self, user: UserKey, api: Api, name: &str) -> Result<(), Error> {
+    fn check_edition_feature_and_rate(&self, user: UserKey, api: Api, name: &str) -> Result<(), Error> {
         if self.config.edition != Edition::Ultimate {
             return Err(Error::EditionNotSupported(format!("{name} needs the ultimate edition")));
         }
@@ -162,7 +123,7 @@ impl Decider<'_> {
         }
         let calls = self.config.rate_limit_calls;
         let window_ms = self.config.rate_limit_window_ms;
-        if !self.state.rate_allows(user, api, self.at_ms, calls, window_ms) {
+        if !self.state.rates.allows(user, api, self.at_ms, calls, window_ms) {
             return Err(Error::RateLimited(format!(
                 "{name}: more than {calls} calls in {window_ms} ms by {}",
                 self.state.user_name(user)
@@ -186,11 +147,11 @@ impl Decider<'_> {
         }
     }
 
-    // ---- commands ----
+    // ---- commands: each checks in R7.2's order, then says what it logs ----
 
     /// R2.1, R2.5.
     fn login(&self, user: &UserId, device: &DeviceId) -> Result<Decision, Error> {
-        self.ids(user, device)?;
+        self.validate_ids(user, device)?;
         let opened = EventKind::SessionOpened { user: user.clone(), device: device.clone() };
         let Some(u) = self.state.user_key(user.as_str()) else {
             return Ok(Decision::events(vec![opened]));
@@ -226,9 +187,63 @@ impl Decider<'_> {
         }
     }
 
+    /// R2.2: the session must exist; it is removed.
+    fn logout(&self, user: &UserId, device: &DeviceId) -> Result<Decision, Error> {
+        self.validate_ids(user, device)?;
+        self.existing_session(user, device)?;
+        let reason = CloseReason::Logout;
+        Ok(Decision::events(vec![EventKind::SessionClosed {
+            user: user.clone(),
+            device: device.clone(),
+            reason,
+        }]))
+    }
+
+    /// R2.2: the session must exist; a connected one becomes disconnected, a disconnected
+    /// one stays as it is.
+    fn disconnect(&self, user: &UserId, device: &DeviceId) -> Result<Decision, Error> {
+        self.validate_ids(user, device)?;
+        let (_, connected) = self.existing_session(user, device)?;
+        let reason = DisconnectReason::Disconnect;
+        let events = match connected {
+            true => {
+                vec![EventKind::SessionDisconnected { user: user.clone(), device: device.clone(), reason }]
+            }
+            false => Vec::new(),
+        };
+        Ok(Decision::events(events))
+    }
+
+    /// R2.4: a connected session's `h` is set, unlogged (R8.2).
+    fn heartbeat(&self, user: &UserId, device: &DeviceId) -> Result<Decision, Error> {
+        self.validate_ids(user, device)?;
+        let (u, dk) = self.connected_session(user, device)?;
+        Ok(Decision { events: Vec::new(), reply: Reply::Done, effect: Effect::Heartbeat(u, dk) })
+    }
+
+    /// R5.4: needs no session; an existing friendship changes nothing.
+    fn add_friend(&self, user: &UserId, friend: &UserId) -> Result<Decision, Error> {
+        self.validate_friend_ids(user, friend)?;
+        let events = match self.are_friends(user, friend) {
+            true => Vec::new(),
+            false => vec![EventKind::FriendAdded { user: user.clone(), friend: friend.clone() }],
+        };
+        Ok(Decision::events(events))
+    }
+
+    /// R5.4: needs no session; a missing friendship changes nothing.
+    fn remove_friend(&self, user: &UserId, friend: &UserId) -> Result<Decision, Error> {
+        self.validate_friend_ids(user, friend)?;
+        let events = match self.are_friends(user, friend) {
+            true => vec![EventKind::FriendRemoved { user: user.clone(), friend: friend.clone() }],
+            false => Vec::new(),
+        };
+        Ok(Decision::events(events))
+    }
+
     /// R3.1, R3.2.
     fn set_status(&self, user: &UserId, device: &DeviceId, custom: &str) -> Result<Decision, Error> {
-        self.ids(user, device)?;
+        self.validate_ids(user, device)?;
         let max = self.config.max_custom_status_bytes;
         if custom.len() > max as usize {
             return Err(Error::invalid(format!(
@@ -236,7 +251,7 @@ impl Decider<'_> {
                 custom.len()
             )));
         }
-        let (u, _) = self.connected(user, device)?;
+        let (u, _) = self.connected_session(user, device)?;
         if self.state.user(u).custom() == custom {
             return Ok(Decision::events(Vec::new()));
         }
@@ -245,26 +260,26 @@ impl Decider<'_> {
 
     /// R6.1, R6.2, R6.3.
     fn get_status(&self, user: &UserId, device: &DeviceId, targets: &[UserId]) -> Result<Decision, Error> {
-        self.ids(user, device)?;
-        self.targets(targets, 1, self.config.max_query_batch, "get_status")?;
-        let (u, _) = self.connected(user, device)?;
+        self.validate_ids(user, device)?;
+        self.validate_targets(targets, 1, self.config.max_query_batch, "get_status")?;
+        let (u, _) = self.connected_session(user, device)?;
         let reply = self.statuses(targets);
         if targets.len() == 1 && targets[0] == *user {
             return Ok(Decision { events: Vec::new(), reply, effect: Effect::None });
         }
-        self.gates(u, Api::GetStatus, "get_status")?;
-        Ok(Decision { events: Vec::new(), reply, effect: Effect::Charge(u, Api::GetStatus) })
+        self.check_edition_feature_and_rate(u, Api::GetStatus, "get_status")?;
+        Ok(Decision { events: Vec::new(), reply, effect: Effect::CountRateLimitedCall(u, Api::GetStatus) })
     }
 
     /// R4.1, R4.2, R4.3, R4.6.
     fn subscribe(&self, user: &UserId, device: &DeviceId, targets: &[UserId]) -> Result<Decision, Error> {
-        self.ids(user, device)?;
-        self.targets(targets, 1, self.config.max_subscribe_batch, "subscribe")?;
+        self.validate_ids(user, device)?;
+        self.validate_targets(targets, 1, self.config.max_subscribe_batch, "subscribe")?;
         if targets.contains(user) {
             return Err(Error::invalid(format!("{user} cannot subscribe to itself (R4.1)")));
         }
-        let (u, _) = self.connected(user, device)?;
-        self.gates(u, Api::Subscribe, "subscribe")?;
+        let (u, _) = self.connected_session(user, device)?;
+        self.check_edition_feature_and_rate(u, Api::Subscribe, "subscribe")?;
 
         // Duplicates within one call count once, at their first position (R4.2).
         let mut seen = FxHashSet::default();
@@ -288,15 +303,19 @@ impl Decider<'_> {
             let added = kept.iter().filter(|t| seen.contains(t.as_str())).map(|&t| t.clone()).collect();
             events.push(EventKind::Subscribed { user: user.clone(), targets: added });
         }
-        Ok(Decision { events, reply: self.statuses(targets), effect: Effect::Charge(u, Api::Subscribe) })
+        Ok(Decision {
+            events,
+            reply: self.statuses(targets),
+            effect: Effect::CountRateLimitedCall(u, Api::Subscribe),
+        })
     }
 
     /// R4.4.
     fn unsubscribe(&self, user: &UserId, device: &DeviceId, targets: &[UserId]) -> Result<Decision, Error> {
-        self.ids(user, device)?;
-        self.targets(targets, 0, self.config.max_subscribe_batch, "unsubscribe")?;
-        let (u, _) = self.connected(user, device)?;
-        self.gates(u, Api::Unsubscribe, "unsubscribe")?;
+        self.validate_ids(user, device)?;
+        self.validate_targets(targets, 0, self.config.max_subscribe_batch, "unsubscribe")?;
+        let (u, _) = self.connected_session(user, device)?;
+        self.check_edition_feature_and_rate(u, Api::Unsubscribe, "unsubscribe")?;
         let list = &self.state.user(u).subscriptions();
         let removed: Vec<UserId> = if targets.is_empty() {
             list.iter().map(|&t| self.state.user_name(t).clone()).collect()
@@ -320,6 +339,6 @@ impl Decider<'_> {
                 reason: UnsubscribeReason::Unsubscribed,
             }]
         };
-        Ok(Decision { events, reply: Reply::Done, effect: Effect::Charge(u, Api::Unsubscribe) })
+        Ok(Decision { events, reply: Reply::Done, effect: Effect::CountRateLimitedCall(u, Api::Unsubscribe) })
     }
 }

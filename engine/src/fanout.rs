@@ -1,7 +1,7 @@
 //! Who hears about a status change (R5.2, R5.3).
 
-use crate::command::Recipient;
 use crate::ids::UserKey;
+use crate::notice::Recipient;
 use crate::state::State;
 
 /// Reusable scratch space for fan-out: one mark per user, so that a user interested for

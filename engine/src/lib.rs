@@ -42,14 +42,15 @@ mod event;
 mod fanout;
 mod ids;
 mod limits;
+mod notice;
+mod read_only;
 pub mod runtime;
 mod snapshot;
 mod state;
 mod status;
 mod store;
-mod view;
 
-pub use command::{Command, Delivery, Notice, Outcome, Recipient, Reply, StatusNotice, TargetStatus};
+pub use command::{Command, Outcome, Reply, TargetStatus};
 pub use config::{Config, Edition};
 pub use engine::{Engine, Group, Recovery, SessionHandle, SessionView, Stats, UserView};
 pub use error::{Error, StoreError, StoreErrorKind};
@@ -58,8 +59,9 @@ pub use ids::{DeviceId, DeviceKey, UserId, UserKey};
 pub use limits::{
     BATCH_BYTES_MAX, CONFIG_LIMIT_MAX, SNAPSHOT_BYTES_MAX, TICK_EVENTS_MAX, TICK_TARGETS_MAX, TIME_MS_MAX,
 };
+pub use notice::{deliveries, delivery_count, Delivery, Names, Notice, Recipient, StatusNotice};
+pub use read_only::ReadOnlyStore;
 pub use snapshot::{LogicalState, SessionRecord, Snapshot, UserRecord};
 pub use state::HeapBytes;
 pub use status::{GeneralStatus, LastOnline, UserStatus};
 pub use store::{check_contiguous, EventStore, StoredBatch};
-pub use view::ReadOnlyStore;

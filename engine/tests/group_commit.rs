@@ -104,3 +104,74 @@ fn dropping_a_group_rolls_it_back() {
     assert_eq!(engine.logical_state(), before);
     assert_eq!(engine.status("bob").general, GeneralStatus::Online);
 }
+
+/// Sessions whose heartbeats fall due at 400 000 on an engine over a store that can be told
+/// to fail.
+fn timing_out(reopen: bool) -> (Engine<FaultyStore<MemStore>>, Faults) {
+    let store = FaultyStore::new(MemStore::new());
+    let faults = store.faults();
+    let mut engine = Engine::open(Config::default(), store).unwrap();
+    engine.execute(Command::login("alice", "phone"), 0).unwrap();
+    engine.execute(Command::login("bob", "pc"), 0).unwrap();
+    engine.execute(Command::subscribe("bob", "pc", ["alice"]), 0).unwrap();
+    engine.execute(Command::logout("bob", "pc"), 1).unwrap();
+    if reopen {
+        // R8.2: the recovery time is not fixed until a call succeeds.
+        let store = engine.into_store();
+        engine = Engine::open(Config::default(), store).unwrap();
+    }
+    (engine, faults)
+}
+
+// R2.4, R4.5, R7.1: a tick inside a group takes the due deadlines off their queues before
+// the group's one append. Unlike `Engine::tick`, it cannot put them back when the append
+// fails: the group's rollback rebuilds both queues from the restored state instead. Before
+// the tick and the command paths were one step, the two differed here; this checks that the
+// group's way loses no deadline, with the recovery time fixed or not.
+#[test]
+fn a_tick_in_a_failed_group_loses_no_deadline() {
+    for reopen in [false, true] {
+        let (mut engine, faults) = timing_out(reopen);
+        let retention = Config::default().subscription_retention_ms;
+        faults.fail_appends(true);
+        let mut group = engine.group();
+        // After a reopen the first call fixes the recovery time (R8.2), so the deadlines are
+        // counted from there: go far enough for both queues.
+        let due_at = if reopen { 2 * retention } else { retention + 1 };
+        let outcome = group.tick(due_at).unwrap();
+        // After a reopen the heartbeat counts from this very tick (R8.2): only the list
+        // expires.
+        let expected = if reopen { 1 } else { 2 };
+        assert_eq!(outcome.events, expected, "reopen {reopen}: what the tick took");
+        assert!(group.commit().is_err());
+        assert_eq!(engine.status("alice").general, GeneralStatus::Online, "reopen {reopen}");
+        assert_eq!(engine.subscriptions("bob").len(), 1, "reopen {reopen}");
+        faults.fail_appends(false);
+        let first = engine.tick(due_at).unwrap();
+        let second = engine.tick(due_at + 2 * retention).unwrap();
+        assert_eq!(first.events + second.events, 2, "reopen {reopen}: both expire after all");
+        assert_eq!(engine.status("alice").general, GeneralStatus::Offline, "reopen {reopen}");
+        assert!(engine.subscriptions("bob").is_empty(), "reopen {reopen}");
+    }
+}
+
+// The same through `Engine::tick`: a tick the store refuses puts back what it took.
+#[test]
+fn a_refused_tick_loses_no_deadline() {
+    for reopen in [false, true] {
+        let (mut engine, faults) = timing_out(reopen);
+        let retention = Config::default().subscription_retention_ms;
+        let due_at = if reopen { 2 * retention } else { retention + 1 };
+        faults.fail_appends(true);
+        let refused = engine.tick(due_at);
+        if !reopen {
+            assert_eq!(refused.unwrap_err().code(), 9000);
+        }
+        faults.fail_appends(false);
+        let first = engine.tick(due_at).unwrap();
+        let second = engine.tick(due_at + 2 * retention).unwrap();
+        assert_eq!(first.events + second.events, 2, "reopen {reopen}");
+        assert_eq!(engine.status("alice").general, GeneralStatus::Offline, "reopen {reopen}");
+        assert!(engine.subscriptions("bob").is_empty(), "reopen {reopen}");
+    }
+}

@@ -309,3 +309,61 @@ fn a_tick_with_more_timeouts_than_fit_in_a_batch_finishes_at_the_next_tick() {
     assert_eq!(e.tick(400_001).unwrap().events, 100);
     assert_eq!(e.stats().sessions_connected, 0);
 }
+
+// R2.4: a tick's batch also fits the store's own limit (a network store takes about 1 MiB):
+// what does not fit waits for the next tick, in deadline order.
+#[test]
+fn a_tick_stays_under_the_store_batch_limit() {
+    use presence_engine::EventStore;
+    let store = presence_storage_mem::MemStore::with_batch_bytes_max(4_096);
+    let mut e = presence_engine::Engine::open(Config::default(), store).unwrap();
+    for i in 0..500 {
+        e.execute(Command::login(format!("user-{i:04}"), "device"), i).unwrap();
+    }
+    let mut expired = 0;
+    let mut ticks = 0;
+    while e.stats().sessions_connected > 0 {
+        let outcome = e.tick(1_000_000 + ticks).unwrap();
+        assert!(outcome.events > 0, "every tick makes progress");
+        expired += outcome.events;
+        if ticks == 0 {
+            // Oldest first: the first tick expired the first users to log in.
+            assert!(!e.sessions("user-0000")[0].connected);
+            assert!(e.sessions("user-0499")[0].connected);
+        }
+        ticks += 1;
+    }
+    assert_eq!(expired, 500);
+    assert!(ticks > 1, "500 timeouts do not fit in 4 KiB");
+    let largest = e.store().read_from(1).unwrap().map(|b| b.unwrap().bytes.len()).max().unwrap();
+    assert!(largest <= 4_096, "a batch of {largest} bytes");
+}
+
+// R4.5: a subscription list too long for one batch of the store on its own is expired over
+// several ticks, oldest targets first, and nothing else is stuck behind it.
+#[test]
+fn a_list_longer_than_a_store_batch_expires_over_several_ticks() {
+    let store = presence_storage_mem::MemStore::with_batch_bytes_max(2_048);
+    let config = Config { max_subscriptions: 1_000, max_subscribe_batch: 100, ..Config::default() };
+    let retention = config.subscription_retention_ms;
+    let mut e = presence_engine::Engine::open(config, store).unwrap();
+    e.execute(Command::login("fan", "phone"), 0).unwrap();
+    for batch in 0..5 {
+        let targets: Vec<String> = (0..100).map(|i| format!("star-{:03}", batch * 100 + i)).collect();
+        e.execute(Command::subscribe("fan", "phone", targets), 0).unwrap();
+    }
+    e.execute(Command::logout("fan", "phone"), 1).unwrap();
+    let mut ticks = 0;
+    while !e.subscriptions("fan").is_empty() {
+        let outcome = e.tick(1 + retention + ticks).unwrap();
+        assert!(outcome.events > 0, "every tick makes progress");
+        if ticks == 0 {
+            assert_eq!(
+                e.subscriptions("fan")[0].as_str(),
+                format!("star-{:03}", 500 - e.subscriptions("fan").len())
+            );
+        }
+        ticks += 1;
+    }
+    assert!(ticks > 1, "500 targets do not fit in 2 KiB");
+}

@@ -294,3 +294,16 @@ fn an_invalid_configuration_is_refused_even_over_a_good_store() {
     let reopened = Engine::open(Config::default(), store).unwrap();
     assert_eq!(general(&reopened, "alice"), Online);
 }
+
+// R1.1: ids so long that one session event would not fit a batch of the store could never
+// be expired by a tick: such a configuration is refused when the engine opens.
+#[test]
+fn ids_longer_than_a_store_batch_are_refused_at_open() {
+    let store = presence_storage_mem::MemStore::with_batch_bytes_max(1_024);
+    let config = Config { max_user_id_bytes: 600, max_device_id_bytes: 600, ..Config::default() };
+    let err = presence_engine::Engine::open(config, store).err().unwrap();
+    assert_eq!(err.code(), 6017);
+    assert!(err.to_string().contains("max_user_id_bytes"), "{err}");
+    let store = presence_storage_mem::MemStore::with_batch_bytes_max(1_024);
+    assert!(presence_engine::Engine::open(Config::default(), store).is_ok());
+}

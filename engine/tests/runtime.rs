@@ -4,10 +4,9 @@
 use std::thread;
 
 use presence_engine::runtime::{
-    ChannelSink, DiscardSink, ManualClock, Names, NoticeSink, OwnedDelivery, Runtime, RuntimeConfig,
-    RuntimeError,
+    ChannelSink, DiscardSink, ManualClock, NoticeSink, OwnedDelivery, Runtime, RuntimeConfig, RuntimeError,
 };
-use presence_engine::{Command, Config, Engine, EventStore, GeneralStatus, Notice, Reply};
+use presence_engine::{Command, Config, Engine, EventStore, GeneralStatus, Names, Notice, Reply};
 use presence_storage_mem::{FaultyStore, MemStore};
 
 fn spawn_mem(clock: &ManualClock) -> (Runtime<MemStore>, presence_engine::runtime::Handle) {

@@ -36,11 +36,12 @@ use std::time::Duration;
 use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender, TrySendError};
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use sink::{ChannelSink, DiscardSink, Names, NoticeSink, OwnedDelivery};
+pub use sink::{ChannelSink, DiscardSink, NoticeSink, OwnedDelivery};
 
-use crate::command::{Command, Notice, Reply};
+use crate::command::{Command, Reply};
 use crate::engine::Engine;
 use crate::error::{Error, StoreError, StoreErrorKind};
+use crate::notice::{delivery_count, Notice};
 use crate::store::EventStore;
 
 /// How the runtime batches and ticks.
@@ -425,14 +426,7 @@ impl<S: EventStore, C: Clock, N: NoticeSink> Worker<S, C, N> {
         if notices.is_empty() {
             return;
         }
-        let deliveries: usize = notices
-            .iter()
-            .map(|n| match n {
-                Notice::Status(s) => s.recipients.len(),
-                Notice::Kicked(_) => 1,
-            })
-            .sum();
-        self.stats.deliveries.fetch_add(deliveries as u64, Ordering::Relaxed);
+        self.stats.deliveries.fetch_add(delivery_count(notices) as u64, Ordering::Relaxed);
         let names = self.engine.names();
         let sink = &mut self.sink;
         if catch_unwind(AssertUnwindSafe(|| sink.deliver(notices, &names))).is_err() {

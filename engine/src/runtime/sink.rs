@@ -2,22 +2,9 @@
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::command::{Notice, Recipient};
 use crate::ids::{DeviceId, UserId};
-use crate::state::State;
+use crate::notice::{deliveries, Delivery, Names, Notice};
 use crate::status::UserStatus;
-
-/// Resolves the recipient handles of notices to names, during [`NoticeSink::deliver`].
-pub struct Names<'a> {
-    pub(crate) state: &'a State,
-}
-
-impl Names<'_> {
-    /// The user and device behind a recipient.
-    pub fn resolve(&self, recipient: Recipient) -> (&UserId, &DeviceId) {
-        (self.state.user_name(recipient.user), self.state.device_name(recipient.device))
-    }
-}
 
 /// The host's side of notice delivery. Called on the runtime thread, after the turn's events
 /// are durable, with every notice of the turn. A slow sink slows the runtime, which pushes
@@ -60,6 +47,22 @@ pub enum OwnedDelivery {
     },
 }
 
+impl From<&Delivery<'_>> for OwnedDelivery {
+    fn from(delivery: &Delivery<'_>) -> Self {
+        match *delivery {
+            Delivery::Status { to, device, about, status } => OwnedDelivery::Status {
+                to: to.clone(),
+                device: device.clone(),
+                about: about.clone(),
+                status: status.clone(),
+            },
+            Delivery::Kicked { to, device } => {
+                OwnedDelivery::Kicked { to: to.clone(), device: device.clone() }
+            }
+        }
+    }
+}
+
 /// A sink that sends each turn's deliveries as one `Vec` through a bounded channel. When the
 /// channel is full the runtime waits, and so, in turn, do the command senders.
 #[derive(Debug)]
@@ -77,24 +80,8 @@ impl ChannelSink {
 
 impl NoticeSink for ChannelSink {
     fn deliver(&mut self, notices: &[Notice], names: &Names<'_>) {
-        let mut batch = Vec::new();
-        for notice in notices {
-            match notice {
-                Notice::Status(n) => batch.extend(n.recipients.iter().map(|&r| {
-                    let (to, device) = names.resolve(r);
-                    OwnedDelivery::Status {
-                        to: to.clone(),
-                        device: device.clone(),
-                        about: n.about.clone(),
-                        status: n.status.clone(),
-                    }
-                })),
-                Notice::Kicked(r) => {
-                    let (to, device) = names.resolve(*r);
-                    batch.push(OwnedDelivery::Kicked { to: to.clone(), device: device.clone() });
-                }
-            }
-        }
+        let batch: Vec<OwnedDelivery> =
+            deliveries(notices, *names).map(|d| OwnedDelivery::from(&d)).collect();
         if !batch.is_empty() {
             // A host that dropped its receiver no longer wants notices.
             let _ = self.sender.send(batch);

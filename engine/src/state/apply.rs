@@ -16,121 +16,153 @@ impl State {
     pub(crate) fn apply(&mut self, event: &EventRef<'_>) -> Result<(), String> {
         let at_ms = event.at_ms;
         match &event.kind {
-            EventKind::SessionOpened { user, device } => {
-                if self.session(user, device).is_some_and(|(_, s)| s.connected()) {
-                    return Err(format!("{user}/{device} is already connected"));
-                }
-                let u = self.intern_user(user);
-                let d = self.intern_device(device);
-                let incarnation = self.take_incarnation();
-                self.backup_user(u);
-                let opened = Session { login_at_ms: at_ms, heartbeat_at_ms: at_ms, device: d, incarnation };
-                let state = self.user_mut(u);
-                match state.session_mut(d) {
-                    Some(s) => *s = opened,
-                    None => state.sessions.push(opened),
-                }
-                let due = HeartbeatDue { heartbeat_at_ms: at_ms, user: u, device: d, incarnation };
-                self.deadlines.push_heartbeat(due);
-            }
+            EventKind::SessionOpened { user, device } => self.apply_session_opened(user, device, at_ms)?,
             EventKind::SessionDisconnected { user, device, .. } => {
-                let (u, d) = self.existing_session(user, device)?;
-                if !self.user(u).session(d).is_some_and(Session::connected) {
-                    return Err(format!("{user}/{device} is not connected"));
-                }
-                self.backup_user(u);
-                let floor_ms = self.recovered_at_ms;
-                let state = self.user_mut(u);
-                let was_online = state.is_online();
-                if let Some(s) = state.session_mut(d) {
-                    s.incarnation = 0;
-                    // The recovery time counts as a heartbeat (R8.2); a session that leaves
-                    // the deadline queue keeps it.
-                    s.heartbeat_at_ms = s.heartbeat_at_ms.max(floor_ms.unwrap_or(0));
-                }
-                self.after_session_change(u, was_online, at_ms);
+                self.apply_session_disconnected(user, device, at_ms)?
             }
             EventKind::SessionClosed { user, device, .. } => {
-                let (u, d) = self.existing_session(user, device)?;
-                self.backup_user(u);
-                let state = self.user_mut(u);
-                let was_online = state.is_online();
-                state.sessions.retain(|s| s.device != d);
-                self.after_session_change(u, was_online, at_ms);
+                self.apply_session_closed(user, device, at_ms)?
             }
-            EventKind::CustomStatusSet { user, custom } => {
-                let u = self.user_key(user).ok_or_else(|| format!("unknown user {user}"))?;
-                if !custom.is_empty() && !self.user(u).is_online() {
-                    return Err(format!("custom status for {user}, who is not ONLINE (R3.3)"));
-                }
-                self.backup_user(u);
-                self.user_mut(u).social_mut().custom =
-                    if custom.is_empty() { no_custom() } else { (*custom).into() };
-            }
-            EventKind::Subscribed { user, targets } => {
-                check_targets(user, targets)?;
-                let u = self.intern_user(user);
-                self.backup_user(u);
-                for target in targets {
-                    let t = self.intern_user(target);
-                    let list = &mut self.user_mut(u).social_mut().subscriptions;
-                    if let Some(pos) = list.iter().position(|&x| x == t) {
-                        list.remove(pos);
-                    }
-                    list.push(t);
-                    if self.user_mut(t).social_mut().subscribers.insert(u) {
-                        self.record(Undo::SubscriberAdded { target: t, subscriber: u });
-                    }
-                }
-            }
-            EventKind::Unsubscribed { user, targets, .. } => {
-                let u = self.user_key(user).ok_or_else(|| format!("unknown user {user}"))?;
-                let mut keys = Vec::with_capacity(targets.len());
-                for target in targets {
-                    match self.user_key(target) {
-                        Some(t) if self.user(u).subscriptions().contains(&t) && !keys.contains(&t) => {
-                            keys.push(t)
-                        }
-                        _ => {
-                            return Err(format!(
-                                "{user} is not subscribed to {target} (or twice in one event)"
-                            ))
-                        }
-                    }
-                }
-                self.backup_user(u);
-                self.user_mut(u).social_mut().subscriptions.retain(|t| !keys.contains(t));
-                for t in keys {
-                    self.user_mut(t).social_mut().subscribers.remove(&u);
-                    self.record(Undo::SubscriberRemoved { target: t, subscriber: u });
-                }
-            }
-            EventKind::FriendAdded { user, friend } => {
-                if user == friend {
-                    return Err(format!("{user} cannot befriend itself"));
-                }
-                if let (Some(u), Some(f)) = (self.user_key(user), self.user_key(friend)) {
-                    if self.user(u).friends().contains(&f) {
-                        return Err(format!("{user} and {friend} are already friends"));
-                    }
-                }
-                let u = self.intern_user(user);
-                let f = self.intern_user(friend);
-                self.user_mut(u).social_mut().friends.insert(f);
-                self.user_mut(f).social_mut().friends.insert(u);
-                self.record(Undo::FriendsAdded(u, f));
-            }
-            EventKind::FriendRemoved { user, friend } => {
-                let (u, f) = match (self.user_key(user), self.user_key(friend)) {
-                    (Some(u), Some(f)) if self.user(u).friends().contains(&f) => (u, f),
-                    _ => return Err(format!("{user} and {friend} are not friends")),
-                };
-                self.user_mut(u).social_mut().friends.remove(&f);
-                self.user_mut(f).social_mut().friends.remove(&u);
-                self.record(Undo::FriendsRemoved(u, f));
-            }
+            EventKind::CustomStatusSet { user, custom } => self.apply_custom_status_set(user, custom)?,
+            EventKind::Subscribed { user, targets } => self.apply_subscribed(user, targets)?,
+            EventKind::Unsubscribed { user, targets, .. } => self.apply_unsubscribed(user, targets)?,
+            EventKind::FriendAdded { user, friend } => self.apply_friend_added(user, friend)?,
+            EventKind::FriendRemoved { user, friend } => self.apply_friend_removed(user, friend)?,
         }
         self.now_ms = self.now_ms.max(at_ms);
+        Ok(())
+    }
+
+    /// R2.1: a new connected session, or a disconnected one reconnected.
+    fn apply_session_opened(&mut self, user: &str, device: &str, at_ms: u64) -> Result<(), String> {
+        if self.session(user, device).is_some_and(|(_, s)| s.connected()) {
+            return Err(format!("{user}/{device} is already connected"));
+        }
+        let u = self.intern_user(user);
+        let d = self.intern_device(device);
+        let incarnation = self.take_incarnation();
+        self.backup_user(u);
+        let opened = Session { login_at_ms: at_ms, heartbeat_at_ms: at_ms, device: d, incarnation };
+        let state = self.user_mut(u);
+        match state.session_mut(d) {
+            Some(s) => *s = opened,
+            None => state.sessions.push(opened),
+        }
+        let due = HeartbeatDue { heartbeat_at_ms: at_ms, user: u, device: d, incarnation };
+        self.deadlines.push_heartbeat(due);
+        Ok(())
+    }
+
+    /// R2.2, R2.4: a connected session becomes disconnected.
+    fn apply_session_disconnected(&mut self, user: &str, device: &str, at_ms: u64) -> Result<(), String> {
+        let (u, d) = self.existing_session(user, device)?;
+        if !self.user(u).session(d).is_some_and(Session::connected) {
+            return Err(format!("{user}/{device} is not connected"));
+        }
+        self.backup_user(u);
+        let floor_ms = self.recovered_at_ms;
+        let state = self.user_mut(u);
+        let was_online = state.is_online();
+        if let Some(s) = state.session_mut(d) {
+            s.incarnation = 0;
+            // The recovery time counts as a heartbeat (R8.2); a session that leaves the
+            // deadline queue keeps it.
+            if let Some(floor_ms) = floor_ms {
+                s.heartbeat_at_ms = s.heartbeat_at_ms.max(floor_ms);
+            }
+        }
+        self.after_session_change(u, was_online, at_ms);
+        Ok(())
+    }
+
+    /// R2.2, R2.5: a session is removed.
+    fn apply_session_closed(&mut self, user: &str, device: &str, at_ms: u64) -> Result<(), String> {
+        let (u, d) = self.existing_session(user, device)?;
+        self.backup_user(u);
+        let state = self.user_mut(u);
+        let was_online = state.is_online();
+        state.sessions.retain(|s| s.device != d);
+        self.after_session_change(u, was_online, at_ms);
+        Ok(())
+    }
+
+    /// R3.1: the custom status is set (or cleared with `""`), only while `ONLINE` (R3.3).
+    fn apply_custom_status_set(&mut self, user: &str, custom: &str) -> Result<(), String> {
+        let u = self.user_key(user).ok_or_else(|| format!("unknown user {user}"))?;
+        if !custom.is_empty() && !self.user(u).is_online() {
+            return Err(format!("custom status for {user}, who is not ONLINE (R3.3)"));
+        }
+        self.backup_user(u);
+        self.user_mut(u).social_mut().custom = if custom.is_empty() { no_custom() } else { custom.into() };
+        Ok(())
+    }
+
+    /// R4.2: targets move to (or join) the newest end of the list, in order; the reverse
+    /// index follows.
+    fn apply_subscribed(&mut self, user: &str, targets: &[&str]) -> Result<(), String> {
+        check_targets(user, targets)?;
+        let u = self.intern_user(user);
+        self.backup_user(u);
+        for target in targets {
+            let t = self.intern_user(target);
+            let list = &mut self.user_mut(u).social_mut().subscriptions;
+            if let Some(pos) = list.iter().position(|&x| x == t) {
+                list.remove(pos);
+            }
+            list.push(t);
+            if self.user_mut(t).social_mut().subscribers.insert(u) {
+                self.record(Undo::SubscriberAdded { target: t, subscriber: u });
+            }
+        }
+        Ok(())
+    }
+
+    /// R4.3, R4.4, R4.5: targets leave the list; the reverse index follows.
+    fn apply_unsubscribed(&mut self, user: &str, targets: &[&str]) -> Result<(), String> {
+        let u = self.user_key(user).ok_or_else(|| format!("unknown user {user}"))?;
+        let mut keys = Vec::with_capacity(targets.len());
+        for target in targets {
+            match self.user_key(target) {
+                Some(t) if self.user(u).subscriptions().contains(&t) && !keys.contains(&t) => keys.push(t),
+                _ => return Err(format!("{user} is not subscribed to {target} (or twice in one event)")),
+            }
+        }
+        self.backup_user(u);
+        self.user_mut(u).social_mut().subscriptions.retain(|t| !keys.contains(t));
+        for t in keys {
+            self.user_mut(t).social_mut().subscribers.remove(&u);
+            self.record(Undo::SubscriberRemoved { target: t, subscriber: u });
+        }
+        Ok(())
+    }
+
+    /// R5.4: two users become friends, both ways.
+    fn apply_friend_added(&mut self, user: &str, friend: &str) -> Result<(), String> {
+        if user == friend {
+            return Err(format!("{user} cannot befriend itself"));
+        }
+        if let (Some(u), Some(f)) = (self.user_key(user), self.user_key(friend)) {
+            if self.user(u).friends().contains(&f) {
+                return Err(format!("{user} and {friend} are already friends"));
+            }
+        }
+        let u = self.intern_user(user);
+        let f = self.intern_user(friend);
+        self.user_mut(u).social_mut().friends.insert(f);
+        self.user_mut(f).social_mut().friends.insert(u);
+        self.record(Undo::FriendsAdded(u, f));
+        Ok(())
+    }
+
+    /// R5.4: a friendship ends, both ways.
+    fn apply_friend_removed(&mut self, user: &str, friend: &str) -> Result<(), String> {
+        let (u, f) = match (self.user_key(user), self.user_key(friend)) {
+            (Some(u), Some(f)) if self.user(u).friends().contains(&f) => (u, f),
+            _ => return Err(format!("{user} and {friend} are not friends")),
+        };
+        self.user_mut(u).social_mut().friends.remove(&f);
+        self.user_mut(f).social_mut().friends.remove(&u);
+        self.record(Undo::FriendsRemoved(u, f));
         Ok(())
     }
 

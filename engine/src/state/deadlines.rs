@@ -11,6 +11,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use super::{State, UserState};
+use crate::codec;
 use crate::event::{DisconnectReason, EventKind, UnsubscribeReason};
 use crate::ids::{DeviceKey, UserKey};
 use crate::limits::{TICK_EVENTS_MAX, TICK_TARGETS_MAX};
@@ -33,7 +34,15 @@ pub(crate) struct Deadlines {
     pub paused: bool,
 }
 
-/// What a tick took off the queues, so that a failed append can put it back.
+/// What a tick found due: the events it logs, and what it took off the queues for them, so
+/// that a failed append can put it back ([`State::put_back_due`]).
+#[derive(Debug, Default)]
+pub(crate) struct Due {
+    pub events: Vec<EventKind>,
+    pub taken: Taken,
+}
+
+/// The queue entries behind a tick's events.
 #[derive(Debug, Default)]
 pub(crate) struct Taken {
     heartbeats: Vec<HeartbeatDue>,
@@ -100,77 +109,121 @@ impl Deadlines {
 impl State {
     /// Takes the due deadlines off the queues and returns the events a tick at `at_ms` logs:
     /// heartbeat timeouts (R2.4), then retention expiries (R4.5), at most
-    /// [`TICK_EVENTS_MAX`] events naming at most [`TICK_TARGETS_MAX`] list entries (the rest
-    /// wait for the next tick). Mutates only the queues.
+    /// [`TICK_EVENTS_MAX`] events naming at most [`TICK_TARGETS_MAX`] list entries and
+    /// encoding to at most `bytes_budget` bytes (the rest wait for the next tick). Mutates
+    /// only the queues.
     pub(crate) fn take_due(
         &mut self,
         at_ms: u64,
         heartbeat_timeout_ms: u64,
         retention_ms: u64,
-    ) -> (Vec<EventKind>, Taken) {
+        bytes_budget: usize,
+    ) -> Due {
         let floor_ms = self.heartbeat_floor_ms(at_ms);
         let mut events = Vec::new();
         let mut taken = Taken::default();
+        let mut bytes_left = bytes_budget;
         while let Some(&Reverse(due)) = self.deadlines.heartbeats.peek() {
             if due.heartbeat_at_ms.saturating_add(heartbeat_timeout_ms) > at_ms
                 || events.len() >= TICK_EVENTS_MAX
             {
                 break;
             }
-            self.deadlines.heartbeats.pop();
             let user = &self.users[due.user.index()];
-            let Some(session) = user.session(due.device) else { continue };
-            if session.incarnation != due.incarnation {
-                // Stale: the session disconnected (incarnation 0) or reconnected since.
+            let Some(session) = user.session(due.device).filter(|s| s.incarnation == due.incarnation) else {
+                // Stale: the session is gone, disconnected (incarnation 0) or reconnected.
+                self.deadlines.heartbeats.pop();
+                continue;
+            };
+            let heartbeat_at_ms = session.heartbeat_at_ms.max(floor_ms);
+            if heartbeat_at_ms.saturating_add(heartbeat_timeout_ms) > at_ms {
+                // A heartbeat came since the entry was queued: queue it at the real time.
+                self.deadlines.heartbeats.pop();
+                self.deadlines.heartbeats.push(Reverse(HeartbeatDue { heartbeat_at_ms, ..due }));
                 continue;
             }
-            let heartbeat_at_ms = session.heartbeat_at_ms.max(floor_ms);
-            if heartbeat_at_ms.saturating_add(heartbeat_timeout_ms) <= at_ms {
-                events.push(EventKind::SessionDisconnected {
-                    user: self.user_name(due.user).clone(),
-                    device: self.device_name(due.device).clone(),
-                    reason: DisconnectReason::HeartbeatTimeout,
-                });
-                taken.heartbeats.push(due);
-            } else {
-                self.deadlines.heartbeats.push(Reverse(HeartbeatDue { heartbeat_at_ms, ..due }));
+            let event = EventKind::SessionDisconnected {
+                user: self.user_name(due.user).clone(),
+                device: self.device_name(due.device).clone(),
+                reason: DisconnectReason::HeartbeatTimeout,
+            };
+            let bytes = codec::event_bytes_bound(&event);
+            if bytes > bytes_left {
+                break;
             }
+            bytes_left -= bytes;
+            self.deadlines.heartbeats.pop();
+            events.push(event);
+            taken.heartbeats.push(due);
         }
         let mut targets_named = 0;
         while let Some(&Reverse((since, key))) = self.deadlines.retention.peek() {
-            if since.saturating_add(retention_ms) > at_ms
-                || events.len() >= TICK_EVENTS_MAX
-                || targets_named >= TICK_TARGETS_MAX
-            {
+            if since.saturating_add(retention_ms) > at_ms || events.len() >= TICK_EVENTS_MAX {
+                break;
+            }
+            let user = &self.users[key.index()];
+            let real_since = match user.last_online_end_ms() {
+                Some(since) if !user.is_online() && !user.subscriptions().is_empty() => since,
+                // Back ONLINE, or nothing left to expire: the countdown is void.
+                _ => {
+                    self.deadlines.retention.pop();
+                    self.users[key.index()].set_retention_queued(false);
+                    continue;
+                }
+            };
+            if real_since.saturating_add(retention_ms) > at_ms {
+                // The user went offline again later: queue it at the real time.
+                self.deadlines.retention.pop();
+                self.deadlines.retention.push(Reverse((real_since, key)));
+                continue;
+            }
+            // The oldest targets that fit what is left of the batch.
+            let name = self.user_ids.name(key.0).clone();
+            let mut bytes = codec::event_bytes_bound(&EventKind::Unsubscribed {
+                user: name.clone(),
+                targets: Vec::new(),
+                reason: UnsubscribeReason::Expired,
+            });
+            let mut targets = Vec::new();
+            for &t in user.subscriptions() {
+                let target = self.user_ids.name(t.0);
+                bytes += codec::id_bytes_bound(target);
+                if bytes > bytes_left || targets_named + targets.len() >= TICK_TARGETS_MAX {
+                    break;
+                }
+                targets.push(target.clone());
+            }
+            let whole = targets.len() == user.subscriptions().len();
+            if !whole && !events.is_empty() {
+                // It waits for a tick of its own.
+                break;
+            }
+            if targets.is_empty() {
+                break;
+            }
+            bytes_left -= bytes.min(bytes_left);
+            targets_named += targets.len();
+            events.push(EventKind::Unsubscribed { user: name, targets, reason: UnsubscribeReason::Expired });
+            if !whole {
+                // A list too long for one batch of this store: as much of it as fits,
+                // oldest first, now; the user stays queued for the rest.
                 break;
             }
             self.deadlines.retention.pop();
-            let user = &mut self.users[key.index()];
-            user.set_retention_queued(false);
-            if user.is_online() || user.subscriptions().is_empty() {
-                continue;
-            }
-            let Some(real_since) = user.last_online_end_ms() else { continue };
-            if real_since.saturating_add(retention_ms) <= at_ms {
-                let targets: Vec<_> =
-                    user.subscriptions().iter().map(|&t| self.user_ids.name(t.0).clone()).collect();
-                targets_named += targets.len();
-                events.push(EventKind::Unsubscribed {
-                    user: self.user_ids.name(key.0).clone(),
-                    targets,
-                    reason: UnsubscribeReason::Expired,
-                });
-                taken.retention.push((since, key));
-            } else {
-                user.set_retention_queued(true);
-                self.deadlines.retention.push(Reverse((real_since, key)));
-            }
+            self.users[key.index()].set_retention_queued(false);
+            taken.retention.push((since, key));
         }
-        (events, taken)
+        Due { events, taken }
     }
 
     /// Puts back what [`State::take_due`] took, after the store refused the tick's events.
-    pub(crate) fn restore_taken(&mut self, taken: Taken) {
+    pub(crate) fn put_back_due(&mut self, taken: Taken) {
+        if self.recovered_at_ms.is_none() {
+            // The queue was corrected with this tick's time as the recovery time (R8.2),
+            // which the failure leaves unfixed: queue every deadline at its own time again.
+            self.deadlines.rebuild(&mut self.users);
+            return;
+        }
         for due in taken.heartbeats {
             self.deadlines.heartbeats.push(Reverse(due));
         }

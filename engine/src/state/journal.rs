@@ -43,7 +43,7 @@ pub(crate) enum Undo {
     },
     /// The recovery time was fixed by a call of the group (R8.2).
     RecoveryTime,
-    RateCharged {
+    RateLimitedCall {
         user: UserKey,
         api: Api,
         dropped: Option<u64>,
@@ -123,7 +123,7 @@ impl State {
                         s.heartbeat_at_ms = heartbeat_at_ms;
                     }
                 }
-                Undo::RateCharged { user, api, dropped } => self.rate_uncharge(user, api, dropped),
+                Undo::RateLimitedCall { user, api, dropped } => self.rates.uncount(user, api, dropped),
                 Undo::RecoveryTime => self.recovered_at_ms = None,
             }
         }

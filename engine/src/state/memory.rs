@@ -69,9 +69,7 @@ impl State {
                 bytes.users_and_sessions += boxed;
             }
         }
-        bytes.rate_limits =
-            table_bytes(self.rates.capacity(), size_of::<((UserKey, super::Api), Vec<u64>)>())
-                + self.rates.values().map(|w| w.capacity() * size_of::<u64>()).sum::<usize>();
+        bytes.rate_limits = self.rates.heap_bytes();
         bytes
     }
 }

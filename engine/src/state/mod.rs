@@ -6,84 +6,24 @@
 
 mod apply;
 mod deadlines;
+mod interner;
 mod journal;
 mod memory;
+mod rates;
 mod restore;
 
-use std::collections::VecDeque;
-use std::hash::BuildHasher;
 use std::sync::{Arc, OnceLock};
 
-use hashbrown::HashTable;
-use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
+use rustc_hash::{FxBuildHasher, FxHashSet};
 use smallvec::SmallVec;
 
 pub(crate) use deadlines::{Deadlines, HeartbeatDue};
+pub(crate) use interner::Interner;
 pub use memory::HeapBytes;
+pub(crate) use rates::{Api, RateLimits};
 
 use crate::ids::{DeviceId, DeviceKey, UserId, UserKey};
 use crate::status::{GeneralStatus, LastOnline, UserStatus};
-
-/// Strings to dense indexes and back. Nothing is ever removed, so a key stays valid for the
-/// engine's lifetime. Each name is stored once: the hash table holds only the four-byte keys
-/// and compares through `names`.
-#[derive(Debug)]
-pub(crate) struct Interner<T> {
-    keys: HashTable<u32>,
-    names: Vec<T>,
-}
-
-impl<T> Default for Interner<T> {
-    fn default() -> Self {
-        Self { keys: HashTable::new(), names: Vec::new() }
-    }
-}
-
-fn hash_name(name: &str) -> u64 {
-    FxBuildHasher.hash_one(name)
-}
-
-impl<T: AsRef<str> + for<'a> From<&'a str>> Interner<T> {
-    pub(crate) fn get(&self, name: &str) -> Option<u32> {
-        let names = &self.names;
-        self.keys.find(hash_name(name), |&k| names[k as usize].as_ref() == name).copied()
-    }
-
-    /// The key of `name`, adding it if new; the bool says whether it was added.
-    pub(crate) fn intern(&mut self, name: &str) -> (u32, bool) {
-        let hash = hash_name(name);
-        let names = &self.names;
-        if let Some(&key) = self.keys.find(hash, |&k| names[k as usize].as_ref() == name) {
-            return (key, false);
-        }
-        // More than u32::MAX distinct ids cannot fit in memory before this saturates.
-        let key = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
-        self.keys.insert_unique(hash, key, |&k| hash_name(names[k as usize].as_ref()));
-        self.names.push(T::from(name));
-        (key, true)
-    }
-
-    /// Makes room for `more` names without rehashing.
-    pub(crate) fn reserve(&mut self, more: usize) {
-        let names = &self.names;
-        self.keys.reserve(more, |&k| hash_name(names[k as usize].as_ref()));
-        self.names.reserve(more);
-    }
-
-    pub(crate) fn name(&self, key: u32) -> &T {
-        &self.names[key as usize]
-    }
-
-    /// Bytes reserved by the two containers (not the names' own allocations).
-    pub(crate) fn reserved_bytes(&self) -> usize {
-        memory::table_bytes(self.keys.capacity(), std::mem::size_of::<u32>())
-            + self.names.capacity() * std::mem::size_of::<T>()
-    }
-
-    pub(crate) fn names(&self) -> &[T] {
-        &self.names
-    }
-}
 
 /// One device of one user (R2.1). 24 bytes: the connection flag lives in `incarnation`.
 #[derive(Clone, Debug)]
@@ -239,14 +179,6 @@ impl UserState {
     }
 }
 
-/// Which rate-limited API a call is (R6.3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum Api {
-    GetStatus,
-    Subscribe,
-    Unsubscribe,
-}
-
 /// The whole derived state.
 #[derive(Debug, Default)]
 pub(crate) struct State {
@@ -259,8 +191,8 @@ pub(crate) struct State {
     pub device_ids: Interner<DeviceId>,
     pub deadlines: Deadlines,
     next_incarnation: u32,
-    /// Accepted calls per user and API, newest last, at most `rate_limit_calls` (R6.3).
-    rates: FxHashMap<(UserKey, Api), VecDeque<u64>>,
+    /// Accepted calls of the rate-limited APIs (R6.3).
+    pub rates: RateLimits,
     /// Open while a group commit is being decided (see `journal.rs`).
     journal: Option<Vec<journal::Undo>>,
     /// The recovery time of R8.2 once fixed; `None` after an open until a call succeeds. A
@@ -327,43 +259,10 @@ impl State {
         self.next_incarnation
     }
 
-    /// Whether `user` may make another call of `api` at `at_ms` (R6.3): fewer than `calls`
-    /// accepted in `(at_ms - window_ms, at_ms]`.
-    pub(crate) fn rate_allows(
-        &self,
-        user: UserKey,
-        api: Api,
-        at_ms: u64,
-        calls: u32,
-        window_ms: u64,
-    ) -> bool {
-        let Some(accepted) = self.rates.get(&(user, api)) else { return true };
-        // Only the newest `calls` times are kept, so the window holds `calls` accepted calls
-        // exactly when it holds the oldest one kept: O(1).
-        accepted.len() < calls as usize
-            || accepted.front().is_none_or(|&t| t.saturating_add(window_ms) <= at_ms)
-    }
-
-    /// Records an accepted call (R6.3). Keeps only the newest `calls` times: older ones can
-    /// never be in a window that holds `calls` newer ones.
-    pub(crate) fn rate_charge(&mut self, user: UserKey, api: Api, at_ms: u64, calls: u32) {
-        let accepted = self.rates.entry((user, api)).or_default();
-        accepted.push_back(at_ms);
-        let mut dropped = None;
-        while accepted.len() > calls as usize {
-            dropped = accepted.pop_front();
-        }
-        self.record(journal::Undo::RateCharged { user, api, dropped });
-    }
-
-    /// Takes back the newest accepted call (a rolled-back group).
-    fn rate_uncharge(&mut self, user: UserKey, api: Api, dropped: Option<u64>) {
-        if let Some(accepted) = self.rates.get_mut(&(user, api)) {
-            accepted.pop_back();
-            if let Some(at_ms) = dropped {
-                accepted.push_front(at_ms);
-            }
-        }
+    /// Counts an accepted call of a rate-limited API (R6.3). Undone with a group.
+    pub(crate) fn count_rate_limited_call(&mut self, user: UserKey, api: Api, at_ms: u64, calls: u32) {
+        let dropped = self.rates.count(user, api, at_ms, calls);
+        self.record(journal::Undo::RateLimitedCall { user, api, dropped });
     }
 
     /// Sets `h` of a connected session (R2.4): O(1), not logged (R8.2). The deadline queue

@@ -1,0 +1,294 @@
+//! The engine, and the path of one command through it.
+//!
+//! Read this file top to bottom to follow a command: [`Engine::execute`] takes the engine's
+//! time (R1.3), asks [`decide`](crate::decide) whether the command is accepted and which
+//! events it logs (nothing changes yet), appends those events to the [`EventStore`] as one
+//! batch through the [`codec`](crate::codec), and only then applies them to the state
+//! ([`State::apply`](crate::state), the same fold replay uses, R8.1) and works out who must
+//! hear about it ([`fanout`](crate::fanout), R5). A tick takes the same path with the
+//! deadlines that fell due instead of a decision.
+//!
+//! The other jobs live next door: `open.rs` recovers an engine from its store and saves
+//! snapshots, `group.rs` decides many commands into one append (group commit), `reads.rs`
+//! answers the host's direct reads (R6.4).
+
+mod group;
+mod open;
+mod reads;
+
+pub use group::Group;
+pub use open::Recovery;
+pub use reads::{SessionView, Stats, UserView};
+
+use crate::codec;
+use crate::command::{Command, Outcome, Reply};
+use crate::config::Config;
+use crate::decide::{decide, Effect};
+use crate::error::{Error, StoreError, StoreErrorKind};
+use crate::event::{CloseReason, Event, EventKind};
+use crate::fanout::{recipients, Marks};
+use crate::ids::UserKey;
+use crate::limits::TIME_MS_MAX;
+use crate::notice::{Notice, Recipient, StatusNotice};
+use crate::state::State;
+use crate::status::UserStatus;
+use crate::store::EventStore;
+
+/// The synchronous presence engine over an [`EventStore`].
+///
+/// Every call takes the time (`at_ms`) from the caller; the engine never reads a clock
+/// (R1.3). A refused command returns an error and changes nothing (R7.1). See the crate
+/// documentation for an example.
+pub struct Engine<S> {
+    /// Tells this engine's session handles from another's.
+    instance: u32,
+    config: Config,
+    store: S,
+    state: State,
+    recovery: Recovery,
+    /// Fan-out scratch: users already listed as recipients of the notice being built (R5.2).
+    recipient_marks: Marks,
+    /// Users an event of the current command may have changed the status of (R5.1).
+    status_marks: Marks,
+    /// The bytes of the last appended batch, kept so that appends do not allocate.
+    encoded: Vec<u8>,
+}
+
+static NEXT_INSTANCE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+
+/// A session of one engine, for [`Engine::heartbeat`]: see [`Engine::session_handle`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SessionHandle {
+    session: Recipient,
+    engine: u32,
+}
+
+/// Who appends a step's events: the step itself, before it changes anything, or the group
+/// it belongs to, once for every step of the group ([`Group::commit`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Append {
+    Now,
+    ByGroup,
+}
+
+impl<S: EventStore> Engine<S> {
+    /// Executes one command at `at_ms` (R1.3: an earlier time than the latest seen counts as
+    /// the latest). On success its events are in the store and the outcome carries the reply
+    /// and the notices to push. On error nothing changed (R7.1).
+    pub fn execute(&mut self, command: Command, at_ms: u64) -> Result<Outcome, Error> {
+        self.discard_leaked_group();
+        self.command_step(command, at_ms, Append::Now).map(|(outcome, _)| outcome)
+    }
+
+    /// Advances time to `at_ms`: disconnects sessions whose heartbeat is `heartbeat_timeout_ms`
+    /// old (R2.4) and clears subscription lists past retention (R4.5). Costs O(expired), not
+    /// O(sessions). Only ticks expire anything. One tick logs at most one batch that fits the
+    /// store ([`EventStore::batch_bytes_max`]) and the limits of [`TICK_EVENTS_MAX`]
+    /// (crate::TICK_EVENTS_MAX); what else is due waits for the next tick.
+    pub fn tick(&mut self, at_ms: u64) -> Result<Outcome, Error> {
+        self.discard_leaked_group();
+        let bytes_budget = self.store.batch_bytes_max().saturating_sub(codec::BATCH_OVERHEAD_BYTES_MAX);
+        self.tick_step(at_ms, Append::Now, bytes_budget).map(|(outcome, _)| outcome)
+    }
+
+    /// The handle of `user`'s session on `device`, if it exists: for the hot path of a
+    /// connection that sends heartbeats, which can then skip validating and hashing its ids
+    /// ([`Engine::heartbeat`]). The handle names the device, not one connection of it, so it
+    /// stays usable across reconnects; it belongs to this engine, and an engine opened later
+    /// (after a restart) refuses it.
+    pub fn session_handle(&self, user: &str, device: &str) -> Option<SessionHandle> {
+        let (user, s) = self.state.session(user, device)?;
+        Some(SessionHandle { session: Recipient { user, device: s.device }, engine: self.instance })
+    }
+
+    /// A heartbeat by session handle (R2.4): exactly `execute(Command::heartbeat(..), at_ms)`
+    /// for the handle's user and device, O(1) and unlogged (R8.2), without touching the ids'
+    /// strings. Fails with `NotLoggedIn` if the session is missing or disconnected, and with
+    /// `InvalidParameter` for a handle of another engine.
+    pub fn heartbeat(&mut self, handle: SessionHandle, at_ms: u64) -> Result<(), Error> {
+        self.discard_leaked_group();
+        if handle.engine != self.instance {
+            return Err(Error::invalid(
+                "this session handle belongs to another engine (one opened before a restart?): \
+                 get a new one with session_handle",
+            ));
+        }
+        let session = handle.session;
+        let at_ms = self.time(at_ms);
+        let connected = self
+            .state
+            .users
+            .get(session.user.index())
+            .and_then(|u| u.session(session.device))
+            .is_some_and(|s| s.connected());
+        if !connected {
+            return Err(Error::NotLoggedIn("the handle's session is missing or disconnected".into()));
+        }
+        self.apply_and_notify(
+            Reply::Done,
+            Effect::Heartbeat(session.user, session.device),
+            Vec::new(),
+            at_ms,
+        );
+        Ok(())
+    }
+
+    /// Starts a group commit: commands and ticks executed through the [`Group`] are decided
+    /// and applied one after the other, each seeing the ones before, and their events reach
+    /// the store as one batch when the group commits. The runtime uses this to append and
+    /// sync once per turn (R8.3: hand out replies and notices only after the commit).
+    pub fn group(&mut self) -> Group<'_, S> {
+        self.discard_leaked_group();
+        Group::begin(self)
+    }
+
+    /// One command: decide, append (now or by the group), apply and notify.
+    fn command_step(
+        &mut self,
+        command: Command,
+        at_ms: u64,
+        append: Append,
+    ) -> Result<(Outcome, Vec<Event>), Error> {
+        let at_ms = self.time(at_ms);
+        // Validation and the events the command would log, reading the state only (R7.2).
+        let decision = decide(&self.state, &self.config, &command, at_ms)?;
+        let events = at_time(decision.events, at_ms);
+        // A refused append leaves everything as it was (R7.1).
+        if append == Append::Now {
+            self.append_batch(self.state.last_seq + 1, &events)?;
+        }
+        Ok(self.apply_and_notify(decision.reply, decision.effect, events, at_ms))
+    }
+
+    /// One tick: take what is due, append (now or by the group), apply and notify. Its
+    /// events take at most `bytes_budget` bytes encoded.
+    fn tick_step(
+        &mut self,
+        at_ms: u64,
+        append: Append,
+        bytes_budget: usize,
+    ) -> Result<(Outcome, Vec<Event>), Error> {
+        let at_ms = self.time(at_ms);
+        let timeout_ms = self.config.heartbeat_timeout_ms;
+        let retention_ms = self.config.subscription_retention_ms;
+        let due = self.state.take_due(at_ms, timeout_ms, retention_ms, bytes_budget);
+        let events = at_time(due.events, at_ms);
+        match append {
+            Append::Now => {
+                if let Err(e) = self.append_batch(self.state.last_seq + 1, &events) {
+                    self.state.put_back_due(due.taken);
+                    return Err(e);
+                }
+            }
+            // A group that fails to commit rolls back, and its rollback rebuilds both deadline
+            // queues from the restored state, which puts back what this tick took.
+            Append::ByGroup => {}
+        }
+        Ok(self.apply_and_notify(Reply::Done, Effect::None, events, at_ms))
+    }
+
+    /// Applies the events of an accepted step (stored already, or to be stored by its group)
+    /// and the changes that are not logged; returns the outcome and the events.
+    fn apply_and_notify(
+        &mut self,
+        reply: Reply,
+        effect: Effect,
+        events: Vec<Event>,
+        at_ms: u64,
+    ) -> (Outcome, Vec<Event>) {
+        self.state.now_ms = at_ms;
+        self.state.last_seq += events.len() as u64;
+        // Only a call that succeeds fixes the recovery time (R8.2): a refused one changes
+        // nothing (R7.1).
+        self.state.fix_recovery_time(at_ms);
+        match effect {
+            Effect::None => {}
+            Effect::Heartbeat(user, device) => self.state.touch_heartbeat(user, device, at_ms),
+            Effect::CountRateLimitedCall(user, api) => {
+                self.state.count_rate_limited_call(user, api, at_ms, self.config.rate_limit_calls)
+            }
+        }
+        let notices = self.apply_events(&events);
+        (Outcome { reply, notices, events: events.len() }, events)
+    }
+
+    /// Applies a step's events and computes its notices on the state after all of them
+    /// (R5.1, R5.3): one notice per user whose status pair changed, none for a change undone
+    /// within the step, a `kicked` notice per connected session removed by R2.5 (R5.5).
+    fn apply_events(&mut self, events: &[Event]) -> Vec<Notice> {
+        let mut notices = Vec::new();
+        let mut touched: Vec<(UserKey, UserStatus)> = Vec::new();
+        self.status_marks.start(self.state.users.len());
+        for event in events {
+            let before =
+                event.kind.touches_status().then(|| self.state.status_of(event.kind.user().as_str()));
+            if let EventKind::SessionClosed { user, device, reason: CloseReason::Kicked } = &event.kind {
+                if let Some((u, s)) = self.state.session(user.as_str(), device.as_str()) {
+                    if s.connected() {
+                        notices.push(Notice::Kicked(Recipient { user: u, device: s.device }));
+                    }
+                }
+            }
+            let applied = self.state.apply(&event.as_ref());
+            debug_assert!(applied.is_ok(), "decide produced an event apply refuses: {applied:?}");
+            if let Some(before) = before {
+                if let Some(u) = self.state.user_key(event.kind.user().as_str()) {
+                    if self.status_marks.mark(u) {
+                        touched.push((u, before));
+                    }
+                }
+            }
+        }
+        #[cfg(debug_assertions)]
+        for event in events {
+            if let Some(u) = self.state.user_key(event.kind.user()) {
+                self.state.check_invariants(u);
+            }
+        }
+        let friends = self.config.friend_notifications;
+        for (u, before) in touched {
+            let status = self.state.user(u).status();
+            if status == before {
+                continue;
+            }
+            let mut list = Vec::new();
+            recipients(&self.state, u, friends, &mut self.recipient_marks, &mut list);
+            notices.push(Notice::Status(StatusNotice {
+                about: self.state.user_name(u).clone(),
+                status,
+                recipients: list,
+            }));
+        }
+        notices
+    }
+
+    /// A group that was leaked (`mem::forget`) never reached the store: undo it, so that
+    /// the state matches the log again before anything else runs.
+    fn discard_leaked_group(&mut self) {
+        self.state.rollback();
+    }
+
+    /// The time a call at `at_ms` runs at: never before the latest time seen (R1.3), never
+    /// after [`TIME_MS_MAX`].
+    fn time(&self, at_ms: u64) -> u64 {
+        at_ms.min(TIME_MS_MAX).max(self.state.now_ms)
+    }
+
+    /// Encodes `events` as one batch at `first_seq` and appends it. Changes no state.
+    fn append_batch(&mut self, first_seq: u64, events: &[Event]) -> Result<(), Error> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.encoded.clear();
+        codec::encode_batch(first_seq, events, &mut self.encoded)?;
+        let count = u32::try_from(events.len())
+            .map_err(|_| StoreError::new(StoreErrorKind::Contract, "too many events in one batch"))?;
+        self.store.append(first_seq, count, &self.encoded)?;
+        Ok(())
+    }
+}
+
+/// The events of a step, each stamped with the step's time.
+fn at_time(kinds: Vec<EventKind>, at_ms: u64) -> Vec<Event> {
+    kinds.into_iter().map(|kind| Event { at_ms, kind }).collect()
+}

@@ -1,0 +1,165 @@
+//! Opening an engine over a store (recovery, R8.1), and what the next opening starts from:
+//! snapshots and compaction.
+
+use super::Engine;
+use crate::codec;
+use crate::config::Config;
+use crate::error::{Error, StoreError, StoreErrorKind};
+use crate::fanout::Marks;
+use crate::state::State;
+use crate::store::EventStore;
+
+/// What [`Engine::open`] found in the store.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// The snapshot recovery started from (0: none, a full replay).
+    pub snapshot_seq: u64,
+    /// Snapshots that could not be used, newest first, with the reason.
+    pub skipped_snapshots: Vec<(u64, String)>,
+    /// Events replayed after the snapshot.
+    pub events_replayed: u64,
+    /// Batches replayed after the snapshot.
+    pub batches_replayed: u64,
+}
+
+impl<S: EventStore> Engine<S> {
+    /// Opens an engine over `store`, recovering its state: the newest snapshot that decodes
+    /// (older ones are tried next, then a full replay), then the batches after it, checked
+    /// for contiguity (R8.1).
+    ///
+    /// Fails with [`Error::InvalidConfig`] for a bad configuration, or one whose ids are so
+    /// long that one session event would not fit a batch of the store
+    /// ([`EventStore::batch_bytes_max`]); with [`Error::Storage`] naming the sequence number
+    /// for a gap or a corrupt batch. (A command whose events the store refuses as too large
+    /// fails with code 9000 and changes nothing, R7.1.)
+    pub fn open(config: Config, store: S) -> Result<Self, Error> {
+        config.validate()?;
+        let event_bytes = codec::session_event_bytes_bound(&config);
+        let store_bytes = store.batch_bytes_max().saturating_sub(codec::BATCH_OVERHEAD_BYTES_MAX);
+        if event_bytes > store_bytes {
+            return Err(Error::InvalidConfig(format!(
+                "with these id limits one session event may take {event_bytes} bytes, but the store \
+                 takes batches of at most {store_bytes}: lower max_user_id_bytes or max_device_id_bytes"
+            )));
+        }
+        let mut recovery = Recovery::default();
+        let mut state = restore_newest_snapshot(&store, &mut recovery)?.unwrap_or_default();
+        state.deadlines.paused = true;
+        replay(&store, &mut state, &mut recovery)?;
+        state.deadlines.paused = false;
+        state.deadlines.rebuild(&mut state.users);
+        Ok(Self {
+            instance: super::NEXT_INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            config,
+            store,
+            state,
+            recovery,
+            recipient_marks: Marks::default(),
+            status_marks: Marks::default(),
+            encoded: Vec::new(),
+        })
+    }
+
+    /// Saves a snapshot of the current state to the store and returns the sequence number
+    /// it covers.
+    pub fn snapshot(&mut self) -> Result<u64, Error> {
+        // The log the snapshot covers must be durable before the snapshot is: a snapshot
+        // ahead of the log could not be recovered from.
+        self.store.sync()?;
+        let bytes = codec::encode_snapshot_wire(&self.state.to_wire())?;
+        self.store.save_snapshot(self.state.last_seq, &bytes)?;
+        Ok(self.state.last_seq)
+    }
+
+    /// Removes from the store the batches the newest snapshot covers (and older snapshots).
+    /// Does nothing without a snapshot.
+    pub fn compact(&mut self) -> Result<(), Error> {
+        if let Some(&newest) = self.store.snapshots()?.last() {
+            self.store.compact(newest)?;
+        }
+        Ok(())
+    }
+
+    /// Makes everything appended so far durable ([`EventStore::sync`]).
+    pub fn sync(&mut self) -> Result<(), Error> {
+        Ok(self.store.sync()?)
+    }
+}
+
+/// The state of the newest snapshot that can be used, or `None` (a full replay); the ones
+/// that cannot are listed in `recovery` with the reason.
+fn restore_newest_snapshot<S: EventStore>(
+    store: &S,
+    recovery: &mut Recovery,
+) -> Result<Option<State>, Error> {
+    for seq in store.snapshots()?.into_iter().rev() {
+        let restored = match store.load_snapshot(seq)? {
+            None => Err("listed but missing".to_string()),
+            Some(bytes) => codec::decode_snapshot_wire(&bytes).map_err(|e| e.to_string()).and_then(|wire| {
+                match wire.last_seq == seq {
+                    true => State::from_wire(&wire),
+                    false => Err(format!("it says it covers {} events", wire.last_seq)),
+                }
+            }),
+        };
+        match restored {
+            Ok(state) => {
+                recovery.snapshot_seq = seq;
+                return Ok(Some(state));
+            }
+            Err(reason) => recovery.skipped_snapshots.push((seq, reason)),
+        }
+    }
+    Ok(None)
+}
+
+/// Folds the store's batches after `state.last_seq` into `state`, checking contiguity.
+fn replay<S: EventStore>(store: &S, state: &mut State, recovery: &mut Recovery) -> Result<(), Error> {
+    let mut expected = state.last_seq + 1;
+    for batch in store.read_from(expected)? {
+        let batch = batch?;
+        if batch.first_seq > expected {
+            return Err(StoreError::corrupt(format!(
+                "events {expected}..{} are missing from the log (compacted without a usable snapshot?)",
+                batch.first_seq
+            ))
+            .into());
+        }
+        // Name where the batch is stored: a bad version byte or a short header says nothing
+        // about its sequence number itself.
+        let (header, events) = codec::decode_batch_ref(&batch.bytes).map_err(|e| {
+            StoreError::with_source(e.kind(), format!("batch stored at sequence {}", batch.first_seq), e)
+        })?;
+        if header.first_seq != batch.first_seq || header.count != batch.count {
+            return Err(StoreError::corrupt(format!(
+                "batch stored at sequence {} says it starts at {} with {} events",
+                batch.first_seq, header.first_seq, header.count
+            ))
+            .into());
+        }
+        for (seq, event) in (batch.first_seq..).zip(&events) {
+            if seq < expected {
+                continue;
+            }
+            state
+                .apply(event)
+                .map_err(|why| StoreError::corrupt(format!("event {seq} does not fit the state: {why}")))?;
+            state.last_seq = seq;
+            expected = seq + 1;
+            recovery.events_replayed += 1;
+        }
+        recovery.batches_replayed += 1;
+    }
+    if store.next_seq() != expected {
+        return Err(StoreError::new(
+            StoreErrorKind::Corrupt,
+            format!(
+                "the store ends at sequence {} but its log ends at {}",
+                store.next_seq().saturating_sub(1),
+                expected - 1
+            ),
+        )
+        .into());
+    }
+    Ok(())
+}

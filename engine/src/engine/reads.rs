@@ -1,0 +1,212 @@
+//! The host's direct reads (R6.4, R6.5): any user's status, sessions, lists and friends,
+//! with no session, gate or rate limit, and totals for operators.
+
+use super::Engine;
+use crate::command::Outcome;
+use crate::config::Config;
+use crate::ids::{DeviceId, UserId, UserKey};
+use crate::notice::{self, Delivery, Names, Recipient};
+use crate::snapshot::LogicalState;
+use crate::state::HeapBytes;
+use crate::status::{LastOnline, UserStatus};
+use crate::store::EventStore;
+
+use super::Recovery;
+
+/// One session as the host's direct read shows it (R6.4).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionView {
+    /// The device.
+    pub device: DeviceId,
+    /// Connected or disconnected (R2.1).
+    pub connected: bool,
+    /// When it was created or last reconnected (R2.5).
+    pub login_at_ms: u64,
+    /// Its last heartbeat (or login, or the recovery time, R8.2).
+    pub heartbeat_at_ms: u64,
+}
+
+/// Everything the host may read about one user (R6.4, R6.5).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserView {
+    /// The user.
+    pub user: UserId,
+    /// Its status (R2.3, R3).
+    pub status: UserStatus,
+    /// When it was last `ONLINE` (R6.5).
+    pub last_online: LastOnline,
+    /// Its sessions, sorted by device.
+    pub sessions: Vec<SessionView>,
+    /// Its subscription list, oldest first (R4.2).
+    pub subscriptions: Vec<UserId>,
+    /// How many users' lists hold it.
+    pub subscriber_count: usize,
+    /// Its friends, sorted (R5.4).
+    pub friends: Vec<UserId>,
+}
+
+/// Totals over the whole state, for operators.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Users the engine knows of (interned), including subscription targets never seen.
+    pub users: usize,
+    /// Connected sessions.
+    pub sessions_connected: usize,
+    /// Disconnected sessions.
+    pub sessions_disconnected: usize,
+    /// Entries in all subscription lists.
+    pub subscriptions: usize,
+    /// Friendships (each pair once).
+    pub friendships: usize,
+}
+
+impl<S: EventStore> Engine<S> {
+    /// The status of any user; `UNLOGINED` for one never seen (R1.2). No session, gate or
+    /// rate limit (R6.4).
+    pub fn status(&self, user: &str) -> UserStatus {
+        self.state.status_of(user)
+    }
+
+    /// When `user` was last `ONLINE` (R6.5).
+    pub fn last_online(&self, user: &str) -> LastOnline {
+        self.state.user_by_id(user).map_or(LastOnline::Never, |u| u.last_online())
+    }
+
+    /// The sessions of `user`, sorted by device.
+    pub fn sessions(&self, user: &str) -> Vec<SessionView> {
+        let Some(u) = self.state.user_by_id(user) else { return Vec::new() };
+        let mut list: Vec<SessionView> = u
+            .sessions
+            .iter()
+            .map(|s| SessionView {
+                device: self.state.device_name(s.device).clone(),
+                connected: s.connected(),
+                login_at_ms: s.login_at_ms,
+                // A connected session's heartbeat is raised to the recovery time once that
+                // is fixed (R8.2); a disconnected one kept its own when it disconnected.
+                heartbeat_at_ms: match (s.connected(), self.state.recovered_at_ms) {
+                    (true, Some(recovered_at_ms)) => s.heartbeat_at_ms.max(recovered_at_ms),
+                    _ => s.heartbeat_at_ms,
+                },
+            })
+            .collect();
+        list.sort_by(|a, b| a.device.cmp(&b.device));
+        list
+    }
+
+    /// The subscription list of `user`, oldest first (R4.2).
+    pub fn subscriptions(&self, user: &str) -> Vec<UserId> {
+        let Some(u) = self.state.user_by_id(user) else { return Vec::new() };
+        u.subscriptions().iter().map(|&t| self.state.user_name(t).clone()).collect()
+    }
+
+    /// How many users' lists hold `user`.
+    pub fn subscriber_count(&self, user: &str) -> usize {
+        self.state.user_by_id(user).map_or(0, |u| u.subscribers().len())
+    }
+
+    /// The friends of `user`, sorted (R5.4).
+    pub fn friends(&self, user: &str) -> Vec<UserId> {
+        let Some(u) = self.state.user_by_id(user) else { return Vec::new() };
+        let mut list: Vec<UserId> = u.friends().iter().map(|&f| self.state.user_name(f).clone()).collect();
+        list.sort();
+        list
+    }
+
+    /// All of the above for one user at once.
+    pub fn user(&self, user: &str) -> UserView {
+        UserView {
+            user: UserId::from(user),
+            status: self.status(user),
+            last_online: self.last_online(user),
+            sessions: self.sessions(user),
+            subscriptions: self.subscriptions(user),
+            subscriber_count: self.subscriber_count(user),
+            friends: self.friends(user),
+        }
+    }
+
+    /// Totals over the whole state.
+    pub fn stats(&self) -> Stats {
+        let (connected, disconnected) = self.state.session_counts();
+        let users = &self.state.users;
+        Stats {
+            users: users.len(),
+            sessions_connected: connected,
+            sessions_disconnected: disconnected,
+            subscriptions: users.iter().map(|u| u.subscriptions().len()).sum(),
+            friendships: users.iter().map(|u| u.friends().len()).sum::<usize>() / 2,
+        }
+    }
+
+    /// An estimate of the heap the state holds, from its containers' capacities.
+    pub fn heap_bytes(&self) -> HeapBytes {
+        self.state.heap_bytes()
+    }
+
+    /// The ids of every user the engine knows of, in no particular order.
+    pub fn user_ids(&self) -> impl Iterator<Item = &UserId> + '_ {
+        (0..self.state.users.len()).map(|i| self.state.user_name(UserKey(i as u32)))
+    }
+
+    /// The state as the log defines it, canonically ordered: equal for two engines that
+    /// answer every read alike, and what a snapshot holds (R8.1).
+    pub fn logical_state(&self) -> LogicalState {
+        self.state.logical()
+    }
+
+    /// A resolver for recipient handles that borrows only the name tables.
+    pub fn names(&self) -> Names<'_> {
+        Names::new(&self.state.user_ids, &self.state.device_ids)
+    }
+
+    /// The names behind a notice's recipient handle.
+    ///
+    /// # Panics
+    /// If `recipient` did not come from a notice of this engine.
+    pub fn resolve(&self, recipient: Recipient) -> (&UserId, &DeviceId) {
+        self.names().resolve(recipient)
+    }
+
+    /// Every single delivery of `outcome`'s notices, with names resolved.
+    pub fn deliveries<'a>(&'a self, outcome: &'a Outcome) -> impl Iterator<Item = Delivery<'a>> + 'a {
+        notice::deliveries(&outcome.notices, self.names())
+    }
+
+    /// The latest time the engine has seen (R1.3).
+    pub fn now_ms(&self) -> u64 {
+        self.state.now_ms
+    }
+
+    /// The sequence number of the last event in the log (0: none).
+    pub fn last_seq(&self) -> u64 {
+        self.state.last_seq
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// What recovery found when the engine was opened.
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
+    /// The store, for reading.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Closes the engine and hands the store back (unsynced appends stay as they are; call
+    /// [`Engine::sync`] first for durability).
+    pub fn into_store(self) -> S {
+        self.store
+    }
+
+    /// Queued heartbeat deadlines (live and stale), for memory reports and tests of the
+    /// O(1) heartbeat claim.
+    pub fn queued_heartbeat_deadlines(&self) -> usize {
+        self.state.deadlines.heartbeat_len()
+    }
+}
