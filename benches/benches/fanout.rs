@@ -1,6 +1,6 @@
 //! Fan-out: one status change of a user with N subscribers, each with one connected device;
 //! elements = notices produced (deliveries). And fan-out 10 with subscribers spread over
-//! 1 000 000 users, where every notice is a cache miss (DESIGN.md performance bars).
+//! 1 000 000 users, where every notice is a cache miss (docs/DESIGN.md, performance bars).
 #![allow(missing_docs)] // criterion_group! generates undocumented functions.
 
 use std::hint::black_box;

@@ -2,7 +2,7 @@
 //!
 //! Prints `FILE:LINE: expected ..., got ...` for every failure and closes with
 //! `N passed, M failed`. Exit status: 0 when none failed, 1 when one failed, 2 when a trace
-//! could not be read or parsed (TRACE-FORMAT.md).
+//! could not be read or parsed (docs/TRACE-FORMAT.md).
 
 use std::io::Write;
 use std::path::PathBuf;

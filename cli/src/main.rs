@@ -23,7 +23,7 @@ struct Cli {
 /// The subcommands.
 #[derive(Subcommand, Debug)]
 enum Commands {
-    /// Run conformance traces (TRACE-FORMAT.md) against the engine.
+    /// Run conformance traces (docs/TRACE-FORMAT.md) against the engine.
     Conform(conform::Args),
     /// Run a simulated load through the runtime on a sled store and print what happened.
     Simulate(simulate::Args),

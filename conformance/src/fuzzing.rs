@@ -442,7 +442,7 @@ fn open_store(snapshot: Option<&[u8]>, batch: Option<&[u8]>) {
         // A state too large to snapshot is a clear error, not a property violation.
         Err(_) => return,
     };
-    if let Err(e) = crate::lockstep::compare_states(
+    if let Err(e) = crate::observe::compare_states(
         "state from the engine's own snapshot",
         &reopened.logical_state(),
         &live,

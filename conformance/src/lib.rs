@@ -1,6 +1,6 @@
 //! The conformance suite of the presence engine: a reference model of SPEC.md, the engine and
 //! the model in lockstep for model-based tests, and the runner of conformance traces
-//! (TRACE-FORMAT.md).
+//! (docs/TRACE-FORMAT.md).
 //!
 //! - [`model::Model`]: SPEC.md written as plainly as possible (maps, vectors, linear scans),
 //!   sharing no logic with the engine, so a bug must be written twice to hide.
@@ -31,8 +31,10 @@
 pub mod fuzzing;
 pub mod lockstep;
 pub mod model;
+pub mod observe;
 pub mod subject;
 pub mod trace;
 
 pub use model::Model;
-pub use subject::{EngineSubject, FlatNotice, Refusal, Response, Subject};
+pub use observe::{FlatNotice, Refusal, Response};
+pub use subject::{EngineSubject, Subject};

@@ -30,11 +30,12 @@
 use std::collections::BTreeSet;
 use std::fmt::Debug;
 
-use presence_engine::{Command, Config, Engine, EventStore, GeneralStatus, LastOnline, LogicalState};
+use presence_engine::{Command, Config, Engine, EventStore, GeneralStatus, LastOnline};
 use presence_storage_mem::MemStore;
 
 use crate::model::Model;
-use crate::subject::{response_of, FlatNotice, Refusal, Response};
+use crate::observe::{compare_states, FlatNotice, Refusal, Response};
+use crate::subject::response_of;
 
 /// One step of a lockstep run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -373,17 +374,4 @@ fn compare<T: PartialEq + Debug>(what: &str, engine: &T, model: &T) -> Result<()
         return Err(format!("{what} differ:\n  engine: {engine:?}\n  model:  {model:?}"));
     }
     Ok(())
-}
-
-/// Compares two logical states, naming the first user that differs.
-pub fn compare_states(what: &str, got: &LogicalState, want: &LogicalState) -> Result<(), String> {
-    if got == want {
-        return Ok(());
-    }
-    for (g, w) in got.users.iter().zip(&want.users) {
-        if g != w {
-            return Err(format!("{what} differs:\n  got:  {g:?}\n  want: {w:?}"));
-        }
-    }
-    Err(format!("{what} differs in its users:\n  got:  {:?}\n  want: {:?}", got.users, want.users))
 }

@@ -1,4 +1,4 @@
-//! Group commit (DESIGN.md): many commands decided in sequence, appended as one batch; a
+//! Group commit (docs/DESIGN.md): many commands decided in sequence, appended as one batch; a
 //! failed append rolls every one of them back (R7.1, R8.1, R8.3).
 
 use presence_engine::{Command, Config, Engine, EventStore, GeneralStatus};

@@ -1,5 +1,5 @@
 //! The runtime thread: group commit, ticks from a manual clock, shutdown, store failures,
-//! sink panics and many senders (DESIGN.md: runtime; R2.4, R7.1, R8.3).
+//! sink panics and many senders (docs/DESIGN.md: the runtime; R2.4, R7.1, R8.3).
 
 use std::thread;
 

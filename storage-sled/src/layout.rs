@@ -4,6 +4,8 @@
 use presence_engine::codec::{self, BatchHeader};
 use presence_engine::{StoreError, StoreErrorKind};
 
+use crate::fsync::DurableFiles;
+
 /// The tree holding one entry per appended batch: key the batch's first sequence number
 /// (8 bytes, big-endian, so sled's byte order is sequence order), value the codec's bytes.
 pub const BATCHES_TREE: &str = "batches";
@@ -84,4 +86,60 @@ pub(crate) fn parse_u64_value(value: &[u8], key: &[u8]) -> Result<u64, StoreErro
         ))
     })?;
     Ok(u64::from_be_bytes(bytes))
+}
+
+/// The database and its three trees: what the store and its recovery both work on.
+#[derive(Debug)]
+pub(crate) struct Trees {
+    pub db: sled::Db,
+    pub batches: sled::Tree,
+    pub snapshots: sled::Tree,
+    pub meta: sled::Tree,
+    /// What a durable flush syncs beyond sled's own flush (`None` for a temporary store or
+    /// without `OpenOptions::fsync`).
+    pub files: Option<DurableFiles>,
+}
+
+impl Trees {
+    /// Opens the three trees of `db`.
+    pub(crate) fn open(db: sled::Db, files: Option<DurableFiles>) -> Result<Self, StoreError> {
+        let batches = db.open_tree(BATCHES_TREE).map_err(sled_err("open the batches tree"))?;
+        let snapshots = db.open_tree(SNAPSHOTS_TREE).map_err(sled_err("open the snapshots tree"))?;
+        let meta = db.open_tree(META_TREE).map_err(sled_err("open the meta tree"))?;
+        Ok(Self { db, batches, snapshots, meta, files })
+    }
+
+    /// Flushes everything written so far to disk: sled's `flush()`, then the syncs it
+    /// leaves out (see `fsync.rs`).
+    pub(crate) fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map_err(sled_err("flush to disk"))?;
+        match &self.files {
+            Some(files) => files.sync(),
+            None => Ok(()),
+        }
+    }
+
+    /// The compaction floor: `next_seq` as it was when batches were last removed (0: never).
+    pub(crate) fn next_seq_floor(&self) -> Result<u64, StoreError> {
+        match self.meta.get(META_NEXT_SEQ_FLOOR).map_err(sled_err("read the meta tree"))? {
+            None => Ok(0),
+            Some(value) => parse_u64_value(&value, META_NEXT_SEQ_FLOOR),
+        }
+    }
+
+    pub(crate) fn set_next_seq_floor(&self, floor: u64) -> Result<(), StoreError> {
+        self.meta
+            .insert(META_NEXT_SEQ_FLOOR, &floor.to_be_bytes())
+            .map(|_| ())
+            .map_err(sled_err("write the meta tree"))
+    }
+
+    /// The sequence numbers of the stored snapshots, oldest first.
+    pub(crate) fn snapshot_seqs(&self) -> Result<Vec<u64>, StoreError> {
+        self.snapshots
+            .iter()
+            .keys()
+            .map(|key| parse_seq_key(&key.map_err(sled_err("list snapshots"))?, SNAPSHOTS_TREE))
+            .collect()
+    }
 }

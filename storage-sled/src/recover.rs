@@ -4,12 +4,11 @@
 use std::fmt;
 
 use presence_engine::codec;
-use presence_engine::{EventStore, StoreError, StoreErrorKind};
+use presence_engine::{StoreError, StoreErrorKind};
 
 use crate::layout::{
-    parse_seq_key, sled_err, stored_header, BATCHES_TREE, META_FORMAT_VERSION, STORE_FORMAT_VERSION,
+    parse_seq_key, sled_err, stored_header, Trees, BATCHES_TREE, META_FORMAT_VERSION, STORE_FORMAT_VERSION,
 };
-use crate::store::SledStore;
 
 /// What a repair found and dropped. Empty when the store was sound or opened without
 /// [`OpenOptions::repair`](crate::OpenOptions::repair).
@@ -67,7 +66,7 @@ impl fmt::Display for RepairReport {
 }
 
 /// Checks the store's format version, writing this build's into a new, empty store.
-pub(crate) fn check_format_version(store: &SledStore) -> Result<(), StoreError> {
+pub(crate) fn check_format_version(store: &Trees) -> Result<(), StoreError> {
     let stored = store.meta.get(META_FORMAT_VERSION).map_err(sled_err("read the meta tree"))?;
     match stored.as_deref() {
         Some([version]) if *version == STORE_FORMAT_VERSION => Ok(()),
@@ -102,7 +101,7 @@ pub(crate) fn check_format_version(store: &SledStore) -> Result<(), StoreError> 
 /// `next_seq` of an opened store: one past the newest batch, or the compaction floor when
 /// that is higher. The newest batch is checked whole (header, checksum, events), since a
 /// crash tears the tail if anything.
-pub(crate) fn find_next_seq(store: &SledStore) -> Result<u64, StoreError> {
+pub(crate) fn find_next_seq(store: &Trees) -> Result<u64, StoreError> {
     let floor = store.next_seq_floor()?.max(1);
     let Some((key, value)) = store.batches.last().map_err(sled_err("read the log"))? else {
         return Ok(floor);
@@ -142,7 +141,7 @@ fn check_batch(key: &[u8], value: &[u8], expected: Option<u64>) -> Result<u64, (
 /// Checks every batch in order; deletes the first bad one and all after it (newest first, so
 /// a crash midway leaves a shorter bad tail that the next repair finishes), and sets the
 /// compaction floor to where the log now continues.
-pub(crate) fn repair(store: &SledStore) -> Result<RepairReport, StoreError> {
+pub(crate) fn repair(store: &Trees) -> Result<RepairReport, StoreError> {
     let mut report = RepairReport::default();
     let mut expected: Option<u64> = None;
     let mut bad: Vec<sled::IVec> = Vec::new();
@@ -173,7 +172,7 @@ pub(crate) fn repair(store: &SledStore) -> Result<RepairReport, StoreError> {
     // Where the log continues: after the last sound batch, else at the first dropped batch
     // (the events before it were compacted), and never inside the newest snapshot.
     let continues_at = expected.or_else(|| report.dropped.first().and_then(|d| d.first_seq)).unwrap_or(1);
-    let after_snapshot = store.snapshots()?.last().map_or(1, |&s| s.saturating_add(1));
+    let after_snapshot = store.snapshot_seqs()?.last().map_or(1, |&s| s.saturating_add(1));
     for key in bad.iter().rev() {
         store.batches.remove(key).map_err(sled_err("drop a bad batch"))?;
     }

@@ -7,10 +7,7 @@ use std::time::{Duration, Instant};
 use presence_engine::{check_contiguous, EventStore, StoreError, StoreErrorKind, StoredBatch};
 
 use crate::fsync::DurableFiles;
-use crate::layout::{
-    parse_seq_key, parse_u64_value, seq_key, sled_err, sled_error, stored_header, BATCHES_TREE,
-    META_NEXT_SEQ_FLOOR, META_TREE, SNAPSHOTS_TREE,
-};
+use crate::layout::{parse_seq_key, seq_key, sled_err, sled_error, stored_header, Trees, BATCHES_TREE};
 use crate::options::{Durability, OpenOptions};
 use crate::recover::{self, RepairReport};
 
@@ -24,16 +21,10 @@ use crate::recover::{self, RepairReport};
 /// dropped), then fails with [`StoreErrorKind::Io`].
 #[derive(Debug)]
 pub struct SledStore {
-    db: sled::Db,
-    pub(crate) batches: sled::Tree,
-    pub(crate) snapshots: sled::Tree,
-    pub(crate) meta: sled::Tree,
+    trees: Trees,
     durability: Durability,
     next_seq: u64,
     path: Option<PathBuf>,
-    /// What a durable flush syncs beyond sled's own flush (`None` for a temporary store or
-    /// without [`OpenOptions::fsync`]).
-    files: Option<DurableFiles>,
 }
 
 impl SledStore {
@@ -75,30 +66,18 @@ impl SledStore {
         let config =
             config.flush_every_ms(options.flush_every_ms).cache_capacity(options.cache_capacity_bytes);
         let db = open_db(&config, path.as_deref())?;
-        let batches = db.open_tree(BATCHES_TREE).map_err(sled_err("open the batches tree"))?;
-        let snapshots = db.open_tree(SNAPSHOTS_TREE).map_err(sled_err("open the snapshots tree"))?;
-        let meta = db.open_tree(META_TREE).map_err(sled_err("open the meta tree"))?;
         let files = match options.fsync {
             true => path.as_deref().map(DurableFiles::open).transpose()?,
             false => None,
         };
-        let mut store = SledStore {
-            db,
-            batches,
-            snapshots,
-            meta,
-            durability: options.durability,
-            next_seq: 1,
-            path,
-            files,
-        };
-        recover::check_format_version(&store)?;
+        let trees = Trees::open(db, files)?;
+        recover::check_format_version(&trees)?;
         let report = match options.repair {
-            true => recover::repair(&store)?,
+            true => recover::repair(&trees)?,
             false => RepairReport::default(),
         };
-        store.next_seq = recover::find_next_seq(&store)?;
-        Ok((store, report))
+        let next_seq = recover::find_next_seq(&trees)?;
+        Ok((SledStore { trees, durability: options.durability, next_seq, path }, report))
     }
 
     /// The directory the store lives in (`None` for a [temporary](SledStore::temporary) one).
@@ -113,12 +92,12 @@ impl SledStore {
 
     /// The bytes sled's files take on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        self.db.size_on_disk().map_err(sled_err("measure its size on disk"))
+        self.trees.db.size_on_disk().map_err(sled_err("measure its size on disk"))
     }
 
     /// How many batches the log holds (an O(batches) scan).
     pub fn batch_count(&self) -> u64 {
-        self.batches.iter().keys().count() as u64
+        self.trees.batches.iter().keys().count() as u64
     }
 
     /// Flushes everything written so far to disk, whatever the [`Durability`]: sled's
@@ -126,26 +105,7 @@ impl SledStore {
     /// file and an fsync of new blob files, which sled 0.34 leaves out: its flush survives a
     /// process crash, not a power loss.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map_err(sled_err("flush to disk"))?;
-        match &self.files {
-            Some(files) => files.sync(),
-            None => Ok(()),
-        }
-    }
-
-    /// The compaction floor: `next_seq` as it was when batches were last removed (0: never).
-    pub(crate) fn next_seq_floor(&self) -> Result<u64, StoreError> {
-        match self.meta.get(META_NEXT_SEQ_FLOOR).map_err(sled_err("read the meta tree"))? {
-            None => Ok(0),
-            Some(value) => parse_u64_value(&value, META_NEXT_SEQ_FLOOR),
-        }
-    }
-
-    pub(crate) fn set_next_seq_floor(&self, floor: u64) -> Result<(), StoreError> {
-        self.meta
-            .insert(META_NEXT_SEQ_FLOOR, &floor.to_be_bytes())
-            .map(|_| ())
-            .map_err(sled_err("write the meta tree"))
+        self.trees.flush()
     }
 
     fn stored_batch(key: &[u8], value: &[u8]) -> Result<StoredBatch, StoreError> {
@@ -214,12 +174,12 @@ impl EventStore for SledStore {
             }
         }
         let key = seq_key(first_seq);
-        self.batches.insert(key, bytes).map_err(sled_err("append a batch"))?;
+        self.trees.batches.insert(key, bytes).map_err(sled_err("append a batch"))?;
         if self.durability.flushes_on_append() {
             if let Err(e) = self.flush() {
                 // The batch may or may not reach the disk; `next_seq` stays put, so the
                 // caller's retry at the same sequence number overwrites this key.
-                let _ = self.batches.remove(key);
+                let _ = self.trees.batches.remove(key);
                 return Err(e);
             }
         }
@@ -239,11 +199,11 @@ impl EventStore for SledStore {
         from_seq: u64,
     ) -> Result<Box<dyn Iterator<Item = Result<StoredBatch, StoreError>> + '_>, StoreError> {
         // The batch holding `from_seq` is the last one keyed at or before it.
-        let start = match self.batches.range(..=seq_key(from_seq)).next_back() {
+        let start = match self.trees.batches.range(..=seq_key(from_seq)).next_back() {
             None => 0,
             Some(item) => parse_seq_key(&item.map_err(sled_err("read the log"))?.0, BATCHES_TREE)?,
         };
-        let batches = self.batches.range(seq_key(start)..).filter_map(move |item| {
+        let batches = self.trees.batches.range(seq_key(start)..).filter_map(move |item| {
             let batch = item
                 .map_err(sled_err("read the log"))
                 .and_then(|(key, value)| SledStore::stored_batch(&key, &value));
@@ -258,24 +218,20 @@ impl EventStore for SledStore {
     /// Stores the snapshot and flushes (in every mode). On error it is not listed.
     fn save_snapshot(&mut self, last_seq: u64, bytes: &[u8]) -> Result<(), StoreError> {
         let key = seq_key(last_seq);
-        self.snapshots.insert(key, bytes).map_err(sled_err("save a snapshot"))?;
+        self.trees.snapshots.insert(key, bytes).map_err(sled_err("save a snapshot"))?;
         if let Err(e) = self.flush() {
-            let _ = self.snapshots.remove(key);
+            let _ = self.trees.snapshots.remove(key);
             return Err(e);
         }
         Ok(())
     }
 
     fn snapshots(&self) -> Result<Vec<u64>, StoreError> {
-        self.snapshots
-            .iter()
-            .keys()
-            .map(|key| parse_seq_key(&key.map_err(sled_err("list snapshots"))?, SNAPSHOTS_TREE))
-            .collect()
+        self.trees.snapshot_seqs()
     }
 
     fn load_snapshot(&self, last_seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        let value = self.snapshots.get(seq_key(last_seq)).map_err(sled_err("load a snapshot"))?;
+        let value = self.trees.snapshots.get(seq_key(last_seq)).map_err(sled_err("load a snapshot"))?;
         Ok(value.map(|v| v.to_vec()))
     }
 
@@ -297,17 +253,17 @@ impl EventStore for SledStore {
                 format!("compaction up to {upto_seq} without a snapshot covering it would lose events"),
             ));
         }
-        if self.next_seq_floor()? < self.next_seq {
-            self.set_next_seq_floor(self.next_seq)?;
+        if self.trees.next_seq_floor()? < self.next_seq {
+            self.trees.set_next_seq_floor(self.next_seq)?;
         }
-        for key in self.snapshots.range(..seq_key(upto_seq)).keys() {
+        for key in self.trees.snapshots.range(..seq_key(upto_seq)).keys() {
             let key = key.map_err(sled_err("list snapshots"))?;
-            self.snapshots.remove(key).map_err(sled_err("remove an old snapshot"))?;
+            self.trees.snapshots.remove(key).map_err(sled_err("remove an old snapshot"))?;
         }
         self.flush()?;
         // A batch is covered when the next one (or the end of the log) starts at or before
         // `upto_seq + 1`; keys alone tell, so a damaged value cannot stop a compaction.
-        let mut keys = self.batches.iter().keys();
+        let mut keys = self.trees.batches.iter().keys();
         let mut current = keys.next().transpose().map_err(sled_err("read the log"))?;
         while let Some(key) = current {
             let next = keys.next().transpose().map_err(sled_err("read the log"))?;
@@ -318,7 +274,7 @@ impl EventStore for SledStore {
             if next_first > upto_seq.saturating_add(1) {
                 break;
             }
-            self.batches.remove(&key).map_err(sled_err("remove a compacted batch"))?;
+            self.trees.batches.remove(&key).map_err(sled_err("remove a compacted batch"))?;
             current = next;
         }
         self.flush()

@@ -4,7 +4,7 @@
 use presence_engine::{Command, Edition, TargetStatus, UserId};
 
 use super::{Api, Call, Model, Session, User};
-use crate::subject::{FlatNotice, Refusal};
+use crate::observe::{FlatNotice, Refusal};
 
 const INVALID_PARAMETER: u32 = 6017;
 const NOT_LOGGED_IN: u32 = 6014;

@@ -21,6 +21,7 @@
 //! ```
 
 mod commands;
+mod subject;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -29,7 +30,7 @@ use presence_engine::{
     UserStatus,
 };
 
-use crate::subject::{FlatNotice, Refusal, Response};
+use crate::observe::{FlatNotice, Refusal, Response};
 
 /// The latest time there is (docs/SPEC.md, R1.3): a later `at` counts as this one.
 const TIME_MS_MAX: u64 = u64::MAX - 1;

@@ -1,4 +1,4 @@
-//! The conformance trace runner of TRACE-FORMAT.md.
+//! The conformance trace runner of docs/TRACE-FORMAT.md.
 //!
 //! A trace is a file of JSON lines: an optional configuration, then commands, each followed
 //! by expectations about it, and checks of the state. [`run_paths`] runs every trace found
@@ -55,7 +55,7 @@ impl Target {
         }
     }
 
-    /// The storage backends this build has: the runner's default (TRACE-FORMAT.md: every
+    /// The storage backends this build has: the runner's default (docs/TRACE-FORMAT.md: every
     /// backend).
     pub fn stores() -> &'static [Target] {
         &[Target::Mem, Target::Sled]

@@ -1,9 +1,9 @@
-//! Reading a trace (TRACE-FORMAT.md) into a [`Trace`]. Never panics, whatever the text.
+//! Reading a trace (docs/TRACE-FORMAT.md) into a [`Trace`]. Never panics, whatever the text.
 
 use presence_engine::{Command, Config, GeneralStatus, TargetStatus, UserId, UserStatus};
 use serde_json::{Map, Value};
 
-use crate::subject::FlatNotice;
+use crate::observe::FlatNotice;
 
 /// A parsed trace: its configuration and its commands and checks, each with its line number.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -4,7 +4,8 @@ use presence_engine::{TargetStatus, UserStatus};
 use serde_json::json;
 
 use super::parse::{Check, Expectation, Item, Op, Trace};
-use crate::subject::{FlatNotice, Refusal, Response, Subject};
+use crate::observe::{FlatNotice, Refusal, Response};
+use crate::subject::Subject;
 
 /// One expectation or check that did not hold: `FILE:LINE: expected ..., got ...`.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -83,8 +83,8 @@ impl<S: EventStore> Engine<S> {
     /// Advances time to `at_ms`: disconnects sessions whose heartbeat is `heartbeat_timeout_ms`
     /// old (R2.4) and clears subscription lists past retention (R4.5). Costs O(expired), not
     /// O(sessions). Only ticks expire anything. One tick logs at most one batch that fits the
-    /// store ([`EventStore::batch_bytes_max`]) and the limits of [`TICK_EVENTS_MAX`]
-    /// (crate::TICK_EVENTS_MAX); what else is due waits for the next tick.
+    /// store ([`EventStore::batch_bytes_max`]) and the limits of
+    /// [`TICK_EVENTS_MAX`](crate::TICK_EVENTS_MAX); what else is due waits for the next tick.
     pub fn tick(&mut self, at_ms: u64) -> Result<Outcome, Error> {
         self.discard_leaked_group();
         let bytes_budget = self.store.batch_bytes_max().saturating_sub(codec::BATCH_OVERHEAD_BYTES_MAX);

@@ -1,5 +1,5 @@
 //! A thread that owns an [`Engine`] and its store, for hosts that talk to it from many
-//! threads (DESIGN.md: runtime). The only module of the crate with threads or a clock.
+//! threads (docs/DESIGN.md: group commit and the runtime). The only module of the crate with threads or a clock.
 //!
 //! Each turn the thread takes up to [`RuntimeConfig::max_batch`] queued commands, decides
 //! and applies them in order as one [`Group`](crate::Group) with a tick at the turn's time,

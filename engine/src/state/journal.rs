@@ -1,7 +1,7 @@
 //! The undo journal of a group commit.
 //!
 //! A group decides and applies many commands before their events reach the store in one
-//! append (DESIGN.md: group commit). If that append fails, the state must be exactly as it
+//! append (docs/DESIGN.md: group commit). If that append fails, the state must be exactly as it
 //! was before the group (R7.1): while a group is open, every change records how to undo it,
 //! and a rollback plays the journal backwards. Outside a group nothing is recorded.
 

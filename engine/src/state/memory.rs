@@ -1,5 +1,5 @@
 //! An estimate of the heap the state holds, from the capacities of its containers, for the
-//! memory figures of `presence simulate` (DESIGN.md: bytes per session and per subscription).
+//! memory figures of `presence simulate` (docs/DESIGN.md, performance bars: bytes per session and per subscription).
 //! It counts what the containers reserve, not allocator overhead.
 
 use std::mem::size_of;

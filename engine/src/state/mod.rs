@@ -301,7 +301,7 @@ impl State {
         (connected, total - connected)
     }
 
-    /// Checks the invariants around one user (STYLE.md: assert the invariants): R3.3, no
+    /// Checks the invariants around one user (docs/STYLE.md: assert the invariants): R3.3, no
     /// self-subscription, the reverse index agreeing with the lists both ways, mutual
     /// friendship, one session per device. Debug builds run it for every user an applied
     /// event touches, so every test checks them for free.
