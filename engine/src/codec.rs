@@ -25,6 +25,7 @@ use crate::error::{StoreError, StoreErrorKind};
 use crate::event::{Event, EventKind, EventRef};
 use crate::ids::UserId;
 pub use crate::limits::{BATCH_BYTES_MAX, SNAPSHOT_BYTES_MAX};
+use crate::limits::{DECODE_BYTES_PER_PAYLOAD_BYTE_MAX, DECODE_SLACK_BYTES_MAX};
 use crate::snapshot::{Snapshot, SnapshotWire};
 
 /// The format version written by this build. Version 1 is the only one so far; a decoder
@@ -193,12 +194,13 @@ fn batch_header_and_crc(bytes: &[u8]) -> Result<(BatchHeader, u32), StoreError> 
 }
 
 /// How much a decode of `payload` may allocate: never more than `max`, and never more than
-/// a generous multiple of the payload itself. A real value takes at most about eight times
-/// its encoded size in memory (a one-byte varint becomes a `u64`), so 32 times plus 64 KiB
-/// never refuses good data, while a 20-byte payload that claims a 2 GiB string is refused
-/// before anything is allocated.
+/// a generous multiple of the payload itself (see the limits).
 fn allocation_budget(payload: &[u8], max: usize) -> usize {
-    payload.len().saturating_mul(32).saturating_add(64 << 10).min(max)
+    payload
+        .len()
+        .saturating_mul(DECODE_BYTES_PER_PAYLOAD_BYTE_MAX)
+        .saturating_add(DECODE_SLACK_BYTES_MAX)
+        .min(max)
 }
 
 /// Decodes with the smallest fixed limit (bincode's limits are constants) that covers

@@ -28,10 +28,21 @@ pub const TICK_TARGETS_MAX: usize = 1 << 20;
 /// may be, so that a configuration cannot ask the engine to hold unbounded strings or lists.
 pub const CONFIG_LIMIT_MAX: u32 = 1 << 20;
 
+/// The most bytes a decode may allocate for each byte of its input, besides
+/// [`DECODE_SLACK_BYTES_MAX`]. A real value takes at most about eight times its encoded size
+/// in memory (a one-byte varint becomes a `u64`), so 32 times never refuses good data, while
+/// a 20-byte payload that claims a 2 GiB string is refused before anything is allocated.
+pub(crate) const DECODE_BYTES_PER_PAYLOAD_BYTE_MAX: usize = 32;
+
+/// What any decode may allocate on top of [`DECODE_BYTES_PER_PAYLOAD_BYTE_MAX`] per byte.
+pub(crate) const DECODE_SLACK_BYTES_MAX: usize = 64 << 10;
+
 // A tick's batch must fit the codec's batch limit with ids of ordinary size (a tick also
 // stops early, by its encoded size, when a store accepts less).
 const _: () = assert!(TICK_EVENTS_MAX * 64 < BATCH_BYTES_MAX);
 const _: () = assert!(TICK_TARGETS_MAX * 32 < BATCH_BYTES_MAX);
+// Whatever a batch of the largest size decodes to is within the decode limit's reach.
+const _: () = assert!(DECODE_SLACK_BYTES_MAX < BATCH_BYTES_MAX);
 // A snapshot may hold far more than a batch.
 const _: () = assert!(BATCH_BYTES_MAX < SNAPSHOT_BYTES_MAX);
 // Time never reaches u64::MAX, the "never" marker of last-online times.

@@ -97,10 +97,16 @@ impl SnapshotWire {
         extra.sort();
         extra.dedup();
         ids.extend(extra);
+        // Every id a record names is in `ids` by construction (the records, then every other
+        // target and friend), and every device in `devices`: a lookup that fails is a bug
+        // here, not bad input, so it is asserted rather than turned into an error.
         let index = |id: &UserId| -> u32 {
             let found = match records.binary_search_by(|r| r.user.cmp(id)) {
                 Ok(i) => i,
-                Err(_) => records.len() + ids[records.len()..].binary_search(id).unwrap_or(0),
+                Err(_) => match ids[records.len()..].binary_search(id) {
+                    Ok(i) => records.len() + i,
+                    Err(_) => unreachable!("{id} is named by a record but missing from the id table"),
+                },
             };
             found as u32
         };
@@ -108,7 +114,10 @@ impl SnapshotWire {
             records.iter().flat_map(|r| r.sessions.iter().map(|s| s.device.clone())).collect();
         devices.sort();
         devices.dedup();
-        let device = |d: &DeviceId| devices.binary_search(d).unwrap_or(0) as u32;
+        let device = |d: &DeviceId| match devices.binary_search(d) {
+            Ok(i) => i as u32,
+            Err(_) => unreachable!("device {d} is used by a session but missing from the device table"),
+        };
         let users = records
             .iter()
             .map(|r| UserWire {
