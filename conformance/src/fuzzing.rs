@@ -40,6 +40,8 @@ const BAD_USERS: &[&str] = &["", "e\u{7}", "eeeee", "éé"];
 const DEVICES: &[&str] = &["p", "q", "r"];
 const BAD_DEVICES: &[&str] = &["", "\n", "ssss"];
 const CUSTOMS: &[&str] = &["", "x", "y", "xy", "héé", "\u{0}"];
+/// Connection owners (R8.5), one of them invalid (a control character).
+const OWNERS: &[&str] = &["gw1", "gw2", "bad\u{1}"];
 
 /// Runs a configuration and a step list drawn from `data` on the engine over a
 /// [`FaultyStore<MemStore>`] and on the model in lockstep, and panics with the step and the
@@ -61,11 +63,16 @@ pub fn commands(data: &[u8]) {
     run.allow_store_failures(true);
     let mut clock_ms = 0u64;
     let mut done = Vec::new();
+    // Whether an append may fail now: a reopening that disconnects (R8.4) must append, and
+    // an engine that cannot open loses its store, so it is drawn only when none can fail.
+    let mut faults_armed = false;
     while !input.is_empty() && done.len() < MAX_STEPS {
         let Ok(drawn) = step(&mut input, &mut clock_ms) else { break };
         let step = match drawn {
+            Drawn::Step(Step::ReopenDisconnecting { .. }) if faults_armed => Step::Reopen,
             Drawn::Step(step) => step,
             Drawn::Faults(fault) => {
+                faults_armed = !matches!(fault, Fault::FailAppends(false));
                 fault.apply(&faults);
                 done.push(format!("{fault:?}"));
                 continue;
@@ -198,7 +205,8 @@ fn step(input: &mut Unstructured, clock_ms: &mut u64) -> ArbitraryResult<Drawn> 
         0..=199 => Step::Execute { command: command(input)?, at_ms },
         200..=239 => Step::Tick { at_ms },
         240..=244 => Step::Snapshot { compact: input.arbitrary()? },
-        245..=249 => Step::Reopen,
+        245..=248 => Step::Reopen,
+        249 => Step::ReopenDisconnecting { at_ms },
         250..=252 => return Ok(Drawn::Faults(Fault::FailAppends(true))),
         253 => return Ok(Drawn::Faults(Fault::FailAppends(false))),
         _ => return Ok(Drawn::Faults(Fault::FailAfterAppends(input.int_in_range(0..=8)?))),
@@ -237,7 +245,12 @@ fn targets(input: &mut Unstructured) -> ArbitraryResult<Vec<UserId>> {
 /// Any command, login-heavy so that sessions exist (the weights of the property tests).
 fn command(input: &mut Unstructured) -> ArbitraryResult<Command> {
     let (u, d) = (user(input)?, device(input)?);
-    Ok(match input.int_in_range(0..=24u8)? {
+    Ok(match input.int_in_range(0..=26u8)? {
+        25 => Command::login_with_owner(u, d, *input.choose(OWNERS)?),
+        26 => match input.arbitrary()? {
+            true => Command::disconnect_owner(*input.choose(OWNERS)?),
+            false => Command::disconnect_all(),
+        },
         0..=4 => Command::login(u, d),
         5 => Command::logout(u, d),
         6..=7 => Command::disconnect(u, d),
@@ -344,15 +357,25 @@ fn event_round_trip(bytes: &[u8]) {
     assert_eq!(again, event, "an event changed through encode and decode");
 }
 
-/// A batch that decodes must re-encode to bytes that decode to the same header and events.
+/// A batch that decodes must re-encode (in the current format: an older one is upcast) to
+/// bytes that decode to the same sequence numbers, events and outbox.
 fn batch_round_trip(bytes: &[u8]) {
     let Ok((header, events)) = codec::decode_batch(bytes) else { return };
+    let outbox =
+        codec::decode_outbox(bytes).unwrap_or_else(|e| panic!("a batch decoded but its outbox not: {e}"));
     let mut encoded = Vec::new();
-    codec::encode_batch(header.first_seq, &events, &mut encoded)
+    codec::encode_batch_with_outbox(header.first_seq, &events, &outbox, &mut encoded)
         .unwrap_or_else(|e| panic!("a batch decoded but does not encode: {e}\n{events:?}"));
-    let again =
+    let (again, again_events) =
         codec::decode_batch(&encoded).unwrap_or_else(|e| panic!("a re-encoded batch does not decode: {e}"));
-    assert_eq!(again, (header, events), "a batch changed through encode and decode");
+    assert_eq!(again.version, codec::FORMAT_VERSION, "a batch is re-encoded in the current format");
+    assert_eq!(
+        (again.first_seq, again.count, again_events),
+        (header.first_seq, header.count, events),
+        "a batch changed through encode and decode"
+    );
+    let again_outbox = codec::decode_outbox(&encoded).unwrap_or_else(|e| panic!("a re-encoded outbox: {e}"));
+    assert_eq!(again_outbox, outbox, "an outbox changed through encode and decode");
 }
 
 /// A snapshot that decodes must re-encode to bytes that decode to the same snapshot.

@@ -59,6 +59,12 @@ pub enum Step {
     },
     /// The engine is closed and reopened from its store (R8.1, R8.2).
     Reopen,
+    /// The engine is closed and reopened from its store, disconnecting every restored session
+    /// at `at_ms` (R8.4).
+    ReopenDisconnecting {
+        /// The time of the restart.
+        at_ms: u64,
+    },
 }
 
 /// The engine over a store and the model, driven by the same steps.
@@ -147,6 +153,14 @@ impl<S: EventStore> Lockstep<S> {
                 compare_states("state after reopening", &reopened.logical_state(), &live)?;
                 self.engine = Some(reopened);
                 self.model.reopen();
+                Vec::new()
+            }
+            Step::ReopenDisconnecting { at_ms } => {
+                let engine = self.engine.take().ok_or("the engine was lost by a failed reopen")?;
+                let reopened = crate::subject::reopen(engine, Some(*at_ms))
+                    .map_err(|e| format!("reopen disconnecting failed: {e}"))?;
+                self.engine = Some(reopened);
+                self.model.restart(Some(*at_ms));
                 Vec::new()
             }
         };

@@ -6,7 +6,7 @@
 use std::cmp::Ordering;
 use std::fmt;
 
-use presence_engine::{Delivery, GeneralStatus, LogicalState, TargetStatus};
+use presence_engine::{Cause, Delivery, GeneralStatus, LogicalState, Names, Notice, Reply, TargetStatus};
 
 /// One notice for one device, with owned names: the flat view traces and tests compare.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -23,6 +23,11 @@ pub enum FlatNotice {
         status: GeneralStatus,
         /// Its new custom status.
         custom: String,
+        /// Its version (R5.6): `None` where a trace leaves it out (any version matches) or
+        /// an implementation does not report one.
+        version: Option<u64>,
+        /// Why it changed (R5.7), where stated or reported, as `version`.
+        cause: Option<Cause>,
     },
     /// Tell `to`'s `device` that its session was kicked (R2.5, R5.5).
     Kicked {
@@ -34,15 +39,43 @@ pub enum FlatNotice {
 }
 
 impl FlatNotice {
-    /// The owned copy of one of the engine's deliveries.
+    /// Every delivery of the engine's `notices`, with names resolved, versions and causes.
+    pub fn from_notices(notices: &[Notice], names: Names<'_>) -> Vec<FlatNotice> {
+        let mut flat = Vec::new();
+        for notice in notices {
+            match notice {
+                Notice::Status(n) => flat.extend(n.recipients.iter().map(|&r| {
+                    let (to, device) = names.resolve(r);
+                    FlatNotice::Status {
+                        to: to.to_string(),
+                        device: device.to_string(),
+                        about: n.about.to_string(),
+                        status: n.status.general,
+                        custom: n.status.custom.to_string(),
+                        version: Some(n.version),
+                        cause: Some(n.cause.clone()),
+                    }
+                })),
+                Notice::Kicked(r) => {
+                    let (to, device) = names.resolve(*r);
+                    flat.push(FlatNotice::Kicked { to: to.to_string(), device: device.to_string() });
+                }
+            }
+        }
+        flat
+    }
+
+    /// The owned copy of one of the engine's deliveries (which carry no cause).
     pub fn from_delivery(delivery: &Delivery<'_>) -> Self {
         match delivery {
-            Delivery::Status { to, device, about, status } => FlatNotice::Status {
+            Delivery::Status { to, device, about, status, version } => FlatNotice::Status {
                 to: to.to_string(),
                 device: device.to_string(),
                 about: about.to_string(),
                 status: status.general,
                 custom: status.custom.to_string(),
+                version: Some(*version),
+                cause: None,
             },
             Delivery::Kicked { to, device } => {
                 FlatNotice::Kicked { to: to.to_string(), device: device.to_string() }
@@ -57,14 +90,55 @@ impl FlatNotice {
         }
     }
 
-    fn key(&self) -> (&str, &str, u8, &str, u8, &str) {
-        match self {
-            FlatNotice::Status { to, device, about, status, custom } => {
-                (to, device, 0, about, status.code(), custom)
+    /// Whether `got` is this notice, where this one leaves its version or cause out (as a trace
+    /// may) any version or cause matching.
+    pub fn matches(&self, got: &FlatNotice) -> bool {
+        match (self, got) {
+            (
+                FlatNotice::Status { to, device, about, status, custom, version, cause },
+                FlatNotice::Status {
+                    to: got_to,
+                    device: got_device,
+                    about: got_about,
+                    status: got_status,
+                    custom: got_custom,
+                    version: got_version,
+                    cause: got_cause,
+                },
+            ) => {
+                (to, device, about, status, custom) == (got_to, got_device, got_about, got_status, got_custom)
+                    && version.is_none_or(|v| *got_version == Some(v))
+                    && cause.as_ref().is_none_or(|c| got_cause.as_ref() == Some(c))
             }
-            FlatNotice::Kicked { to, device } => (to, device, 1, "", 0, ""),
+            (FlatNotice::Kicked { .. }, FlatNotice::Kicked { .. }) => self == got,
+            _ => false,
         }
     }
+
+    fn key(&self) -> (&str, &str, u8, &str, u8, &str, Option<u64>) {
+        match self {
+            FlatNotice::Status { to, device, about, status, custom, version, .. } => {
+                (to, device, 0, about, status.code(), custom, *version)
+            }
+            FlatNotice::Kicked { to, device } => (to, device, 1, "", 0, "", None),
+        }
+    }
+}
+
+/// Whether `got` is the multiset `want`, each wanted notice matched by a different one got
+/// ([`FlatNotice::matches`]: what `want` leaves out is not compared).
+pub fn notices_match(want: &[FlatNotice], got: &[FlatNotice]) -> bool {
+    if want.len() != got.len() {
+        return false;
+    }
+    let mut used = vec![false; got.len()];
+    want.iter().all(|w| match (0..got.len()).find(|&i| !used[i] && w.matches(&got[i])) {
+        Some(i) => {
+            used[i] = true;
+            true
+        }
+        None => false,
+    })
 }
 
 impl PartialOrd for FlatNotice {
@@ -76,7 +150,13 @@ impl PartialOrd for FlatNotice {
 impl Ord for FlatNotice {
     /// By recipient, then status notices before kicks, then by content.
     fn cmp(&self, other: &Self) -> Ordering {
-        self.key().cmp(&other.key())
+        self.key().cmp(&other.key()).then_with(|| match (self, other) {
+            (FlatNotice::Status { cause: a, .. }, FlatNotice::Status { cause: b, .. }) => {
+                let name = |c: &Option<Cause>| c.as_ref().map(|c| (c.kind.name(), c.device.clone()));
+                name(a).cmp(&name(b))
+            }
+            _ => Ordering::Equal,
+        })
     }
 }
 
@@ -85,15 +165,33 @@ impl fmt::Display for FlatNotice {
     /// pasted into a trace.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let json = match self {
-            FlatNotice::Status { to, device, about, status, custom } => serde_json::json!({
-                "to": to, "device": device, "about": about, "status": status.name(), "custom": custom,
-            }),
+            FlatNotice::Status { to, device, about, status, custom, version, cause } => {
+                let mut json = serde_json::json!({
+                    "to": to, "device": device, "about": about, "status": status.name(), "custom": custom,
+                });
+                if let Some(version) = version {
+                    json["version"] = (*version).into();
+                }
+                if let Some(cause) = cause {
+                    json["cause"] = cause_json(cause);
+                }
+                json
+            }
             FlatNotice::Kicked { to, device } => {
                 serde_json::json!({"to": to, "device": device, "kicked": true})
             }
         };
         write!(f, "{json}")
     }
+}
+
+/// A cause as a trace writes it: `{"kind": "login", "device": "phone"}`.
+pub fn cause_json(cause: &Cause) -> serde_json::Value {
+    let mut json = serde_json::json!({"kind": cause.kind.name()});
+    if let Some(device) = &cause.device {
+        json["device"] = device.as_str().into();
+    }
+    json
 }
 
 /// The result of a command (or tick) that succeeded.
@@ -105,6 +203,22 @@ pub struct Response {
     /// Every delivery of the notices, sorted ([`FlatNotice`]'s order); the same notice to the
     /// same device twice would show twice.
     pub notices: Vec<FlatNotice>,
+    /// How many sessions a `disconnect_sessions` disconnected (R8.5); `None` for every other
+    /// command.
+    pub disconnected: Option<usize>,
+}
+
+impl Response {
+    /// The response to a command that replied `reply` and produced `notices` (sorted here).
+    pub fn new(reply: Reply, mut notices: Vec<FlatNotice>) -> Self {
+        notices.sort();
+        let (statuses, disconnected) = match reply {
+            Reply::Done => (None, None),
+            Reply::Statuses(list) => (Some(list), None),
+            Reply::Disconnected { sessions, .. } => (None, Some(sessions)),
+        };
+        Response { statuses, notices, disconnected }
+    }
 }
 
 /// A refused command: the numeric code of SPEC.md R7.1 and a message.

@@ -2,7 +2,10 @@
 //! engine over any store ([`EngineSubject`]) and by the reference model (next to it, in
 //! `model/`).
 
-use presence_engine::{Command, Config, Engine, EventStore, Outcome, SessionView, UserId, UserStatus};
+use presence_engine::{
+    Command, Config, Engine, EngineOptions, EventStore, Outcome, RestoredSessions, SessionView, UserId,
+    UserStatus,
+};
 
 use crate::observe::{compare_states, FlatNotice, Refusal, Response};
 
@@ -22,6 +25,10 @@ pub trait Subject {
     fn subscriptions(&self, user: &str) -> Vec<UserId>;
     /// The friends of `user`, sorted (R5.4).
     fn friends(&self, user: &str) -> Vec<UserId>;
+    /// Stops and starts again over what was stored (R8.2): with `Some(at_ms)`, every restored
+    /// session is disconnected at that time before anything else (R8.4). Only a storage
+    /// failure can refuse it.
+    fn restart(&mut self, disconnect_at_ms: Option<u64>) -> Result<(), Refusal>;
     /// After the last command: rebuilds the state from the event log alone and says how it
     /// differs from the live state, if it does (R8.1). A subject without a log returns `Ok`.
     fn finish(self) -> Result<(), String>
@@ -31,64 +38,88 @@ pub trait Subject {
 
 /// The engine over a store, as a [`Subject`].
 pub struct EngineSubject<S> {
-    engine: Engine<S>,
+    /// `None` only after a restart whose reopening failed: the store went with it.
+    engine: Option<Engine<S>>,
 }
 
 impl<S: EventStore> EngineSubject<S> {
     /// Opens an engine with `config` over `store`.
     pub fn open(config: Config, store: S) -> Result<Self, Refusal> {
-        Ok(Self { engine: Engine::open(config, store)? })
+        Ok(Self { engine: Some(Engine::open(config, store)?) })
     }
 
-    /// The engine.
-    pub fn engine(&self) -> &Engine<S> {
-        &self.engine
+    /// The engine (`None` after a failed restart).
+    pub fn engine(&self) -> Option<&Engine<S>> {
+        self.engine.as_ref()
     }
+
+    fn live(&mut self) -> Result<&mut Engine<S>, Refusal> {
+        self.engine.as_mut().ok_or_else(lost)
+    }
+}
+
+fn lost() -> Refusal {
+    Refusal { code: 9000, message: "the engine was lost when a restart failed to reopen its store".into() }
+}
+
+/// Closes `engine` and opens it again over its store (R8.2), keeping its sessions or
+/// disconnecting them at `disconnect_at_ms` (R8.4).
+pub fn reopen<S: EventStore>(engine: Engine<S>, disconnect_at_ms: Option<u64>) -> Result<Engine<S>, Refusal> {
+    let restored_sessions = match disconnect_at_ms {
+        Some(at_ms) => RestoredSessions::Disconnect { at_ms },
+        None => RestoredSessions::Keep,
+    };
+    let options = EngineOptions { restored_sessions, ..EngineOptions::default() };
+    let config = engine.config().clone();
+    Ok(Engine::open_with(config, engine.into_store(), options)?)
 }
 
 /// The engine's outcome as a [`Response`]: the reply's statuses and every delivery, sorted.
 pub fn response_of<S: EventStore>(engine: &Engine<S>, outcome: &Outcome) -> Response {
-    let statuses = match &outcome.reply {
-        presence_engine::Reply::Statuses(list) => Some(list.clone()),
-        presence_engine::Reply::Done => None,
-    };
-    let mut notices: Vec<FlatNotice> =
-        engine.deliveries(outcome).map(|d| FlatNotice::from_delivery(&d)).collect();
-    notices.sort();
-    Response { statuses, notices }
+    let notices = FlatNotice::from_notices(&outcome.notices, engine.names());
+    Response::new(outcome.reply.clone(), notices)
 }
 
 impl<S: EventStore> Subject for EngineSubject<S> {
     fn execute(&mut self, command: Command, at_ms: u64) -> Result<Response, Refusal> {
-        let outcome = self.engine.execute(command, at_ms)?;
-        Ok(response_of(&self.engine, &outcome))
+        let engine = self.live()?;
+        let outcome = engine.execute(command, at_ms)?;
+        Ok(response_of(engine, &outcome))
     }
 
     fn tick(&mut self, at_ms: u64) -> Result<Response, Refusal> {
-        let outcome = self.engine.tick(at_ms)?;
-        Ok(response_of(&self.engine, &outcome))
+        let engine = self.live()?;
+        let outcome = engine.tick(at_ms)?;
+        Ok(response_of(engine, &outcome))
     }
 
     fn status(&self, user: &str) -> UserStatus {
-        self.engine.status(user)
+        self.engine.as_ref().map_or_else(UserStatus::unlogined, |e| e.status(user))
     }
 
     fn sessions(&self, user: &str) -> Vec<SessionView> {
-        self.engine.sessions(user)
+        self.engine.as_ref().map(|e| e.sessions(user)).unwrap_or_default()
     }
 
     fn subscriptions(&self, user: &str) -> Vec<UserId> {
-        self.engine.subscriptions(user)
+        self.engine.as_ref().map(|e| e.subscriptions(user)).unwrap_or_default()
     }
 
     fn friends(&self, user: &str) -> Vec<UserId> {
-        self.engine.friends(user)
+        self.engine.as_ref().map(|e| e.friends(user)).unwrap_or_default()
+    }
+
+    fn restart(&mut self, disconnect_at_ms: Option<u64>) -> Result<(), Refusal> {
+        let engine = self.engine.take().ok_or_else(lost)?;
+        self.engine = Some(reopen(engine, disconnect_at_ms)?);
+        Ok(())
     }
 
     fn finish(self) -> Result<(), String> {
-        let live = self.engine.logical_state();
-        let config = self.engine.config().clone();
-        let reopened = Engine::open(config, self.engine.into_store())
+        let engine = self.engine.ok_or_else(|| lost().message)?;
+        let live = engine.logical_state();
+        let config = engine.config().clone();
+        let reopened = Engine::open(config, engine.into_store())
             .map_err(|e| format!("reopening the store failed: {e}"))?;
         compare_states("state rebuilt from the log", &reopened.logical_state(), &live)
     }

@@ -13,9 +13,9 @@ fn show(engine: &Engine<MemStore>, at_ms: u64, what: &str, outcome: &Outcome) {
     }
     for delivery in engine.deliveries(outcome) {
         match delivery {
-            Delivery::Status { to, device, about, status } => {
+            Delivery::Status { to, device, about, status, version } => {
                 println!(
-                    "{:>16} tell {to}/{device}: {about} is {} {:?}",
+                    "{:>16} tell {to}/{device}: {about} is {} {:?} (version {version})",
                     "notice", status.general, &*status.custom
                 )
             }

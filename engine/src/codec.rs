@@ -13,25 +13,39 @@
 //! | 8 | first sequence number |
 //! | 4 | event count |
 //! | 4 | CRC-32 (IEEE) of the payload |
-//! | rest | payload: bincode standard encoding of `Vec<Event>` |
+//! | rest | payload: bincode standard encoding of `Vec<Event>`, then (format 2) the outbox |
 //!
-//! Snapshot layout: version byte, CRC-32 of the payload, payload (bincode of [`Snapshot`]).
+//! The outbox lists the status changes the batch caused (user, status, version, cause), so
+//! that a reader of the log learns them without folding the state (docs/FORMAT.md); replay
+//! ignores it, and a batch written without one holds an empty list.
+//!
+//! Snapshot layout: version byte, CRC-32 of the payload, payload (bincode of the snapshot in
+//! its indexed form). Format 1, written before status versions and session owners, is still
+//! read: its events have no owner and no device for a custom status, its snapshots no
+//! versions (docs/FORMAT.md says how each is upcast).
 
 use bincode::config::{Configuration, Limit, LittleEndian, Varint};
 use serde::{de::DeserializeOwned, Serialize};
 
+use crate::change::{Cause, CauseKind, StatusChange};
 use crate::config::Config;
 use crate::error::{StoreError, StoreErrorKind};
+use crate::event::legacy::EventRefV1;
 use crate::event::{Event, EventKind, EventRef};
-use crate::ids::UserId;
+use crate::ids::{DeviceId, UserId};
 pub use crate::limits::{BATCH_BYTES_MAX, SNAPSHOT_BYTES_MAX};
 use crate::limits::{DECODE_BYTES_PER_PAYLOAD_BYTE_MAX, DECODE_SLACK_BYTES_MAX};
+use crate::snapshot::legacy::SnapshotWireV1;
 use crate::snapshot::{Snapshot, SnapshotWire};
+use crate::status::{GeneralStatus, UserStatus};
 
-/// The format version written by this build. Version 1 is the only one so far; a decoder
-/// meeting a higher one refuses it with [`StoreErrorKind::UnsupportedVersion`], and a future
-/// version 2 decoder upcasts version 1 payloads here.
-pub const FORMAT_VERSION: u8 = 1;
+/// The format version written by this build: 2 (session owners, the device of a custom
+/// status, status versions in snapshots, the outbox). Version 1 is read and upcast; a decoder
+/// meeting a higher one refuses it with [`StoreErrorKind::UnsupportedVersion`].
+pub const FORMAT_VERSION: u8 = 2;
+
+/// The oldest format version this build reads.
+pub const FORMAT_VERSION_MIN: u8 = 1;
 
 // Where each field of a batch header starts (see the layout above).
 const VERSION_AT: usize = 0;
@@ -58,11 +72,16 @@ const VARINT_BYTES_MAX: usize = 9;
 
 /// What a batch adds to its events' own bytes, at most: the header and the length of the
 /// event list.
-pub const BATCH_OVERHEAD_BYTES_MAX: usize = BATCH_HEADER_BYTES + VARINT_BYTES_MAX;
+pub const BATCH_OVERHEAD_BYTES_MAX: usize = BATCH_HEADER_BYTES + 2 * VARINT_BYTES_MAX;
 
 /// An upper bound of the bytes one id (or other string) takes in an encoded event.
 pub(crate) fn id_bytes_bound(id: &str) -> usize {
     VARINT_BYTES_MAX + id.len()
+}
+
+/// An upper bound of the bytes an optional string takes (a tag byte, then the string).
+fn option_bytes_bound(id: Option<&str>) -> usize {
+    1 + id.map_or(0, id_bytes_bound)
 }
 
 /// An upper bound of the bytes `kind` takes in a batch (with its time): what the engine uses
@@ -71,10 +90,14 @@ pub fn event_bytes_bound(kind: &EventKind) -> usize {
     let list = |ids: &[UserId]| VARINT_BYTES_MAX + ids.iter().map(|t| id_bytes_bound(t)).sum::<usize>();
     EVENT_FIXED_BYTES_MAX
         + match kind {
-            EventKind::SessionOpened { user, device }
-            | EventKind::SessionDisconnected { user, device, .. }
+            EventKind::SessionOpened { user, device, owner } => {
+                id_bytes_bound(user) + id_bytes_bound(device) + option_bytes_bound(owner.as_deref())
+            }
+            EventKind::SessionDisconnected { user, device, .. }
             | EventKind::SessionClosed { user, device, .. } => id_bytes_bound(user) + id_bytes_bound(device),
-            EventKind::CustomStatusSet { user, custom } => id_bytes_bound(user) + id_bytes_bound(custom),
+            EventKind::CustomStatusSet { user, custom, device } => {
+                id_bytes_bound(user) + id_bytes_bound(custom) + option_bytes_bound(device.as_deref())
+            }
             EventKind::Subscribed { user, targets } | EventKind::Unsubscribed { user, targets, .. } => {
                 id_bytes_bound(user) + list(targets)
             }
@@ -82,6 +105,15 @@ pub fn event_bytes_bound(kind: &EventKind) -> usize {
                 id_bytes_bound(user) + id_bytes_bound(friend)
             }
         }
+}
+
+/// An upper bound of the bytes one status change takes in a batch's outbox.
+pub(crate) fn change_bytes_bound(change: &StatusChange) -> usize {
+    let device = change.cause.device.as_deref();
+    id_bytes_bound(&change.user)
+        + id_bytes_bound(&change.status.custom)
+        + option_bytes_bound(device)
+        + 4 * VARINT_BYTES_MAX
 }
 
 /// What an event takes besides its ids, at most: its time, its variant's number and a
@@ -94,9 +126,11 @@ const EVENT_FIXED_BYTES_MAX: usize = 3 * VARINT_BYTES_MAX;
 /// ([`Engine::open`](crate::Engine::open) checks it).
 pub fn session_event_bytes_bound(config: &Config) -> usize {
     EVENT_FIXED_BYTES_MAX
-        + 2 * VARINT_BYTES_MAX
+        + 3 * VARINT_BYTES_MAX
+        + 1
         + config.max_user_id_bytes as usize
         + config.max_device_id_bytes as usize
+        + crate::limits::OWNER_BYTES_MAX
 }
 
 type Plain = Configuration<LittleEndian, Varint>;
@@ -126,8 +160,20 @@ fn encode_payload(value: &impl Serialize, out: &mut Vec<u8>) -> Result<(), Store
         .map_err(|e| StoreError::with_source(StoreErrorKind::Contract, "cannot encode", e))
 }
 
-/// Encodes `events` as one batch starting at `first_seq`, appending to `out`.
+/// Encodes `events` as one batch starting at `first_seq`, with an empty outbox, appending
+/// to `out`.
 pub fn encode_batch(first_seq: u64, events: &[Event], out: &mut Vec<u8>) -> Result<(), StoreError> {
+    encode_batch_with_outbox(first_seq, events, &[], out)
+}
+
+/// Encodes `events` as one batch starting at `first_seq`, with the status changes they caused
+/// as its outbox, appending to `out`.
+pub fn encode_batch_with_outbox(
+    first_seq: u64,
+    events: &[Event],
+    outbox: &[StatusChange],
+    out: &mut Vec<u8>,
+) -> Result<(), StoreError> {
     let count = u32::try_from(events.len())
         .map_err(|_| StoreError::new(StoreErrorKind::Contract, "a batch holds too many events"))?;
     let start = out.len();
@@ -137,6 +183,8 @@ pub fn encode_batch(first_seq: u64, events: &[Event], out: &mut Vec<u8>) -> Resu
     out.extend_from_slice(&[0; 4]);
     debug_assert_eq!(out.len() - start, BATCH_HEADER_BYTES);
     encode_payload(&events, out)?;
+    let outbox: Vec<OutboxWire> = outbox.iter().map(OutboxWire::from_change).collect();
+    encode_payload(&outbox, out)?;
     let payload = &out[start + BATCH_HEADER_BYTES..];
     if payload.len() > BATCH_BYTES_MAX {
         out.truncate(start);
@@ -153,7 +201,7 @@ pub fn encode_batch(first_seq: u64, events: &[Event], out: &mut Vec<u8>) -> Resu
 
 fn check_version(version: u8, what: &str) -> Result<(), StoreError> {
     match version {
-        FORMAT_VERSION => Ok(()),
+        FORMAT_VERSION_MIN..=FORMAT_VERSION => Ok(()),
         v if v > FORMAT_VERSION => Err(StoreError::new(
             StoreErrorKind::UnsupportedVersion,
             format!("{what} has format version {v}; this build reads up to {FORMAT_VERSION}"),
@@ -251,38 +299,123 @@ fn check_count(header: &BatchHeader, what: &str, decoded: usize) -> Result<(), S
 /// Decodes a whole batch: header, checksum and events. The error names the batch's sequence
 /// number where the header could be read.
 pub fn decode_batch(bytes: &[u8]) -> Result<(BatchHeader, Vec<Event>), StoreError> {
-    let (header, what, payload) = checked_batch(bytes)?;
-    let events: Vec<Event> = decode_payload(payload, BATCH_BYTES_MAX, &what)?;
-    check_count(&header, &what, events.len())?;
-    Ok((header, events))
+    let (header, events, outbox) = decode_batch_parts(bytes)?;
+    outbox_changes(&header, outbox)?;
+    Ok((header, events.into_iter().map(|e| e.to_owned_event()).collect()))
 }
 
 /// Decodes a batch into borrowed events (ids point into `bytes`), for replay: the same
-/// checks as [`decode_batch`], without allocating a string per id.
+/// checks as [`decode_batch`], without allocating a string per id. The outbox is not read.
 pub(crate) fn decode_batch_ref(bytes: &[u8]) -> Result<(BatchHeader, Vec<EventRef<'_>>), StoreError> {
+    let (header, events, _) = decode_batch_parts(bytes)?;
+    Ok((header, events))
+}
+
+/// The status changes a batch records in its outbox, in order (none for format 1): what a
+/// reader of another shard's log needs, without folding its state.
+pub fn decode_outbox(bytes: &[u8]) -> Result<Vec<StatusChange>, StoreError> {
+    let (header, _, outbox) = decode_batch_parts(bytes)?;
+    outbox_changes(&header, outbox)
+}
+
+/// The status changes in the outbox bytes of the batch `header` heads (none for format 1).
+fn outbox_changes(header: &BatchHeader, outbox: &[u8]) -> Result<Vec<StatusChange>, StoreError> {
+    if header.version == 1 {
+        return Ok(Vec::new());
+    }
+    let what = format!("outbox of the batch at sequence {}", header.first_seq);
+    let wire: Vec<OutboxWire> = decode_payload(outbox, BATCH_BYTES_MAX, &what)?;
+    wire.into_iter().map(|w| w.into_change(&what)).collect()
+}
+
+/// A batch's header, its events, and the bytes of its outbox (empty for format 1).
+fn decode_batch_parts(bytes: &[u8]) -> Result<(BatchHeader, Vec<EventRef<'_>>, &[u8]), StoreError> {
     let (header, what, payload) = checked_batch(bytes)?;
     if payload.len() > BATCH_BYTES_MAX {
         return Err(StoreError::corrupt(format!("{what} is larger than the {BATCH_BYTES_MAX}-byte limit")));
     }
-    let events: Vec<EventRef<'_>> =
-        match bincode::serde::borrow_decode_from_slice(payload, limited::<BATCH_BYTES_MAX>()) {
-            Ok((events, used)) if used == payload.len() => events,
-            Ok((_, used)) => {
-                return Err(StoreError::corrupt(format!(
-                    "{what} has {} trailing bytes",
-                    payload.len() - used
-                )))
-            }
-            Err(e) => {
-                return Err(StoreError::with_source(
-                    StoreErrorKind::Corrupt,
-                    format!("{what} does not decode"),
-                    e,
-                ))
-            }
-        };
+    let (events, used) = match header.version {
+        1 => {
+            let (events, used): (Vec<EventRefV1<'_>>, usize) = borrow_decode_prefix(payload, &what)?;
+            (events.into_iter().map(EventRefV1::upcast).collect(), used)
+        }
+        _ => borrow_decode_prefix::<Vec<EventRef<'_>>>(payload, &what)?,
+    };
+    let rest = &payload[used..];
+    if header.version == 1 && !rest.is_empty() {
+        return Err(StoreError::corrupt(format!("{what} has {} trailing bytes", rest.len())));
+    }
+    if header.version > 1 && rest.is_empty() {
+        return Err(StoreError::corrupt(format!("{what} has no outbox")));
+    }
     check_count(&header, &what, events.len())?;
-    Ok((header, events))
+    Ok((header, events, rest))
+}
+
+/// Decodes a value from the start of `payload`, borrowing strings from it; returns it and
+/// how many bytes it took.
+fn borrow_decode_prefix<'a, T: serde::Deserialize<'a>>(
+    payload: &'a [u8],
+    what: &str,
+) -> Result<(T, usize), StoreError> {
+    bincode::serde::borrow_decode_from_slice(payload, limited::<BATCH_BYTES_MAX>())
+        .map_err(|e| StoreError::with_source(StoreErrorKind::Corrupt, format!("{what} does not decode"), e))
+}
+
+/// One entry of a batch's outbox as encoded: the public [`StatusChange`] with its enums as
+/// numbers, so that the encoding does not depend on the `serde` feature's wire names.
+#[derive(Serialize, serde::Deserialize)]
+struct OutboxWire {
+    user: UserId,
+    general: u8,
+    custom: std::sync::Arc<str>,
+    version: u64,
+    cause: u8,
+    device: Option<DeviceId>,
+    changed: bool,
+}
+
+/// The number of a cause in an outbox: its place in [`CauseKind::ALL`].
+fn cause_number(kind: CauseKind) -> u8 {
+    match kind {
+        CauseKind::Login => 0,
+        CauseKind::Logout => 1,
+        CauseKind::Disconnect => 2,
+        CauseKind::HeartbeatTimeout => 3,
+        CauseKind::Kicked => 4,
+        CauseKind::CustomStatus => 5,
+        CauseKind::Restart => 6,
+        CauseKind::OwnerGone => 7,
+    }
+}
+
+impl OutboxWire {
+    fn from_change(change: &StatusChange) -> Self {
+        OutboxWire {
+            user: change.user.clone(),
+            general: change.status.general.code(),
+            custom: change.status.custom.clone(),
+            version: change.version,
+            cause: cause_number(change.cause.kind),
+            device: change.cause.device.clone(),
+            changed: change.changed,
+        }
+    }
+
+    fn into_change(self, what: &str) -> Result<StatusChange, StoreError> {
+        let general = GeneralStatus::from_code(self.general)
+            .ok_or_else(|| StoreError::corrupt(format!("{what} has status number {}", self.general)))?;
+        let kind = *CauseKind::ALL
+            .get(usize::from(self.cause))
+            .ok_or_else(|| StoreError::corrupt(format!("{what} has cause number {}", self.cause)))?;
+        Ok(StatusChange {
+            user: self.user,
+            status: UserStatus { general, custom: self.custom },
+            version: self.version,
+            cause: Cause { kind, device: self.device },
+            changed: self.changed,
+        })
+    }
 }
 
 /// Encodes one event on its own (version byte, then bincode), for tools and tests.
@@ -296,7 +429,14 @@ pub fn encode_event(event: &Event) -> Result<Vec<u8>, StoreError> {
 pub fn decode_event(bytes: &[u8]) -> Result<Event, StoreError> {
     let (&version, payload) = bytes.split_first().ok_or_else(|| StoreError::corrupt("event is empty"))?;
     check_version(version, "event")?;
-    decode_payload(payload, BATCH_BYTES_MAX, "event")
+    let (event, used) = match version {
+        1 => borrow_decode_prefix::<EventRefV1<'_>>(payload, "event").map(|(e, used)| (e.upcast(), used))?,
+        _ => borrow_decode_prefix::<EventRef<'_>>(payload, "event")?,
+    };
+    if used != payload.len() {
+        return Err(StoreError::corrupt(format!("event has {} trailing bytes", payload.len() - used)));
+    }
+    Ok(event.to_owned_event())
 }
 
 /// Encodes a snapshot (ids once, references by index: docs/FORMAT.md).
@@ -327,16 +467,26 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot, StoreError> {
 
 /// Decodes a snapshot in its encoded form and validates it.
 pub(crate) fn decode_snapshot_wire(bytes: &[u8]) -> Result<SnapshotWire, StoreError> {
+    decode_snapshot_wire_and_version(bytes).map(|(wire, _)| wire)
+}
+
+/// Decodes and validates a snapshot in its encoded form; also says which format version it
+/// was written in (format 1 has no status versions, which the engine restores as 0).
+pub(crate) fn decode_snapshot_wire_and_version(bytes: &[u8]) -> Result<(SnapshotWire, u8), StoreError> {
     let raw: [u8; SNAPSHOT_HEADER_BYTES] = header(bytes, "snapshot")?;
-    check_version(raw[VERSION_AT], "snapshot")?;
+    let version = raw[VERSION_AT];
+    check_version(version, "snapshot")?;
     let crc = u32::from_le_bytes(field::<SNAPSHOT_CRC_AT, 4, SNAPSHOT_HEADER_BYTES>(&raw));
     let payload = &bytes[SNAPSHOT_HEADER_BYTES..];
     if crc32fast::hash(payload) != crc {
         return Err(StoreError::corrupt("snapshot fails its checksum"));
     }
-    let wire: SnapshotWire = decode_payload(payload, SNAPSHOT_BYTES_MAX, "snapshot")?;
+    let wire: SnapshotWire = match version {
+        1 => decode_payload::<SnapshotWireV1>(payload, SNAPSHOT_BYTES_MAX, "snapshot")?.upcast(),
+        _ => decode_payload(payload, SNAPSHOT_BYTES_MAX, "snapshot")?,
+    };
     wire.validate().map_err(|why| StoreError::corrupt(format!("snapshot is inconsistent: {why}")))?;
-    Ok(wire)
+    Ok((wire, version))
 }
 
 #[cfg(test)]
@@ -347,6 +497,14 @@ mod tests {
     use crate::event::{CloseReason, DisconnectReason, EventKind, UnsubscribeReason};
     use crate::ids::{DeviceId, UserId};
 
+    /// An outbox numbers causes by their place in `CauseKind::ALL`, both ways.
+    #[test]
+    fn cause_numbers_are_places_in_the_list() {
+        for (i, kind) in CauseKind::ALL.into_iter().enumerate() {
+            assert_eq!(usize::from(cause_number(kind)), i, "{kind:?}");
+        }
+    }
+
     /// The borrowed view used by replay must decode exactly what `encode_batch` writes for
     /// every variant: it is a hand-kept twin of `EventKind`.
     #[test]
@@ -354,7 +512,8 @@ mod tests {
         let (u, f) = (UserId::from("alice"), UserId::from("bob"));
         let d = DeviceId::from("phone");
         let kinds = vec![
-            EventKind::SessionOpened { user: u.clone(), device: d.clone() },
+            EventKind::SessionOpened { user: u.clone(), device: d.clone(), owner: None },
+            EventKind::SessionOpened { user: u.clone(), device: d.clone(), owner: Some("gateway-7".into()) },
             EventKind::SessionDisconnected {
                 user: u.clone(),
                 device: d.clone(),
@@ -367,7 +526,16 @@ mod tests {
             },
             EventKind::SessionClosed { user: u.clone(), device: d.clone(), reason: CloseReason::Logout },
             EventKind::SessionClosed { user: u.clone(), device: d.clone(), reason: CloseReason::Kicked },
-            EventKind::CustomStatusSet { user: u.clone(), custom: Arc::from("in a meeting ☕") },
+            EventKind::CustomStatusSet {
+                user: u.clone(),
+                custom: Arc::from("in a meeting ☕"),
+                device: None,
+            },
+            EventKind::CustomStatusSet {
+                user: u.clone(),
+                custom: Arc::from("in a meeting ☕"),
+                device: Some(d.clone()),
+            },
             EventKind::Subscribed { user: u.clone(), targets: vec![f.clone(), UserId::from("carol")] },
             EventKind::Unsubscribed {
                 user: u.clone(),

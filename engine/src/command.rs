@@ -1,13 +1,17 @@
 //! Commands in, outcomes out (the notices an outcome carries are in `notice.rs`).
 
-use crate::ids::{DeviceId, UserId};
+use crate::change::StatusChange;
+use crate::ids::{DeviceId, OwnerId, UserId};
 use crate::notice::Notice;
 use crate::status::UserStatus;
 
 /// A command from the host. Time is not part of it: it comes with
 /// [`Engine::execute`](crate::Engine::execute) (R1.3). Clock ticks are
-/// [`Engine::tick`](crate::Engine::tick).
+/// [`Engine::tick`](crate::Engine::tick). On a wire it is an object tagged by `op`, as in a
+/// trace: `{"op": "login", "user": "alice", "device": "phone", "owner": null}`.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(tag = "op", rename_all = "snake_case"))]
 pub enum Command {
     /// Creates a connected session, reconnects a disconnected one, or refreshes the heartbeat
     /// of a connected one (R2.1); may kick the oldest session (R2.5).
@@ -16,6 +20,9 @@ pub enum Command {
         user: UserId,
         /// Its device.
         device: DeviceId,
+        /// The connection owner to tag the session with (R8.5), usually the gateway node that
+        /// holds the socket; `None` for none.
+        owner: Option<OwnerId>,
     },
     /// Removes the session (R2.2).
     Logout {
@@ -88,6 +95,14 @@ pub enum Command {
         /// The other side.
         friend: UserId,
     },
+    /// Disconnects the connected sessions of one connection owner, or every connected session
+    /// (R8.5): the host's way to say that a gateway node, or the whole process before a
+    /// restart, lost its sockets. At most [`DISCONNECT_SESSIONS_MAX`](crate::DISCONNECT_SESSIONS_MAX)
+    /// sessions (and one batch of the store) per command; the reply says how many remain.
+    DisconnectSessions {
+        /// The owner whose sessions go; `None` for every connected session.
+        owner: Option<OwnerId>,
+    },
 }
 
 fn ids(list: impl IntoIterator<Item = impl Into<UserId>>) -> Vec<UserId> {
@@ -95,9 +110,25 @@ fn ids(list: impl IntoIterator<Item = impl Into<UserId>>) -> Vec<UserId> {
 }
 
 impl Command {
-    /// `login(user, device)`.
+    /// `login(user, device)`, without a connection owner.
     pub fn login(user: impl Into<UserId>, device: impl Into<DeviceId>) -> Self {
-        Self::Login { user: user.into(), device: device.into() }
+        Self::Login { user: user.into(), device: device.into(), owner: None }
+    }
+    /// `login(user, device)` through a connection owner (R8.5), such as a gateway node.
+    pub fn login_with_owner(
+        user: impl Into<UserId>,
+        device: impl Into<DeviceId>,
+        owner: impl Into<OwnerId>,
+    ) -> Self {
+        Self::Login { user: user.into(), device: device.into(), owner: Some(owner.into()) }
+    }
+    /// `disconnect_sessions(owner)`: the connected sessions of `owner` (R8.5).
+    pub fn disconnect_owner(owner: impl Into<OwnerId>) -> Self {
+        Self::DisconnectSessions { owner: Some(owner.into()) }
+    }
+    /// `disconnect_sessions()`: every connected session (R8.5).
+    pub fn disconnect_all() -> Self {
+        Self::DisconnectSessions { owner: None }
     }
     /// `logout(user, device)`.
     pub fn logout(user: impl Into<UserId>, device: impl Into<DeviceId>) -> Self {
@@ -165,21 +196,29 @@ impl Command {
             Self::Unsubscribe { .. } => "unsubscribe",
             Self::AddFriend { .. } => "add_friend",
             Self::RemoveFriend { .. } => "remove_friend",
+            Self::DisconnectSessions { .. } => "disconnect_sessions",
         }
     }
 }
 
 /// The status of one target, as returned by `get_status` and `subscribe` (R4.6, R6.1).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TargetStatus {
     /// The target.
     pub user: UserId,
-    /// Its status.
+    /// Its status (on a wire, its two fields sit beside `user` and `version`).
+    #[cfg_attr(feature = "serde", serde(flatten))]
     pub status: UserStatus,
+    /// Its status version (R5.6); a device keeps the newest it has seen.
+    pub version: u64,
 }
 
-/// The result of a command that succeeded.
+/// The result of a command that succeeded. On a wire: `"done"`, `{"statuses": [...]}` or
+/// `{"disconnected": {"sessions": N, "remaining": M}}`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum Reply {
     /// The command succeeded and returns nothing.
     #[default]
@@ -187,6 +226,14 @@ pub enum Reply {
     /// `get_status` and `subscribe`: one status per requested target, in request order
     /// (duplicates included).
     Statuses(Vec<TargetStatus>),
+    /// `disconnect_sessions`: how many sessions it disconnected, and how many of those it
+    /// was asked for are still connected (send it again while this is not 0).
+    Disconnected {
+        /// Sessions disconnected by this command.
+        sessions: usize,
+        /// Matching sessions left connected, for the next command.
+        remaining: usize,
+    },
 }
 
 /// What a successful command or tick produced.
@@ -196,6 +243,9 @@ pub struct Outcome {
     pub reply: Reply,
     /// The notices to push; empty when nothing observable changed.
     pub notices: Vec<Notice>,
+    /// Every user whose status version moved, in the order first touched (R5.6): the
+    /// notified changes and the ones that left the status pair as it was.
+    pub changes: Vec<StatusChange>,
     /// How many events the command appended to the log (0 for heartbeats and queries).
     pub events: usize,
 }
@@ -205,7 +255,7 @@ impl Outcome {
     pub fn statuses(&self) -> &[TargetStatus] {
         match &self.reply {
             Reply::Statuses(list) => list,
-            Reply::Done => &[],
+            Reply::Done | Reply::Disconnected { .. } => &[],
         }
     }
 

@@ -5,11 +5,13 @@
 
 use rustc_hash::FxHashSet;
 
+use crate::codec;
 use crate::command::{Command, Reply, TargetStatus};
 use crate::config::{Config, Edition};
 use crate::error::Error;
 use crate::event::{CloseReason, DisconnectReason, EventKind, UnsubscribeReason};
-use crate::ids::{validate_id, DeviceId, DeviceKey, UserId, UserKey};
+use crate::ids::{validate_id, DeviceId, DeviceKey, OwnerId, UserId, UserKey};
+use crate::limits::{DISCONNECT_SESSIONS_MAX, OWNER_BYTES_MAX};
 use crate::state::{Api, State};
 
 /// What executing a command does beyond its events: changes that are not logged (R8.2).
@@ -37,15 +39,18 @@ impl Decision {
 }
 
 /// Decides `command` at engine time `at_ms` against `state`. Pure: reads only.
+/// `bytes_budget` bounds what a command that chooses its own size (`disconnect_sessions`)
+/// may log, so that its batch fits the store.
 pub(crate) fn decide(
     state: &State,
     config: &Config,
     command: &Command,
     at_ms: u64,
+    bytes_budget: usize,
 ) -> Result<Decision, Error> {
     let d = Decider { state, config, at_ms };
     match command {
-        Command::Login { user, device } => d.login(user, device),
+        Command::Login { user, device, owner } => d.login(user, device, owner.as_ref()),
         Command::Logout { user, device } => d.logout(user, device),
         Command::Disconnect { user, device } => d.disconnect(user, device),
         Command::Heartbeat { user, device } => d.heartbeat(user, device),
@@ -55,6 +60,7 @@ pub(crate) fn decide(
         Command::Unsubscribe { user, device, targets } => d.unsubscribe(user, device, targets),
         Command::AddFriend { user, friend } => d.add_friend(user, friend),
         Command::RemoveFriend { user, friend } => d.remove_friend(user, friend),
+        Command::DisconnectSessions { owner } => d.disconnect_sessions(owner.as_ref(), bytes_budget),
     }
 }
 
@@ -135,7 +141,10 @@ impl Decider<'_> {
     fn statuses(&self, targets: &[UserId]) -> Reply {
         let list = targets
             .iter()
-            .map(|t| TargetStatus { user: t.clone(), status: self.state.status_of(t.as_str()) })
+            .map(|t| {
+                let (status, version) = self.state.versioned_status_of(t.as_str());
+                TargetStatus { user: t.clone(), status, version }
+            })
             .collect();
         Reply::Statuses(list)
     }
@@ -149,21 +158,28 @@ impl Decider<'_> {
 
     // ---- commands: each checks in R7.2's order, then says what it logs ----
 
-    /// R2.1, R2.5.
-    fn login(&self, user: &UserId, device: &DeviceId) -> Result<Decision, Error> {
+    /// R2.1, R2.5, R8.5.
+    fn login(&self, user: &UserId, device: &DeviceId, owner: Option<&OwnerId>) -> Result<Decision, Error> {
         self.validate_ids(user, device)?;
-        let opened = EventKind::SessionOpened { user: user.clone(), device: device.clone() };
+        if let Some(owner) = owner {
+            validate_id(owner.as_str(), OWNER_BYTES_MAX as u32, "owner tag")?;
+        }
+        let opened =
+            EventKind::SessionOpened { user: user.clone(), device: device.clone(), owner: owner.cloned() };
         let Some(u) = self.state.user_key(user.as_str()) else {
             return Ok(Decision::events(vec![opened]));
         };
         let existing = self.state.device_key(device.as_str()).and_then(|dk| self.state.user(u).session(dk));
         match existing {
-            // A login of a connected session changes nothing but its heartbeat time.
-            Some(s) if s.connected() => Ok(Decision {
+            // A login of a connected session changes nothing but its heartbeat time, unless it
+            // comes through another connection owner: then the session is opened again, as the
+            // new connection it is (R8.5).
+            Some(s) if s.connected() && self.state.owners.get(u, s.device) == owner => Ok(Decision {
                 events: Vec::new(),
                 reply: Reply::Done,
                 effect: Effect::Heartbeat(u, s.device),
             }),
+            Some(s) if s.connected() => Ok(Decision::events(vec![opened])),
             // A reconnect does not add a session, so it never kicks.
             Some(_) => Ok(Decision::events(vec![opened])),
             None => {
@@ -221,6 +237,20 @@ impl Decider<'_> {
         Ok(Decision { events: Vec::new(), reply: Reply::Done, effect: Effect::Heartbeat(u, dk) })
     }
 
+    /// R8.5: the connected sessions of `owner` (or all of them) are disconnected, as many as
+    /// fit one command: at most [`DISCONNECT_SESSIONS_MAX`] and `bytes_budget` bytes of
+    /// events. Needs no session; never refused for its size.
+    fn disconnect_sessions(&self, owner: Option<&OwnerId>, bytes_budget: usize) -> Result<Decision, Error> {
+        if let Some(owner) = owner {
+            validate_id(owner.as_str(), OWNER_BYTES_MAX as u32, "owner tag")?;
+        }
+        let owner = owner.map(OwnerId::as_str);
+        let (events, remaining) =
+            disconnect_events(self.state, owner, DisconnectReason::OwnerGone, bytes_budget);
+        let reply = Reply::Disconnected { sessions: events.len(), remaining };
+        Ok(Decision { events, reply, effect: Effect::None })
+    }
+
     /// R5.4: needs no session; an existing friendship changes nothing.
     fn add_friend(&self, user: &UserId, friend: &UserId) -> Result<Decision, Error> {
         self.validate_friend_ids(user, friend)?;
@@ -255,7 +285,11 @@ impl Decider<'_> {
         if self.state.user(u).custom() == custom {
             return Ok(Decision::events(Vec::new()));
         }
-        Ok(Decision::events(vec![EventKind::CustomStatusSet { user: user.clone(), custom: custom.into() }]))
+        Ok(Decision::events(vec![EventKind::CustomStatusSet {
+            user: user.clone(),
+            custom: custom.into(),
+            device: Some(device.clone()),
+        }]))
     }
 
     /// R6.1, R6.2, R6.3.
@@ -341,4 +375,42 @@ impl Decider<'_> {
         };
         Ok(Decision { events, reply: Reply::Done, effect: Effect::CountRateLimitedCall(u, Api::Unsubscribe) })
     }
+}
+
+/// The events that disconnect the connected sessions of `owner` (or all of them) for
+/// `reason`, as many as fit one batch of `bytes_budget` bytes and
+/// [`DISCONNECT_SESSIONS_MAX`], in a reproducible order; and how many are left (R8.4, R8.5).
+pub(crate) fn disconnect_events(
+    state: &State,
+    owner: Option<&str>,
+    reason: DisconnectReason,
+    bytes_budget: usize,
+) -> (Vec<EventKind>, usize) {
+    let sessions: Vec<(UserKey, DeviceKey)> = match owner {
+        Some(owner) => {
+            let mut sessions: Vec<_> = state.owners.sessions_of(owner).collect();
+            // The map's order is arbitrary: disconnect in one that does not depend on it.
+            let names = |&(u, d): &(UserKey, DeviceKey)| (state.user_name(u), state.device_name(d));
+            sessions.sort_unstable_by(|a, b| names(a).cmp(&names(b)));
+            sessions
+        }
+        None => state.connected_sessions().collect(),
+    };
+    let mut events = Vec::new();
+    let mut bytes_left = bytes_budget;
+    for &(u, d) in &sessions {
+        let event = EventKind::SessionDisconnected {
+            user: state.user_name(u).clone(),
+            device: state.device_name(d).clone(),
+            reason,
+        };
+        let bytes = codec::event_bytes_bound(&event);
+        if events.len() >= DISCONNECT_SESSIONS_MAX || bytes > bytes_left {
+            break;
+        }
+        bytes_left -= bytes;
+        events.push(event);
+    }
+    let remaining = sessions.len() - events.len();
+    (events, remaining)
 }

@@ -4,36 +4,45 @@ use crate::ids::UserKey;
 use crate::notice::Recipient;
 use crate::state::State;
 
-/// Reusable scratch space for fan-out: one mark per user, so that a user interested for
-/// several reasons is listed once without allocating a set per notice.
+/// Reusable scratch space: one mark per user, with a value, so that a user met several times
+/// in one round (interested for several reasons, touched by several events) is found again
+/// without allocating a set each round.
 #[derive(Debug, Default)]
-pub(crate) struct Marks {
-    marks: Vec<u32>,
+pub(crate) struct Marks<V: Copy + Default = ()> {
+    marks: Vec<(u32, V)>,
     epoch: u32,
 }
 
-impl Marks {
+impl<V: Copy + Default> Marks<V> {
     /// Starts a new round over `users` users; every user is unmarked after it.
     pub(crate) fn start(&mut self, users: usize) {
         if self.marks.len() < users {
-            self.marks.resize(users, 0);
+            self.marks.resize(users, (0, V::default()));
         }
         self.epoch = self.epoch.wrapping_add(1);
         if self.epoch == 0 {
-            self.marks.iter_mut().for_each(|m| *m = 0);
+            self.marks.iter_mut().for_each(|m| m.0 = 0);
             self.epoch = 1;
         }
     }
 
-    /// Marks `user`; returns false if it was marked already in this round.
-    pub(crate) fn mark(&mut self, user: UserKey) -> bool {
+    /// Marks `user` with `value`, unless it is marked already in this round: then it keeps
+    /// its value, which is returned.
+    pub(crate) fn mark_with(&mut self, user: UserKey, value: V) -> Option<V> {
         if user.index() >= self.marks.len() {
-            self.marks.resize(user.index() + 1, 0);
+            self.marks.resize(user.index() + 1, (0, V::default()));
         }
         let slot = &mut self.marks[user.index()];
-        let fresh = *slot != self.epoch;
-        *slot = self.epoch;
-        fresh
+        if slot.0 == self.epoch {
+            return Some(slot.1);
+        }
+        *slot = (self.epoch, value);
+        None
+    }
+
+    /// Marks `user`; returns false if it was marked already in this round.
+    pub(crate) fn mark(&mut self, user: UserKey) -> bool {
+        self.mark_with(user, V::default()).is_none()
     }
 }
 

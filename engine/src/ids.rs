@@ -113,6 +113,14 @@ id_type!(
     DeviceId
 );
 
+id_type!(
+    /// The connection owner of a session: an opaque tag the host gives at login, typically the
+    /// gateway node that holds the device's socket, so that every session whose socket was
+    /// on a node can be disconnected at once when that node is gone (R8.5). Same rules as a
+    /// [`UserId`], at most [`OWNER_BYTES_MAX`](crate::OWNER_BYTES_MAX) bytes.
+    OwnerId
+);
+
 /// The interned handle of a user inside one engine. Stable for the engine's lifetime; not
 /// stable across a restart (it is never written to the log).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -32,6 +32,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+mod change;
 pub mod codec;
 mod command;
 mod config;
@@ -50,14 +51,18 @@ mod state;
 mod status;
 mod store;
 
+pub use change::{Cause, CauseKind, StatusChange};
 pub use command::{Command, Outcome, Reply, TargetStatus};
 pub use config::{Config, Edition};
-pub use engine::{Engine, Group, Recovery, SessionHandle, SessionView, Stats, UserView};
+pub use engine::{
+    Engine, EngineOptions, Group, Recovery, RestoredSessions, SessionHandle, SessionView, Stats, UserView,
+};
 pub use error::{Error, StoreError, StoreErrorKind};
 pub use event::{CloseReason, DisconnectReason, Event, EventKind, UnsubscribeReason};
-pub use ids::{DeviceId, DeviceKey, UserId, UserKey};
+pub use ids::{DeviceId, DeviceKey, OwnerId, UserId, UserKey};
 pub use limits::{
-    BATCH_BYTES_MAX, CONFIG_LIMIT_MAX, SNAPSHOT_BYTES_MAX, TICK_EVENTS_MAX, TICK_TARGETS_MAX, TIME_MS_MAX,
+    BATCH_BYTES_MAX, CONFIG_LIMIT_MAX, DISCONNECT_SESSIONS_MAX, OWNER_BYTES_MAX, SNAPSHOT_BYTES_MAX,
+    TICK_EVENTS_MAX, TICK_TARGETS_MAX, TIME_MS_MAX,
 };
 pub use notice::{deliveries, delivery_count, Delivery, Names, Notice, Recipient, StatusNotice};
 pub use read_only::ReadOnlyStore;

@@ -24,6 +24,13 @@ pub const TICK_EVENTS_MAX: usize = 1 << 16;
 /// The most subscription-list entries the retention expiries of one tick may name (R4.5).
 pub const TICK_TARGETS_MAX: usize = 1 << 20;
 
+/// The most bytes an owner tag of a session may take (R8.5).
+pub const OWNER_BYTES_MAX: usize = 64;
+
+/// The most sessions one `disconnect_sessions` command disconnects; a host repeats it while
+/// its reply says some remain (R8.5).
+pub const DISCONNECT_SESSIONS_MAX: usize = TICK_EVENTS_MAX;
+
 /// The most a configured size limit (a cap, a batch, an id's or a custom status's bytes)
 /// may be, so that a configuration cannot ask the engine to hold unbounded strings or lists.
 pub const CONFIG_LIMIT_MAX: u32 = 1 << 20;

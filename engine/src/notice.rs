@@ -5,6 +5,7 @@
 //! [`UserStatus`] and 100 000 eight-byte [`Recipient`]s; [`deliveries`] turns notices into
 //! one [`Delivery`] per device, with names, only when the host asks.
 
+use crate::change::Cause;
 use crate::ids::{DeviceId, DeviceKey, UserId, UserKey};
 use crate::state::Interner;
 use crate::status::UserStatus;
@@ -36,12 +37,19 @@ pub struct StatusNotice {
     pub about: UserId,
     /// Its new status.
     pub status: UserStatus,
+    /// The status's version (R5.6): a device keeps the status with the highest version it has
+    /// seen for a user, so a reply and a notice that arrive out of order never leave it stale.
+    pub version: u64,
+    /// What changed it (R5.7): for a server-side sink (offline push, webhooks), not for devices.
+    pub cause: Cause,
     /// Each connected device of each interested user, once (R5.2, R5.3).
     pub recipients: Vec<Recipient>,
 }
 
 /// One notice for one device, with names resolved: the flat view hosts and traces use.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum Delivery<'a> {
     /// Tell `to`'s `device` that `about` now has `status`.
     Status {
@@ -53,6 +61,8 @@ pub enum Delivery<'a> {
         about: &'a UserId,
         /// The new status.
         status: &'a UserStatus,
+        /// Its version (R5.6).
+        version: u64,
     },
     /// Tell `to`'s `device` that its session was kicked.
     Kicked {
@@ -96,7 +106,7 @@ pub fn deliveries<'a>(notices: &'a [Notice], names: Names<'a>) -> impl Iterator<
         let statuses = status.into_iter().flat_map(move |n| {
             n.recipients.iter().map(move |&r| {
                 let (to, device) = names.resolve(r);
-                Delivery::Status { to, device, about: &n.about, status: &n.status }
+                Delivery::Status { to, device, about: &n.about, status: &n.status, version: n.version }
             })
         });
         let kicks = kicked.into_iter().map(move |r| {

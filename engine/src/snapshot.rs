@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{DeviceId, UserId};
+use crate::ids::{DeviceId, OwnerId, UserId};
 
 /// A snapshot: the logical state after every event up to `last_seq`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +42,8 @@ pub struct UserRecord {
     pub subscriptions: Vec<UserId>,
     /// Its friends, sorted (R5.4).
     pub friends: Vec<UserId>,
+    /// Its status version (R5.6).
+    pub version: u64,
 }
 
 /// One session's logged state.
@@ -53,6 +55,8 @@ pub struct SessionRecord {
     pub connected: bool,
     /// When it was created or last reconnected (R2.5).
     pub login_at_ms: u64,
+    /// Its connection owner, while connected (R8.5).
+    pub owner: Option<OwnerId>,
 }
 
 /// How a snapshot is encoded: every user id once, and users, targets and friends as indexes
@@ -64,8 +68,10 @@ pub(crate) struct SnapshotWire {
     pub now_ms: u64,
     /// The users with state, sorted, then the users only named as targets, sorted.
     pub ids: Vec<UserId>,
-    /// Every device id a session uses, once.
+    /// Every device id a session uses, once, sorted.
     pub devices: Vec<DeviceId>,
+    /// Every connection owner a session has, once, sorted.
+    pub owners: Vec<OwnerId>,
     /// One per user with state: `users[i]` is `ids[i]`.
     pub users: Vec<UserWire>,
 }
@@ -73,14 +79,26 @@ pub(crate) struct SnapshotWire {
 /// One user with state, by index.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct UserWire {
-    /// (device index, connected, login time), sorted by device id.
-    pub sessions: Vec<(u32, bool, u64)>,
+    /// Sorted by device id.
+    pub sessions: Vec<SessionWire>,
     pub custom: Arc<str>,
     pub last_online_end_ms: Option<u64>,
     /// Indexes into `ids`, oldest first.
     pub subscriptions: Vec<u32>,
     /// Indexes into `ids`, sorted by id.
     pub friends: Vec<u32>,
+    pub version: u64,
+}
+
+/// One session, by index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SessionWire {
+    /// An index into `devices`.
+    pub device: u32,
+    pub connected: bool,
+    pub login_at_ms: u64,
+    /// An index into `owners`; only a connected session has one.
+    pub owner: Option<u32>,
 }
 
 impl SnapshotWire {
@@ -118,21 +136,35 @@ impl SnapshotWire {
             Ok(i) => i as u32,
             Err(_) => unreachable!("device {d} is used by a session but missing from the device table"),
         };
+        let mut owners: Vec<OwnerId> =
+            records.iter().flat_map(|r| r.sessions.iter().filter_map(|s| s.owner.clone())).collect();
+        owners.sort();
+        owners.dedup();
+        let owner = |o: &OwnerId| match owners.binary_search(o) {
+            Ok(i) => i as u32,
+            Err(_) => unreachable!("owner {o} is used by a session but missing from the owner table"),
+        };
         let users = records
             .iter()
             .map(|r| UserWire {
                 sessions: r
                     .sessions
                     .iter()
-                    .map(|s| (device(&s.device), s.connected, s.login_at_ms))
+                    .map(|s| SessionWire {
+                        device: device(&s.device),
+                        connected: s.connected,
+                        login_at_ms: s.login_at_ms,
+                        owner: s.owner.as_ref().map(owner),
+                    })
                     .collect(),
                 custom: r.custom.clone(),
                 last_online_end_ms: r.last_online_end_ms,
                 subscriptions: r.subscriptions.iter().map(index).collect(),
                 friends: r.friends.iter().map(index).collect(),
+                version: r.version,
             })
             .collect();
-        SnapshotWire { last_seq: snapshot.last_seq, now_ms: snapshot.now_ms, ids, devices, users }
+        SnapshotWire { last_seq: snapshot.last_seq, now_ms: snapshot.now_ms, ids, devices, owners, users }
     }
 
     /// The snapshot as a whole; `None` if an index is out of range.
@@ -143,9 +175,13 @@ impl SnapshotWire {
             let sessions = wire
                 .sessions
                 .iter()
-                .map(|&(d, connected, login_at_ms)| {
-                    let device = self.devices.get(d as usize)?.clone();
-                    Some(SessionRecord { device, connected, login_at_ms })
+                .map(|s| {
+                    let device = self.devices.get(s.device as usize)?.clone();
+                    let owner = match s.owner {
+                        Some(o) => Some(self.owners.get(o as usize)?.clone()),
+                        None => None,
+                    };
+                    Some(SessionRecord { device, connected: s.connected, login_at_ms: s.login_at_ms, owner })
                 })
                 .collect::<Option<Vec<_>>>()?;
             users.push(UserRecord {
@@ -155,6 +191,7 @@ impl SnapshotWire {
                 last_online_end_ms: wire.last_online_end_ms,
                 subscriptions: wire.subscriptions.iter().map(id).collect::<Option<Vec<_>>>()?,
                 friends: wire.friends.iter().map(id).collect::<Option<Vec<_>>>()?,
+                version: wire.version,
             });
         }
         if users.len() != self.users.len() {
@@ -196,16 +233,24 @@ impl SnapshotWire {
         if !strictly_increasing(&self.devices) {
             return Err("device ids are not sorted and unique".into());
         }
+        if !strictly_increasing(&self.owners) {
+            return Err("owner tags are not sorted and unique".into());
+        }
         let ids = self.ids.len();
         for (i, (user, wire)) in records.iter().zip(&self.users).enumerate() {
             let i = i as u32;
-            let devices = wire.sessions.iter().map(|s| s.0);
+            let devices = wire.sessions.iter().map(|s| s.device);
             if !strictly_increasing(devices)
-                || wire.sessions.iter().any(|s| s.0 as usize >= self.devices.len())
+                || wire.sessions.iter().any(|s| s.device as usize >= self.devices.len())
             {
                 return Err(format!("sessions of {user} are not sorted and unique"));
             }
-            if !wire.custom.is_empty() && !wire.sessions.iter().any(|s| s.1) {
+            let owner_in_range =
+                |s: &SessionWire| s.owner.is_none_or(|o| s.connected && (o as usize) < self.owners.len());
+            if !wire.sessions.iter().all(owner_in_range) {
+                return Err(format!("a session of {user} has an owner out of range, or while disconnected"));
+            }
+            if !wire.custom.is_empty() && !wire.sessions.iter().any(|s| s.connected) {
                 return Err(format!("{user} has a custom status but is not ONLINE (R3.3)"));
             }
             let mut seen = wire.subscriptions.clone();
@@ -231,5 +276,69 @@ impl SnapshotWire {
             }
         }
         Ok(())
+    }
+}
+
+/// Snapshots of format 1, written before status versions and session owners: read, then
+/// upcast with every version 0 and no owners (docs/FORMAT.md says when the engine prefers a
+/// full replay instead).
+pub(crate) mod legacy {
+    use std::sync::Arc;
+
+    use serde::Deserialize;
+
+    use super::{SessionWire, SnapshotWire, UserWire};
+    use crate::ids::{DeviceId, UserId};
+
+    #[derive(Deserialize)]
+    pub(crate) struct SnapshotWireV1 {
+        last_seq: u64,
+        now_ms: u64,
+        ids: Vec<UserId>,
+        devices: Vec<DeviceId>,
+        users: Vec<UserWireV1>,
+    }
+
+    #[derive(Deserialize)]
+    struct UserWireV1 {
+        sessions: Vec<(u32, bool, u64)>,
+        custom: Arc<str>,
+        last_online_end_ms: Option<u64>,
+        subscriptions: Vec<u32>,
+        friends: Vec<u32>,
+    }
+
+    impl SnapshotWireV1 {
+        pub(crate) fn upcast(self) -> SnapshotWire {
+            let users = self
+                .users
+                .into_iter()
+                .map(|u| UserWire {
+                    sessions: u
+                        .sessions
+                        .into_iter()
+                        .map(|(device, connected, login_at_ms)| SessionWire {
+                            device,
+                            connected,
+                            login_at_ms,
+                            owner: None,
+                        })
+                        .collect(),
+                    custom: u.custom,
+                    last_online_end_ms: u.last_online_end_ms,
+                    subscriptions: u.subscriptions,
+                    friends: u.friends,
+                    version: 0,
+                })
+                .collect();
+            SnapshotWire {
+                last_seq: self.last_seq,
+                now_ms: self.now_ms,
+                ids: self.ids,
+                devices: self.devices,
+                owners: Vec::new(),
+                users,
+            }
+        }
     }
 }

@@ -3,10 +3,14 @@
 use std::fmt;
 use std::sync::Arc;
 
+#[cfg(feature = "serde")]
 use serde::{Deserialize, Serialize};
 
-/// The general status, derived from a user's sessions (R2.3). Its numbers are Tencent's (R2.7).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// The general status, derived from a user's sessions (R2.3). Its numbers are Tencent's (R2.7);
+/// on a wire it is its name (`"ONLINE"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "UPPERCASE"))]
 #[repr(u8)]
 pub enum GeneralStatus {
     /// Never produced by the engine; present so that Tencent's numbering is complete (R2.7).
@@ -69,8 +73,10 @@ impl fmt::Display for GeneralStatus {
 /// The custom string is reference-counted so that one status change fanned out to many
 /// devices shares a single copy.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
 pub struct UserStatus {
-    /// The derived general status (R2.3).
+    /// The derived general status (R2.3); `"status"` on a wire.
+    #[cfg_attr(feature = "serde", serde(rename = "status"))]
     pub general: GeneralStatus,
     /// The custom status; empty when none is set. Non-empty implies `Online` (R3.3).
     pub custom: Arc<str>,
@@ -83,8 +89,11 @@ impl UserStatus {
     }
 }
 
-/// When a user was last `ONLINE` (R6.5), derived from the log.
+/// When a user was last `ONLINE` (R6.5), derived from the log. On a wire: `"never"`, `"now"`
+/// or `{"at": MS}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum LastOnline {
     /// The user has never been `ONLINE`.
     Never,

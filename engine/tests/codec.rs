@@ -18,7 +18,8 @@ use presence_storage_mem::MemStore;
 
 fn every_kind() -> Vec<Event> {
     let kinds = vec![
-        EventKind::SessionOpened { user: "alice".into(), device: "phone".into() },
+        EventKind::SessionOpened { user: "alice".into(), device: "phone".into(), owner: None },
+        EventKind::SessionOpened { user: "alice".into(), device: "pad".into(), owner: Some("node-1".into()) },
         EventKind::SessionDisconnected {
             user: "alice".into(),
             device: "phone".into(),
@@ -31,7 +32,14 @@ fn every_kind() -> Vec<Event> {
         },
         EventKind::SessionClosed { user: "bob".into(), device: "pc".into(), reason: CloseReason::Kicked },
         EventKind::SessionClosed { user: "bob".into(), device: "pc".into(), reason: CloseReason::Logout },
-        EventKind::CustomStatusSet { user: "名字".into(), custom: Arc::from("会议中 🙂\n") },
+        EventKind::CustomStatusSet {
+            user: "名字".into(), custom: Arc::from("会议中 🙂\n"), device: None
+        },
+        EventKind::CustomStatusSet {
+            user: "名字".into(),
+            custom: Arc::from("busy"),
+            device: Some("phone".into()),
+        },
         EventKind::Subscribed { user: "bob".into(), targets: vec!["a".into(), "b".into()] },
         EventKind::Unsubscribed {
             user: "bob".into(),
@@ -353,6 +361,7 @@ fn a_snapshot_with_a_friend_index_out_of_range_is_an_error() {
         last_online_end_ms: Some(1),
         subscriptions: vec![],
         friends: friends.iter().map(|f| (*f).into()).collect(),
+        version: 0,
     };
     let snapshot = Snapshot {
         last_seq: 0,
@@ -361,8 +370,9 @@ fn a_snapshot_with_a_friend_index_out_of_range_is_an_error() {
     };
     let mut bytes = codec::encode_snapshot(&snapshot).unwrap();
     assert_eq!(codec::decode_snapshot(&bytes).unwrap(), snapshot);
-    // The payload ends with b's friend list [0]; make it [5], then fix the checksum.
-    let last = bytes.len() - 1;
+    // The payload ends with b's friend list [0], then its version 0; make the list [5], then
+    // fix the checksum.
+    let last = bytes.len() - 2;
     assert_eq!(bytes[last], 0);
     bytes[last] = 5;
     let crc = crc32(&bytes[5..]).to_le_bytes();

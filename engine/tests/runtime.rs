@@ -135,7 +135,7 @@ fn the_channel_sink_delivers_resolved_notices() {
     let to: Vec<String> = batch
         .iter()
         .map(|d| match d {
-            OwnedDelivery::Status { to, device, about, status } => {
+            OwnedDelivery::Status { to, device, about, status, .. } => {
                 format!("{to}/{device} {about} {}", status.general)
             }
             OwnedDelivery::Kicked { to, device } => format!("{to}/{device} kicked"),

@@ -349,7 +349,8 @@ fn newer_batch_version_is_refused<B: Backend>(mut backend: B) {
     let mut store = backend.create();
     append_batch(&mut store, 3);
     append_batch(&mut store, 3);
-    let result = backend.tamper(store, 1, &|bytes| bytes[0] = 2).and_then(|store| {
+    let newer = presence_engine::codec::FORMAT_VERSION + 1;
+    let result = backend.tamper(store, 1, &|bytes| bytes[0] = newer).and_then(|store| {
         Engine::open(config(), store).map(|_| ()).map_err(|e| match e {
             presence_engine::Error::Storage(e) => e,
             other => panic!("{other}"),

@@ -22,8 +22,8 @@ fn the_readme_api_example_runs() -> Result<(), Box<dyn std::error::Error>> {
     let out = engine.execute(Command::set_status("alice", "phone", "in a meeting"), now_ms)?;
     for delivery in engine.deliveries(&out) {
         // push these to devices (R5)
-        if let Delivery::Status { to, device, about, status } = delivery {
-            println!("tell {to}/{device}: {about} is {} {:?}", status.general, status.custom);
+        if let Delivery::Status { to, device, about, status, version } = delivery {
+            println!("tell {to}/{device}: {about} is {} {:?} (v{version})", status.general, status.custom);
         }
     }
     engine.tick(now_ms + 400_000)?; // silent sessions time out (R2.4)

@@ -1,7 +1,7 @@
 //! The commands of the model, one function each, checks first in R7.2's order: ids, batch
 //! shape and self-subscription; session; edition; feature switch; rate limit.
 
-use presence_engine::{Command, Edition, TargetStatus, UserId};
+use presence_engine::{Cause, CauseKind, Command, Edition, Reply, TargetStatus, UserId, OWNER_BYTES_MAX};
 
 use super::{Api, Call, Model, Session, User};
 use crate::observe::{FlatNotice, Refusal};
@@ -32,25 +32,35 @@ impl Model {
         command: Command,
         at_ms: u64,
         kicked: &mut Vec<FlatNotice>,
-    ) -> Result<Option<Vec<TargetStatus>>, Refusal> {
+    ) -> Result<Reply, Refusal> {
         match command {
-            Command::Login { user, device } => self.login(&user, &device, at_ms, kicked).map(|()| None),
+            Command::Login { user, device, owner } => {
+                self.login(&user, &device, owner.as_deref(), at_ms, kicked).map(|()| Reply::Done)
+            }
             Command::Logout { user, device } => {
                 self.check_ids(&user, &device)?;
                 self.session(&user, &device)?;
                 let u = self.user_mut(&user);
                 u.sessions.retain(|s| s.device != *device);
-                Ok(None)
+                u.version += 1;
+                self.set_cause(&user, CauseKind::Logout, &device);
+                Ok(Reply::Done)
             }
             Command::Disconnect { user, device } => {
                 self.check_ids(&user, &device)?;
-                self.session(&user, &device)?.connected = false;
-                Ok(None)
+                let session = self.session(&user, &device)?;
+                if session.connected {
+                    session.connected = false;
+                    session.owner = None;
+                    self.user_mut(&user).version += 1;
+                    self.set_cause(&user, CauseKind::Disconnect, &device);
+                }
+                Ok(Reply::Done)
             }
             Command::Heartbeat { user, device } => {
                 self.check_ids(&user, &device)?;
                 self.connected(&user, &device)?.heartbeat_at_ms = at_ms;
-                Ok(None)
+                Ok(Reply::Done)
             }
             Command::SetStatus { user, device, custom } => {
                 self.check_ids(&user, &device)?;
@@ -58,8 +68,13 @@ impl Model {
                     return Err(refuse(INVALID_PARAMETER, "custom status too long"));
                 }
                 self.connected(&user, &device)?;
-                self.user_mut(&user).custom = custom;
-                Ok(None)
+                let u = self.user_mut(&user);
+                if u.custom != custom {
+                    u.custom = custom;
+                    u.version += 1;
+                    self.set_cause(&user, CauseKind::CustomStatus, &device);
+                }
+                Ok(Reply::Done)
             }
             Command::GetStatus { user, device, targets } => {
                 self.check_ids(&user, &device)?;
@@ -69,7 +84,7 @@ impl Model {
                 if !self_query {
                     self.gates(&user, Api::GetStatus, at_ms)?;
                 }
-                Ok(Some(self.statuses(&targets)))
+                Ok(Reply::Statuses(self.statuses(&targets)))
             }
             Command::Subscribe { user, device, targets } => {
                 self.check_ids(&user, &device)?;
@@ -81,7 +96,7 @@ impl Model {
                 self.gates(&user, Api::Subscribe, at_ms)?;
                 let statuses = self.statuses(&targets);
                 self.subscribe(&user, &targets);
-                Ok(Some(statuses))
+                Ok(Reply::Statuses(statuses))
             }
             Command::Unsubscribe { user, device, targets } => {
                 self.check_ids(&user, &device)?;
@@ -94,49 +109,91 @@ impl Model {
                 } else {
                     list.retain(|t| !targets.iter().any(|x| x == t.as_str()));
                 }
-                Ok(None)
+                Ok(Reply::Done)
             }
             Command::AddFriend { user, friend } => {
                 self.check_friends(&user, &friend)?;
                 self.user_mut(&user).friends.insert(friend.to_string());
                 self.user_mut(&friend).friends.insert(user.to_string());
-                Ok(None)
+                Ok(Reply::Done)
             }
             Command::RemoveFriend { user, friend } => {
                 self.check_friends(&user, &friend)?;
                 self.user_mut(&user).friends.remove(friend.as_str());
                 self.user_mut(&friend).friends.remove(user.as_str());
-                Ok(None)
+                Ok(Reply::Done)
+            }
+            Command::DisconnectSessions { owner } => {
+                if let Some(owner) = &owner {
+                    check_id(owner, OWNER_BYTES_MAX as u32, "owner tag")?;
+                }
+                let mut sessions = 0;
+                for (name, user) in self.users.iter_mut() {
+                    let mut greatest: Option<String> = None;
+                    for s in user.sessions.iter_mut().filter(|s| s.connected) {
+                        if owner.is_none() || s.owner.as_deref() == owner.as_deref() {
+                            s.connected = false;
+                            s.owner = None;
+                            user.version += 1;
+                            sessions += 1;
+                            greatest = greatest.max(Some(s.device.clone()));
+                        }
+                    }
+                    // R5.7: a user's sessions are disconnected in device order, so the last
+                    // (the greatest device) is the cause.
+                    if let Some(device) = greatest {
+                        let cause = Cause { kind: CauseKind::OwnerGone, device: Some(device.into()) };
+                        self.causes.insert(name.clone(), cause);
+                    }
+                }
+                Ok(Reply::Disconnected { sessions, remaining: 0 })
             }
         }
     }
 
-    /// R2.1, R2.5.
+    /// R2.1, R2.5, R8.5.
     fn login(
         &mut self,
         user: &str,
         device: &str,
+        owner: Option<&str>,
         at_ms: u64,
         kicked: &mut Vec<FlatNotice>,
     ) -> Result<(), Refusal> {
         self.check_ids(user, device)?;
+        if let Some(owner) = owner {
+            check_id(owner, OWNER_BYTES_MAX as u32, "owner tag")?;
+        }
         let max_devices = self.config.max_devices_per_user as usize;
         let u = self.user_mut(user);
         if let Some(s) = u.sessions.iter_mut().find(|s| s.device == device) {
-            // A reconnect sets the login time; an already connected session keeps it.
-            if !s.connected {
+            // A reconnect, or a connected session coming through another owner, opens the
+            // session again; an already connected session of the same owner keeps it.
+            let opened = !s.connected || s.owner.as_deref() != owner;
+            if opened {
                 s.connected = true;
                 s.login_at_ms = at_ms;
+                s.owner = owner.map(String::from);
+                u.version += 1;
             }
             s.heartbeat_at_ms = at_ms;
+            if opened {
+                self.set_cause(user, CauseKind::Login, device);
+            }
             return Ok(());
         }
         let old_sessions = u.sessions.len();
+        u.version += 1;
+        // R5.7: kicks after the login never change the status pair, so the login is the
+        // cause of any change.
+        self.causes.insert(user.to_string(), Cause { kind: CauseKind::Login, device: Some(device.into()) });
+        let u = self.user_mut(user);
         u.sessions.push(Session {
             device: device.to_string(),
             connected: true,
             login_at_ms: at_ms,
             heartbeat_at_ms: at_ms,
+            owner: owner.map(String::from),
         });
         // Kick the oldest of the sessions that existed before (never the new one) until the
         // user fits; ties on login time go to the smaller device id.
@@ -149,6 +206,7 @@ impl Model {
                 })
                 .unwrap_or(0);
             let gone = u.sessions.remove(oldest);
+            u.version += 1;
             candidates -= 1;
             if gone.connected {
                 kicked.push(FlatNotice::Kicked { to: user.to_string(), device: gone.device });
@@ -177,12 +235,19 @@ impl Model {
         }
     }
 
+    fn set_cause(&mut self, user: &str, kind: CauseKind, device: &str) {
+        self.causes.insert(user.to_string(), Cause { kind, device: Some(device.into()) });
+    }
+
     fn user_mut(&mut self, user: &str) -> &mut User {
         self.users.entry(user.to_string()).or_default()
     }
 
     fn statuses(&self, targets: &[UserId]) -> Vec<TargetStatus> {
-        targets.iter().map(|t| TargetStatus { user: t.clone(), status: self.status(t) }).collect()
+        targets
+            .iter()
+            .map(|t| TargetStatus { user: t.clone(), status: self.status(t), version: self.version(t) })
+            .collect()
     }
 
     // ---- R7.2 step 1 ----

@@ -26,8 +26,8 @@ mod subject;
 use std::collections::{BTreeMap, BTreeSet};
 
 use presence_engine::{
-    Command, Config, GeneralStatus, LastOnline, LogicalState, SessionRecord, SessionView, UserId, UserRecord,
-    UserStatus,
+    Cause, CauseKind, Command, Config, GeneralStatus, LastOnline, LogicalState, OwnerId, Reply,
+    SessionRecord, SessionView, UserId, UserRecord, UserStatus,
 };
 
 use crate::observe::{FlatNotice, Refusal, Response};
@@ -51,6 +51,8 @@ pub struct Model {
     logged_ms: u64,
     /// The time of the latest snapshot, if one was taken.
     snapshot_ms: Option<u64>,
+    /// The cause of each status change of the step under way (R5.7), by user.
+    causes: BTreeMap<String, Cause>,
 }
 
 /// One user, as the log would define it.
@@ -63,6 +65,8 @@ struct User {
     /// Oldest first (R4.2).
     subscriptions: Vec<String>,
     friends: BTreeSet<String>,
+    /// R5.6: how many times its sessions or custom status changed.
+    version: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -71,6 +75,8 @@ struct Session {
     connected: bool,
     login_at_ms: u64,
     heartbeat_at_ms: u64,
+    /// R8.5: the connection owner, while connected.
+    owner: Option<String>,
 }
 
 /// The rate-limited APIs, each with its own budget (R6.3).
@@ -105,7 +111,8 @@ impl User {
     }
 
     fn is_blank(&self) -> bool {
-        self.sessions.is_empty()
+        self.version == 0
+            && self.sessions.is_empty()
             && self.custom.is_empty()
             && self.offline_since_ms.is_none()
             && self.subscriptions.is_empty()
@@ -124,6 +131,7 @@ impl Model {
             recovering: false,
             logged_ms: 0,
             snapshot_ms: None,
+            causes: BTreeMap::new(),
         }
     }
 
@@ -145,12 +153,11 @@ impl Model {
         let mut next = self.clone();
         next.recover_heartbeats(at_ms);
         let mut kicked = Vec::new();
-        let statuses = next.apply_command(command, at_ms, &mut kicked)?;
+        let reply = next.apply_command(command, at_ms, &mut kicked)?;
         let mut notices = next.finish_step(self, at_ms);
         *self = next;
         notices.extend(kicked);
-        notices.sort();
-        Ok(Response { statuses, notices })
+        Ok(Response::new(reply, notices))
     }
 
     /// Advances time to `at_ms`: disconnects every connected session whose last heartbeat is
@@ -160,10 +167,19 @@ impl Model {
         let at_ms = self.begin(at_ms);
         let before = self.clone();
         let timeout_ms = self.config.heartbeat_timeout_ms;
-        for user in self.users.values_mut() {
+        for (name, user) in self.users.iter_mut() {
             for session in user.sessions.iter_mut() {
                 if session.connected && session.heartbeat_at_ms.saturating_add(timeout_ms) <= at_ms {
                     session.connected = false;
+                    session.owner = None;
+                    user.version += 1;
+                    // R5.7: a user's timeouts in one tick are logged by device, so the last
+                    // (the greatest device) is the cause.
+                    let cause = Cause {
+                        kind: CauseKind::HeartbeatTimeout,
+                        device: Some(session.device.as_str().into()),
+                    };
+                    self.causes.entry(name.clone()).and_modify(|c| *c = greater(c, &cause)).or_insert(cause);
                 }
             }
         }
@@ -176,9 +192,8 @@ impl Model {
                 }
             }
         }
-        let mut notices = self.finish_step(&before, at_ms);
-        notices.sort();
-        Response { statuses: None, notices }
+        let notices = self.finish_step(&before, at_ms);
+        Response::new(Reply::Done, notices)
     }
 
     /// What a restart keeps (R8.2): the logged state, not the heartbeat times (they count
@@ -196,6 +211,25 @@ impl Model {
         }
     }
 
+    /// A restart (R8.2) that, with `Some(at_ms)`, disconnects every restored session at that
+    /// time before anything else (R8.4): each disconnect moves the user's version (R5.6) and
+    /// clears its custom status (R3.3); nobody is left connected to be notified.
+    pub fn restart(&mut self, disconnect_at_ms: Option<u64>) {
+        self.reopen();
+        let Some(at_ms) = disconnect_at_ms else { return };
+        let at_ms = self.begin(at_ms);
+        let before = self.clone();
+        for user in self.users.values_mut() {
+            for session in user.sessions.iter_mut().filter(|s| s.connected) {
+                session.connected = false;
+                session.owner = None;
+                user.version += 1;
+            }
+        }
+        let notices = self.finish_step(&before, at_ms);
+        debug_assert!(notices.is_empty(), "nobody is connected after a restart that disconnects");
+    }
+
     /// Notes that a snapshot of the engine was taken now (it records the latest time seen,
     /// which a restart then starts from).
     pub fn snapshot_taken(&mut self) {
@@ -210,6 +244,11 @@ impl Model {
             Some(u) => UserStatus { general: u.general(), custom: u.custom.as_str().into() },
             None => UserStatus::unlogined(),
         }
+    }
+
+    /// The version of any user's status (R5.6); 0 for one never seen.
+    pub fn version(&self, user: &str) -> u64 {
+        self.users.get(user).map_or(0, |u| u.version)
     }
 
     /// When `user` was last `ONLINE` (R6.5).
@@ -265,6 +304,7 @@ impl Model {
                         device: s.device.as_str().into(),
                         connected: s.connected,
                         login_at_ms: s.login_at_ms,
+                        owner: s.owner.as_deref().map(OwnerId::from),
                     })
                     .collect();
                 sessions.sort_by(|a, b| a.device.cmp(&b.device));
@@ -275,6 +315,7 @@ impl Model {
                     last_online_end_ms: u.offline_since_ms,
                     subscriptions: u.subscriptions.iter().map(UserId::from).collect(),
                     friends: u.friends.iter().map(UserId::from).collect(),
+                    version: u.version,
                 }
             })
             .collect();
@@ -322,6 +363,7 @@ impl Model {
     /// status pair changed).
     fn finish_step(&mut self, before: &Model, at_ms: u64) -> Vec<FlatNotice> {
         self.end_online_periods(before, at_ms);
+        let causes = std::mem::take(&mut self.causes);
         self.now_ms = at_ms;
         if before.logical_state() != self.logical_state() {
             self.logged_ms = at_ms;
@@ -340,6 +382,8 @@ impl Model {
                     about: about.clone(),
                     status: status.general,
                     custom: status.custom.to_string(),
+                    version: Some(self.version(about)),
+                    cause: causes.get(about.as_str()).cloned(),
                 });
             }
         }
@@ -361,5 +405,15 @@ impl Model {
             }
         }
         devices
+    }
+}
+
+/// Of two causes of the same kind, the one with the greater device: the later in the log
+/// when a step changes several sessions of one user the same way (R5.7).
+fn greater(a: &Cause, b: &Cause) -> Cause {
+    if b.device > a.device {
+        b.clone()
+    } else {
+        a.clone()
     }
 }

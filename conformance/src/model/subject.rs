@@ -32,6 +32,11 @@ impl Subject for Model {
         Model::friends(self, user)
     }
 
+    fn restart(&mut self, disconnect_at_ms: Option<u64>) -> Result<(), Refusal> {
+        Model::restart(self, disconnect_at_ms);
+        Ok(())
+    }
+
     fn finish(self) -> Result<(), String> {
         Ok(())
     }

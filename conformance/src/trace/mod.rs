@@ -28,7 +28,7 @@ use presence_engine::EventStore;
 use presence_storage_mem::MemStore;
 use presence_storage_sled::{Durability, SledStore};
 
-pub use parse::{parse, Check, Expectation, Item, Op, ParseError, Trace};
+pub use parse::{parse, Check, Expectation, ExpectedStatus, Item, Op, ParseError, Trace};
 pub use run::{run_trace, Failure};
 
 use crate::model::Model;

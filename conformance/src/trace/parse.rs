@@ -1,6 +1,8 @@
 //! Reading a trace (docs/TRACE-FORMAT.md) into a [`Trace`]. Never panics, whatever the text.
 
-use presence_engine::{Command, Config, GeneralStatus, TargetStatus, UserId, UserStatus};
+use presence_engine::{
+    Cause, CauseKind, Command, Config, DeviceId, GeneralStatus, TargetStatus, UserId, UserStatus,
+};
 use serde_json::{Map, Value};
 
 use crate::observe::FlatNotice;
@@ -39,13 +41,19 @@ pub enum Item {
     },
 }
 
-/// A command, or a clock tick.
+/// A command, a clock tick, or a restart.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
     /// One of the engine's commands.
     Command(Command),
     /// A clock tick.
     Tick,
+    /// The implementation is stopped and started again over what it stored (R8.2, R8.4),
+    /// keeping its connected sessions or disconnecting them at the line's time.
+    Restart {
+        /// Whether the restart disconnects every restored session (R8.4).
+        disconnect: bool,
+    },
 }
 
 /// An expectation about the command just above it.
@@ -55,10 +63,29 @@ pub enum Expectation {
     Ok,
     /// It was refused with this code.
     Error(u32),
-    /// Its result is exactly these statuses, in order.
-    Statuses(Vec<TargetStatus>),
+    /// Its result is exactly these statuses, in order (each version only where given).
+    Statuses(Vec<ExpectedStatus>),
     /// Its notices are exactly these, in any order.
     Notices(Vec<FlatNotice>),
+}
+
+/// One status a trace expects in a result: the version is compared only where the trace
+/// states one (R5.6: an implementation may not report versions).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpectedStatus {
+    /// The target.
+    pub user: UserId,
+    /// Its status.
+    pub status: UserStatus,
+    /// Its version, if the trace states one.
+    pub version: Option<u64>,
+}
+
+impl ExpectedStatus {
+    /// Whether `got` is this status (and this version, when one is stated).
+    pub fn matches(&self, got: &TargetStatus) -> bool {
+        self.user == got.user && self.status == got.status && self.version.is_none_or(|v| v == got.version)
+    }
 }
 
 /// A check of the state, read through the host's direct API (R6.4).
@@ -183,7 +210,25 @@ fn op(fields: &mut Fields) -> Result<Op, String> {
     let name = fields.string("op")?;
     let command = match name.as_str() {
         "tick" => return Ok(Op::Tick),
-        "login" => Command::login(fields.string("user")?, fields.string("device")?),
+        "restart" => {
+            let disconnect = match fields.string("sessions")?.as_str() {
+                "keep" => false,
+                "disconnect" => true,
+                other => return Err(format!("\"sessions\" is \"keep\" or \"disconnect\", not {other:?}")),
+            };
+            return Ok(Op::Restart { disconnect });
+        }
+        "login" => {
+            let (user, device) = (fields.string("user")?, fields.string("device")?);
+            match fields.optional_string("owner")? {
+                Some(owner) => Command::login_with_owner(user, device, owner),
+                None => Command::login(user, device),
+            }
+        }
+        "disconnect_sessions" => match fields.optional_string("owner")? {
+            Some(owner) => Command::disconnect_owner(owner),
+            None => Command::disconnect_all(),
+        },
         "logout" => Command::logout(fields.string("user")?, fields.string("device")?),
         "disconnect" => Command::disconnect(fields.string("user")?, fields.string("device")?),
         "heartbeat" => Command::heartbeat(fields.string("user")?, fields.string("device")?),
@@ -217,7 +262,7 @@ fn expectation(fields: &mut Fields) -> Result<Expectation, String> {
         }
         "statuses" => {
             let list = fields.objects("statuses")?;
-            list.into_iter().map(target_status).collect::<Result<_, _>>().map(Expectation::Statuses)
+            list.into_iter().map(expected_status).collect::<Result<_, _>>().map(Expectation::Statuses)
         }
         "notices" => {
             let list = fields.objects("notices")?;
@@ -254,12 +299,13 @@ fn user_status(fields: &mut Fields) -> Result<UserStatus, String> {
     Ok(UserStatus { general, custom: custom.into() })
 }
 
-fn target_status(object: Map<String, Value>) -> Result<TargetStatus, String> {
+fn expected_status(object: Map<String, Value>) -> Result<ExpectedStatus, String> {
     let mut fields = Fields::new(object);
     let user = UserId::from(fields.string("user")?);
     let status = user_status(&mut fields)?;
+    let version = fields.optional_u64("version")?;
     fields.done()?;
-    Ok(TargetStatus { user, status })
+    Ok(ExpectedStatus { user, status, version })
 }
 
 fn notice(object: Map<String, Value>) -> Result<FlatNotice, String> {
@@ -274,10 +320,34 @@ fn notice(object: Map<String, Value>) -> Result<FlatNotice, String> {
     } else {
         let about = fields.string("about")?;
         let status = user_status(&mut fields)?;
-        FlatNotice::Status { to, device, about, status: status.general, custom: status.custom.to_string() }
+        let version = fields.optional_u64("version")?;
+        let cause = match fields.has("cause") {
+            true => Some(cause(fields.take("cause")?)?),
+            false => None,
+        };
+        FlatNotice::Status {
+            to,
+            device,
+            about,
+            status: status.general,
+            custom: status.custom.to_string(),
+            version,
+            cause,
+        }
     };
     fields.done()?;
     Ok(notice)
+}
+
+/// A notice's `"cause"`: `{"kind": "login", "device": "phone"}` (R5.7).
+fn cause(value: Value) -> Result<Cause, String> {
+    let Value::Object(object) = value else { return Err("\"cause\" must be an object".into()) };
+    let mut fields = Fields::new(object);
+    let name = fields.string("kind")?;
+    let kind = CauseKind::from_name(&name).ok_or_else(|| format!("unknown cause {name:?}"))?;
+    let device = fields.optional_string("device")?.map(DeviceId::from);
+    fields.done()?;
+    Ok(Cause { kind, device })
 }
 
 /// The fields of one JSON object, taken one by one; [`Fields::done`] refuses the rest.
@@ -302,6 +372,22 @@ impl Fields {
         match self.take(key)? {
             Value::String(s) => Ok(s),
             other => Err(format!("{key:?} must be a string, not {other}")),
+        }
+    }
+
+    /// `key` if present: a string.
+    fn optional_string(&mut self, key: &str) -> Result<Option<String>, String> {
+        match self.has(key) {
+            true => self.string(key).map(Some),
+            false => Ok(None),
+        }
+    }
+
+    /// `key` if present: a non-negative integer.
+    fn optional_u64(&mut self, key: &str) -> Result<Option<u64>, String> {
+        match self.has(key) {
+            true => self.u64(key).map(Some),
+            false => Ok(None),
         }
     }
 

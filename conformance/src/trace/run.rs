@@ -3,8 +3,8 @@
 use presence_engine::{TargetStatus, UserStatus};
 use serde_json::json;
 
-use super::parse::{Check, Expectation, Item, Op, Trace};
-use crate::observe::{FlatNotice, Refusal, Response};
+use super::parse::{Check, Expectation, ExpectedStatus, Item, Op, Trace};
+use crate::observe::{notices_match, FlatNotice, Refusal, Response};
 use crate::subject::Subject;
 
 /// One expectation or check that did not hold: `FILE:LINE: expected ..., got ...`.
@@ -28,6 +28,9 @@ pub fn run_trace<T: Subject>(trace: &Trace, mut subject: T) -> Vec<Failure> {
                 let result = match op {
                     Op::Command(command) => subject.execute(command.clone(), *at_ms),
                     Op::Tick => subject.tick(*at_ms),
+                    Op::Restart { disconnect } => {
+                        subject.restart(disconnect.then_some(*at_ms)).map(|()| Response::default())
+                    }
                 };
                 check_step(*line, &result, expectations, &mut failures);
             }
@@ -72,9 +75,10 @@ fn check_step(
             }
             (Expectation::Error(_), Err(_)) => {}
             (Expectation::Statuses(want), result) => {
-                let want_text = format!("statuses {}", statuses_text(want));
+                let want_text = format!("statuses {}", expected_statuses_text(want));
                 match result {
-                    Ok(Response { statuses: Some(got), .. }) if got == want => {}
+                    Ok(Response { statuses: Some(got), .. })
+                        if got.len() == want.len() && want.iter().zip(got).all(|(w, g)| w.matches(g)) => {}
                     Ok(Response { statuses: Some(got), .. }) => {
                         failures.push(failure(want_text, statuses_text(got)))
                     }
@@ -91,7 +95,7 @@ fn check_step(
                 };
                 let mut want = want.clone();
                 want.sort();
-                if want != got {
+                if !notices_match(&want, got) {
                     failures
                         .push(failure(format!("notices {}", notices_text(&want)), notices_diff(&want, got)));
                 }
@@ -144,8 +148,24 @@ fn statuses_text(list: &[TargetStatus]) -> String {
     let items: Vec<String> = list
         .iter()
         .map(|t| {
-            json!({"user": t.user.as_str(), "status": t.status.general.name(), "custom": &*t.status.custom})
-                .to_string()
+            json!({"user": t.user.as_str(), "status": t.status.general.name(), "custom": &*t.status.custom,
+                   "version": t.version})
+            .to_string()
+        })
+        .collect();
+    format!("[{}]", items.join(", "))
+}
+
+fn expected_statuses_text(list: &[ExpectedStatus]) -> String {
+    let items: Vec<String> = list
+        .iter()
+        .map(|t| {
+            let mut item =
+                json!({"user": t.user.as_str(), "status": t.status.general.name(), "custom": &*t.status.custom});
+            if let Some(version) = t.version {
+                item["version"] = version.into();
+            }
+            item.to_string()
         })
         .collect();
     format!("[{}]", items.join(", "))
@@ -158,8 +178,9 @@ fn notices_text(list: &[FlatNotice]) -> String {
 
 /// What was got, with what is missing and what is unexpected spelled out.
 fn notices_diff(want: &[FlatNotice], got: &[FlatNotice]) -> String {
-    let missing: Vec<FlatNotice> = want.iter().filter(|n| !got.contains(n)).cloned().collect();
-    let extra: Vec<FlatNotice> = got.iter().filter(|n| !want.contains(n)).cloned().collect();
+    let missing: Vec<FlatNotice> =
+        want.iter().filter(|w| !got.iter().any(|g| w.matches(g))).cloned().collect();
+    let extra: Vec<FlatNotice> = got.iter().filter(|g| !want.iter().any(|w| w.matches(g))).cloned().collect();
     let mut text = notices_text(got);
     if !missing.is_empty() {
         text.push_str(&format!(" (missing {})", notices_text(&missing)));

@@ -14,6 +14,8 @@ const BAD_USERS: &[&str] = &["", "e\u{7}", "eeeee", "éé"];
 const DEVICES: &[&str] = &["p", "q", "r"];
 const BAD_DEVICES: &[&str] = &["", "\n", "ssss"];
 const CUSTOMS: &[&str] = &["", "x", "y", "xy", "héé", "\u{0}"];
+/// Connection owners (R8.5), one of them invalid (a control character).
+const OWNERS: &[&str] = &["gw1", "gw2", "bad\u{1}"];
 
 /// Cases per property: `PROPTEST_CASES` when set, else `default`.
 pub fn cases(default: u32) -> u32 {
@@ -35,7 +37,9 @@ fn targets() -> impl Strategy<Value = Vec<UserId>> {
 /// Any command, login-heavy so that sessions exist.
 pub fn command() -> impl Strategy<Value = Command> {
     prop_oneof![
-        5 => (user(), device()).prop_map(|(u, d)| Command::login(u, d)),
+                5 => (user(), device()).prop_map(|(u, d)| Command::login(u, d)),
+        2 => (user(), device(), select(OWNERS)).prop_map(|(u, d, o)| Command::login_with_owner(u, d, o)),
+        1 => prop_oneof![select(OWNERS).prop_map(Command::disconnect_owner), Just(Command::disconnect_all())],
         1 => (user(), device()).prop_map(|(u, d)| Command::logout(u, d)),
         2 => (user(), device()).prop_map(|(u, d)| Command::disconnect(u, d)),
         2 => (user(), device()).prop_map(|(u, d)| Command::heartbeat(u, d)),
@@ -92,6 +96,7 @@ enum Draft {
     Tick,
     Snapshot(bool),
     Reopen,
+    ReopenDisconnecting,
 }
 
 /// How far the clock moves before a step: often not at all, sometimes backwards (R1.3).
@@ -106,7 +111,8 @@ pub fn steps(max_len: usize) -> impl Strategy<Value = Vec<Step>> {
         24 => command().prop_map(Draft::Execute),
         5 => Just(Draft::Tick),
         1 => any::<bool>().prop_map(Draft::Snapshot),
-        1 => Just(Draft::Reopen),
+                1 => Just(Draft::Reopen),
+        1 => Just(Draft::ReopenDisconnecting),
     ];
     prop::collection::vec((delta_ms(), draft), 1..max_len).prop_map(|drafts| {
         let mut clock: i64 = 0;
@@ -120,6 +126,7 @@ pub fn steps(max_len: usize) -> impl Strategy<Value = Vec<Step>> {
                     Draft::Tick => Step::Tick { at_ms },
                     Draft::Snapshot(compact) => Step::Snapshot { compact },
                     Draft::Reopen => Step::Reopen,
+                    Draft::ReopenDisconnecting => Step::ReopenDisconnecting { at_ms },
                 }
             })
             .collect()

@@ -6,6 +6,7 @@
 //! exactly where it was before the group (R7.1).
 
 use super::{Append, Engine};
+use crate::change::StatusChange;
 use crate::codec;
 use crate::command::{Command, Outcome};
 use crate::error::Error;
@@ -19,7 +20,10 @@ pub struct Group<'a, S: EventStore> {
     engine: &'a mut Engine<S>,
     first_seq: u64,
     events: Vec<Event>,
-    /// An upper bound of the bytes `events` encode to.
+    /// The status changes of the group's steps, for the batch's outbox (only when the engine
+    /// writes one).
+    outbox: Vec<StatusChange>,
+    /// An upper bound of the bytes `events` (and the outbox) encode to.
     bytes_bound: usize,
     open: bool,
 }
@@ -28,30 +32,44 @@ impl<'a, S: EventStore> Group<'a, S> {
     pub(super) fn begin(engine: &'a mut Engine<S>) -> Self {
         engine.state.begin_journal();
         let first_seq = engine.state.last_seq + 1;
-        Group { engine, first_seq, events: Vec::new(), bytes_bound: 0, open: true }
+        Group { engine, first_seq, events: Vec::new(), outbox: Vec::new(), bytes_bound: 0, open: true }
     }
 
     /// Decides and applies a command as [`Engine::execute`] does, but keeps its events for
     /// the group's one append. Its outcome must not be handed out before
     /// [`Group::commit`] succeeds.
     pub fn execute(&mut self, command: Command, at_ms: u64) -> Result<Outcome, Error> {
-        let (outcome, events) = self.engine.command_step(command, at_ms, Append::ByGroup)?;
-        self.keep(events);
+        let append = Append::ByGroup { bytes_left: self.bytes_left() };
+        let (outcome, events) = self.engine.command_step(command, at_ms, append)?;
+        self.keep(events, &outcome);
         Ok(outcome)
     }
 
     /// A tick inside the group (see [`Engine::tick`]). Its events fit, with the group's
     /// events before it, in one batch the store accepts.
     pub fn tick(&mut self, at_ms: u64) -> Result<Outcome, Error> {
-        let bytes_budget = self.bytes_left();
-        let (outcome, events) = self.engine.tick_step(at_ms, Append::ByGroup, bytes_budget)?;
-        self.keep(events);
+        let append = Append::ByGroup { bytes_left: self.bytes_left() };
+        let (outcome, events) = self.engine.tick_step(at_ms, append)?;
+        self.keep(events, &outcome);
         Ok(outcome)
     }
 
-    fn keep(&mut self, events: Vec<Event>) {
+    /// R8.4 at open: disconnects as many restored sessions as fit the group's batch; returns
+    /// how many are left.
+    pub(super) fn disconnect_restored(&mut self, at_ms: u64) -> Result<usize, Error> {
+        let append = Append::ByGroup { bytes_left: self.bytes_left() };
+        let (outcome, events, remaining) = self.engine.restart_step(at_ms, append)?;
+        self.keep(events, &outcome);
+        Ok(remaining)
+    }
+
+    fn keep(&mut self, events: Vec<Event>, outcome: &Outcome) {
         self.bytes_bound += events.iter().map(|e| codec::event_bytes_bound(&e.kind)).sum::<usize>();
         self.events.extend(events);
+        if self.engine.outbox && !self.events.is_empty() {
+            self.bytes_bound += outcome.changes.iter().map(codec::change_bytes_bound).sum::<usize>();
+            self.outbox.extend(outcome.changes.iter().cloned());
+        }
     }
 
     /// Events gathered so far.
@@ -81,7 +99,7 @@ impl<'a, S: EventStore> Group<'a, S> {
     /// durability in the group-commit mode.
     pub fn commit(mut self) -> Result<usize, Error> {
         self.open = false;
-        match self.engine.append_batch(self.first_seq, &self.events) {
+        match self.engine.append_batch(self.first_seq, &self.events, &self.outbox) {
             Ok(()) => {
                 self.engine.state.end_journal();
                 Ok(self.events.len())

@@ -17,15 +17,16 @@ mod open;
 mod reads;
 
 pub use group::Group;
-pub use open::Recovery;
+pub use open::{EngineOptions, Recovery, RestoredSessions};
 pub use reads::{SessionView, Stats, UserView};
 
+use crate::change::{Cause, CauseKind, StatusChange};
 use crate::codec;
 use crate::command::{Command, Outcome, Reply};
 use crate::config::Config;
-use crate::decide::{decide, Effect};
+use crate::decide::{decide, disconnect_events, Effect};
 use crate::error::{Error, StoreError, StoreErrorKind};
-use crate::event::{CloseReason, Event, EventKind};
+use crate::event::{CloseReason, DisconnectReason, Event, EventKind};
 use crate::fanout::{recipients, Marks};
 use crate::ids::UserKey;
 use crate::limits::TIME_MS_MAX;
@@ -48,10 +49,12 @@ pub struct Engine<S> {
     recovery: Recovery,
     /// Fan-out scratch: users already listed as recipients of the notice being built (R5.2).
     recipient_marks: Marks,
-    /// Users an event of the current command may have changed the status of (R5.1).
-    status_marks: Marks,
+    /// Users an event of the current step touched (R5.1), with where they are in its list.
+    touched_marks: Marks<u32>,
     /// The bytes of the last appended batch, kept so that appends do not allocate.
     encoded: Vec<u8>,
+    /// Whether batches carry an outbox ([`EngineOptions::outbox`]).
+    outbox: bool,
 }
 
 static NEXT_INSTANCE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
@@ -64,11 +67,12 @@ pub struct SessionHandle {
 }
 
 /// Who appends a step's events: the step itself, before it changes anything, or the group
-/// it belongs to, once for every step of the group ([`Group::commit`]).
+/// it belongs to, once for every step of the group ([`Group::commit`]), which has room for
+/// `bytes_left` more bytes of events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Append {
     Now,
-    ByGroup,
+    ByGroup { bytes_left: usize },
 }
 
 impl<S: EventStore> Engine<S> {
@@ -77,6 +81,14 @@ impl<S: EventStore> Engine<S> {
     /// and the notices to push. On error nothing changed (R7.1).
     pub fn execute(&mut self, command: Command, at_ms: u64) -> Result<Outcome, Error> {
         self.discard_leaked_group();
+        if self.outbox {
+            // The outbox holds what applying the events found, so they are applied before
+            // the append: a group of one, rolled back if the append fails.
+            let mut group = self.group();
+            let outcome = group.execute(command, at_ms)?;
+            group.commit()?;
+            return Ok(outcome);
+        }
         self.command_step(command, at_ms, Append::Now).map(|(outcome, _)| outcome)
     }
 
@@ -87,8 +99,13 @@ impl<S: EventStore> Engine<S> {
     /// [`TICK_EVENTS_MAX`](crate::TICK_EVENTS_MAX); what else is due waits for the next tick.
     pub fn tick(&mut self, at_ms: u64) -> Result<Outcome, Error> {
         self.discard_leaked_group();
-        let bytes_budget = self.store.batch_bytes_max().saturating_sub(codec::BATCH_OVERHEAD_BYTES_MAX);
-        self.tick_step(at_ms, Append::Now, bytes_budget).map(|(outcome, _)| outcome)
+        if self.outbox {
+            let mut group = self.group();
+            let outcome = group.tick(at_ms)?;
+            group.commit()?;
+            return Ok(outcome);
+        }
+        self.tick_step(at_ms, Append::Now).map(|(outcome, _)| outcome)
     }
 
     /// The handle of `user`'s session on `device`, if it exists: for the hot path of a
@@ -151,40 +168,49 @@ impl<S: EventStore> Engine<S> {
     ) -> Result<(Outcome, Vec<Event>), Error> {
         let at_ms = self.time(at_ms);
         // Validation and the events the command would log, reading the state only (R7.2).
-        let decision = decide(&self.state, &self.config, &command, at_ms)?;
+        let decision = decide(&self.state, &self.config, &command, at_ms, self.bytes_budget(append))?;
         let events = at_time(decision.events, at_ms);
         // A refused append leaves everything as it was (R7.1).
         if append == Append::Now {
-            self.append_batch(self.state.last_seq + 1, &events)?;
+            self.append_batch(self.state.last_seq + 1, &events, &[])?;
         }
         Ok(self.apply_and_notify(decision.reply, decision.effect, events, at_ms))
     }
 
-    /// One tick: take what is due, append (now or by the group), apply and notify. Its
-    /// events take at most `bytes_budget` bytes encoded.
-    fn tick_step(
-        &mut self,
-        at_ms: u64,
-        append: Append,
-        bytes_budget: usize,
-    ) -> Result<(Outcome, Vec<Event>), Error> {
+    /// One tick: take what is due (as much as fits one batch), append (now or by the group),
+    /// apply and notify.
+    fn tick_step(&mut self, at_ms: u64, append: Append) -> Result<(Outcome, Vec<Event>), Error> {
         let at_ms = self.time(at_ms);
         let timeout_ms = self.config.heartbeat_timeout_ms;
         let retention_ms = self.config.subscription_retention_ms;
-        let due = self.state.take_due(at_ms, timeout_ms, retention_ms, bytes_budget);
+        let due = self.state.take_due(at_ms, timeout_ms, retention_ms, self.bytes_budget(append));
         let events = at_time(due.events, at_ms);
         match append {
             Append::Now => {
-                if let Err(e) = self.append_batch(self.state.last_seq + 1, &events) {
+                if let Err(e) = self.append_batch(self.state.last_seq + 1, &events, &[]) {
                     self.state.put_back_due(due.taken);
                     return Err(e);
                 }
             }
             // A group that fails to commit rolls back, and its rollback rebuilds both deadline
             // queues from the restored state, which puts back what this tick took.
-            Append::ByGroup => {}
+            Append::ByGroup { .. } => {}
         }
         Ok(self.apply_and_notify(Reply::Done, Effect::None, events, at_ms))
+    }
+
+    /// The restart of R8.4 inside a group: disconnects as many restored sessions as fit the
+    /// group's batch, and says how many are left.
+    fn restart_step(&mut self, at_ms: u64, append: Append) -> Result<(Outcome, Vec<Event>, usize), Error> {
+        let at_ms = self.time(at_ms);
+        let reason = DisconnectReason::Restart;
+        let (kinds, remaining) = disconnect_events(&self.state, None, reason, self.bytes_budget(append));
+        let events = at_time(kinds, at_ms);
+        if append == Append::Now {
+            self.append_batch(self.state.last_seq + 1, &events, &[])?;
+        }
+        let (outcome, events) = self.apply_and_notify(Reply::Done, Effect::None, events, at_ms);
+        Ok((outcome, events, remaining))
     }
 
     /// Applies the events of an accepted step (stored already, or to be stored by its group)
@@ -208,17 +234,19 @@ impl<S: EventStore> Engine<S> {
                 self.state.count_rate_limited_call(user, api, at_ms, self.config.rate_limit_calls)
             }
         }
-        let notices = self.apply_events(&events);
-        (Outcome { reply, notices, events: events.len() }, events)
+        let (notices, changes) = self.apply_events(&events);
+        (Outcome { reply, notices, changes, events: events.len() }, events)
     }
 
-    /// Applies a step's events and computes its notices on the state after all of them
-    /// (R5.1, R5.3): one notice per user whose status pair changed, none for a change undone
-    /// within the step, a `kicked` notice per connected session removed by R2.5 (R5.5).
-    fn apply_events(&mut self, events: &[Event]) -> Vec<Notice> {
+    /// Applies a step's events and computes, on the state after all of them (R5.1, R5.3):
+    /// the status change of every user an event touched (R5.6), in the order first touched;
+    /// one notice per user whose status pair changed (none for a change undone within the
+    /// step); a `kicked` notice per connected session removed by R2.5 (R5.5).
+    fn apply_events(&mut self, events: &[Event]) -> (Vec<Notice>, Vec<StatusChange>) {
         let mut notices = Vec::new();
-        let mut touched: Vec<(UserKey, UserStatus)> = Vec::new();
-        self.status_marks.start(self.state.users.len());
+        // Each user touched, in the order first touched.
+        let mut touched: Vec<Touched> = Vec::new();
+        self.touched_marks.start(self.state.users.len());
         for event in events {
             let before =
                 event.kind.touches_status().then(|| self.state.status_of(event.kind.user().as_str()));
@@ -231,12 +259,23 @@ impl<S: EventStore> Engine<S> {
             }
             let applied = self.state.apply(&event.as_ref());
             debug_assert!(applied.is_ok(), "decide produced an event apply refuses: {applied:?}");
-            if let Some(before) = before {
-                if let Some(u) = self.state.user_key(event.kind.user().as_str()) {
-                    if self.status_marks.mark(u) {
-                        touched.push((u, before));
-                    }
+            let (Some(before), Some(cause)) = (before, cause_of(&event.kind)) else { continue };
+            let Some(u) = self.state.user_key(event.kind.user().as_str()) else { continue };
+            // R5.7: the cause is the last event that changed the pair, else the last that
+            // touched the user.
+            let changed_pair = self.state.user(u).status() != before;
+            let entry = match self.touched_marks.mark_with(u, touched.len() as u32) {
+                None => {
+                    touched.push(Touched { user: u, before, cause: cause.clone(), changed_by: None });
+                    touched.last_mut()
                 }
+                Some(at) => touched.get_mut(at as usize),
+            };
+            if let Some(entry) = entry {
+                if changed_pair {
+                    entry.changed_by = Some(cause.clone());
+                }
+                entry.cause = cause;
             }
         }
         #[cfg(debug_assertions)]
@@ -246,20 +285,32 @@ impl<S: EventStore> Engine<S> {
             }
         }
         let friends = self.config.friend_notifications;
-        for (u, before) in touched {
-            let status = self.state.user(u).status();
-            if status == before {
-                continue;
-            }
-            let mut list = Vec::new();
-            recipients(&self.state, u, friends, &mut self.recipient_marks, &mut list);
-            notices.push(Notice::Status(StatusNotice {
-                about: self.state.user_name(u).clone(),
+        let mut changes = Vec::with_capacity(touched.len());
+        for Touched { user: u, before, cause, changed_by } in touched {
+            let cause = changed_by.unwrap_or(cause);
+            let user = self.state.user(u);
+            let status = user.status();
+            let change = StatusChange {
+                user: self.state.user_name(u).clone(),
+                changed: status != before,
                 status,
-                recipients: list,
-            }));
+                version: user.version,
+                cause,
+            };
+            if change.changed {
+                let mut list = Vec::new();
+                recipients(&self.state, u, friends, &mut self.recipient_marks, &mut list);
+                notices.push(Notice::Status(StatusNotice {
+                    about: change.user.clone(),
+                    status: change.status.clone(),
+                    version: change.version,
+                    cause: change.cause.clone(),
+                    recipients: list,
+                }));
+            }
+            changes.push(change);
         }
-        notices
+        (notices, changes)
     }
 
     /// A group that was leaked (`mem::forget`) never reached the store: undo it, so that
@@ -274,18 +325,77 @@ impl<S: EventStore> Engine<S> {
         at_ms.min(TIME_MS_MAX).max(self.state.now_ms)
     }
 
-    /// Encodes `events` as one batch at `first_seq` and appends it. Changes no state.
-    fn append_batch(&mut self, first_seq: u64, events: &[Event]) -> Result<(), Error> {
+    /// The most bytes of events a step may log: what one batch of the store takes, or what
+    /// is left of the group's batch.
+    fn bytes_budget(&self, append: Append) -> usize {
+        let budget = match append {
+            Append::Now => self.store.batch_bytes_max().saturating_sub(codec::BATCH_OVERHEAD_BYTES_MAX),
+            Append::ByGroup { bytes_left } => bytes_left,
+        };
+        // With an outbox, each session event the step logs also adds a status change of about
+        // its size (a custom status is cleared on the way offline).
+        if self.outbox {
+            budget / 2
+        } else {
+            budget
+        }
+    }
+
+    /// Encodes `events` (with `outbox`) as one batch at `first_seq` and appends it. Changes
+    /// no state.
+    fn append_batch(
+        &mut self,
+        first_seq: u64,
+        events: &[Event],
+        outbox: &[StatusChange],
+    ) -> Result<(), Error> {
         if events.is_empty() {
             return Ok(());
         }
         self.encoded.clear();
-        codec::encode_batch(first_seq, events, &mut self.encoded)?;
+        codec::encode_batch_with_outbox(first_seq, events, outbox, &mut self.encoded)?;
         let count = u32::try_from(events.len())
             .map_err(|_| StoreError::new(StoreErrorKind::Contract, "too many events in one batch"))?;
         self.store.append(first_seq, count, &self.encoded)?;
         Ok(())
     }
+}
+
+/// A user an event of the current step touched (R5.6, R5.7).
+struct Touched {
+    user: UserKey,
+    /// Its status before the step.
+    before: UserStatus,
+    /// The cause of the last event that touched it.
+    cause: Cause,
+    /// The cause of the last event that changed its status pair, if one did.
+    changed_by: Option<Cause>,
+}
+
+/// Why an event moved its user's status version (R5.7), for the events that do.
+fn cause_of(kind: &EventKind) -> Option<Cause> {
+    let (kind, device) = match kind {
+        EventKind::SessionOpened { device, .. } => (CauseKind::Login, Some(device)),
+        EventKind::SessionDisconnected { device, reason, .. } => {
+            let kind = match reason {
+                DisconnectReason::Disconnect => CauseKind::Disconnect,
+                DisconnectReason::HeartbeatTimeout => CauseKind::HeartbeatTimeout,
+                DisconnectReason::Restart => CauseKind::Restart,
+                DisconnectReason::OwnerGone => CauseKind::OwnerGone,
+            };
+            (kind, Some(device))
+        }
+        EventKind::SessionClosed { device, reason, .. } => {
+            let kind = match reason {
+                CloseReason::Logout => CauseKind::Logout,
+                CloseReason::Kicked => CauseKind::Kicked,
+            };
+            (kind, Some(device))
+        }
+        EventKind::CustomStatusSet { device, .. } => (CauseKind::CustomStatus, device.as_ref()),
+        _ => return None,
+    };
+    Some(Cause { kind, device: device.cloned() })
 }
 
 /// The events of a step, each stamped with the step's time.

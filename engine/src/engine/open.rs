@@ -9,6 +9,36 @@ use crate::fanout::Marks;
 use crate::state::State;
 use crate::store::EventStore;
 
+/// How an engine opens: what to do with the sessions it restores, and whether its batches
+/// carry an outbox. [`Engine::open`] takes the defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// What to do with the sessions the store says are connected (R8.4).
+    pub restored_sessions: RestoredSessions,
+    /// Whether each batch records the status changes it caused (its outbox), so that a reader
+    /// of the log (another node's watch table) learns them without folding the state. Off by
+    /// default: it costs bytes in every batch that changes a status, and only a deployment
+    /// that reads other shards' logs needs it.
+    pub outbox: bool,
+}
+
+/// What a reopened engine does with the sessions its store says are connected (R8.4).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RestoredSessions {
+    /// Keep them connected; each counts as having sent a heartbeat at the recovery time, so it
+    /// has a full timeout to come back (R8.2). Right when connections outlive the process
+    /// (they are held by gateway nodes that keep running).
+    #[default]
+    Keep,
+    /// Disconnect every one at `at_ms`, logged as events (reason `Restart`), before the
+    /// engine takes any command: right when the sockets died with the process, so that
+    /// subscribers stop seeing `ONLINE` at once instead of after a heartbeat timeout.
+    Disconnect {
+        /// The time of the restart: the engine's time for those events (R1.3).
+        at_ms: u64,
+    },
+}
+
 /// What [`Engine::open`] found in the store.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Recovery {
@@ -20,6 +50,8 @@ pub struct Recovery {
     pub events_replayed: u64,
     /// Batches replayed after the snapshot.
     pub batches_replayed: u64,
+    /// Sessions disconnected at open ([`RestoredSessions::Disconnect`]).
+    pub sessions_disconnected: u64,
 }
 
 impl<S: EventStore> Engine<S> {
@@ -33,6 +65,13 @@ impl<S: EventStore> Engine<S> {
     /// for a gap or a corrupt batch. (A command whose events the store refuses as too large
     /// fails with code 9000 and changes nothing, R7.1.)
     pub fn open(config: Config, store: S) -> Result<Self, Error> {
+        Self::open_with(config, store, EngineOptions::default())
+    }
+
+    /// [`Engine::open`] with options: see [`EngineOptions`]. With
+    /// [`RestoredSessions::Disconnect`], a store failure while logging the disconnects fails
+    /// the open; what was appended before it stays (a later open disconnects the rest).
+    pub fn open_with(config: Config, store: S, options: EngineOptions) -> Result<Self, Error> {
         config.validate()?;
         let event_bytes = codec::session_event_bytes_bound(&config);
         let store_bytes = store.batch_bytes_max().saturating_sub(codec::BATCH_OVERHEAD_BYTES_MAX);
@@ -48,16 +87,36 @@ impl<S: EventStore> Engine<S> {
         replay(&store, &mut state, &mut recovery)?;
         state.deadlines.paused = false;
         state.deadlines.rebuild(&mut state.users);
-        Ok(Self {
+        let mut engine = Self {
             instance: super::NEXT_INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             config,
             store,
             state,
             recovery,
             recipient_marks: Marks::default(),
-            status_marks: Marks::default(),
+            touched_marks: Marks::default(),
             encoded: Vec::new(),
-        })
+            outbox: options.outbox,
+        };
+        if let RestoredSessions::Disconnect { at_ms } = options.restored_sessions {
+            engine.recovery.sessions_disconnected = engine.disconnect_restored(at_ms)?;
+        }
+        Ok(engine)
+    }
+
+    /// Disconnects every connected session at `at_ms` (R8.4), in as many batches as it takes.
+    /// Nobody is left connected to hear of it, so there are no notices to hand out.
+    fn disconnect_restored(&mut self, at_ms: u64) -> Result<u64, Error> {
+        let mut disconnected = 0;
+        loop {
+            let mut group = self.group();
+            let remaining = group.disconnect_restored(at_ms)?;
+            disconnected += group.event_count() as u64;
+            group.commit()?;
+            if remaining == 0 {
+                return Ok(disconnected);
+            }
+        }
     }
 
     /// Saves a snapshot of the current state to the store and returns the sequence number
@@ -92,15 +151,21 @@ fn restore_newest_snapshot<S: EventStore>(
     store: &S,
     recovery: &mut Recovery,
 ) -> Result<Option<State>, Error> {
+    // A snapshot of format 1 has no status versions: use it only when the log it covers is
+    // gone, since replaying the whole log restores them exactly (docs/FORMAT.md).
+    let whole_log = store.read_from(1)?.next().transpose()?.is_some_and(|b| b.first_seq == 1);
     for seq in store.snapshots()?.into_iter().rev() {
         let restored = match store.load_snapshot(seq)? {
             None => Err("listed but missing".to_string()),
-            Some(bytes) => codec::decode_snapshot_wire(&bytes).map_err(|e| e.to_string()).and_then(|wire| {
-                match wire.last_seq == seq {
-                    true => State::from_wire(&wire),
-                    false => Err(format!("it says it covers {} events", wire.last_seq)),
-                }
-            }),
+            Some(bytes) => codec::decode_snapshot_wire_and_version(&bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|(wire, version)| match (wire.last_seq == seq, version) {
+                    (false, _) => Err(format!("it says it covers {} events", wire.last_seq)),
+                    (true, 1) if whole_log => Err("written in format 1, without status versions: \
+                                                        the whole log is replayed instead"
+                        .to_string()),
+                    (true, _) => State::from_wire(&wire),
+                }),
         };
         match restored {
             Ok(state) => {

@@ -26,6 +26,8 @@ impl NoticeSink for DiscardSink {
 
 /// One notice for one device, with owned names: what [`ChannelSink`] sends.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum OwnedDelivery {
     /// Tell `to`'s `device` that `about` now has `status`.
     Status {
@@ -37,6 +39,8 @@ pub enum OwnedDelivery {
         about: UserId,
         /// Its new status.
         status: UserStatus,
+        /// Its version (R5.6).
+        version: u64,
     },
     /// Tell `to`'s `device` that it was kicked (R5.5).
     Kicked {
@@ -50,11 +54,12 @@ pub enum OwnedDelivery {
 impl From<&Delivery<'_>> for OwnedDelivery {
     fn from(delivery: &Delivery<'_>) -> Self {
         match *delivery {
-            Delivery::Status { to, device, about, status } => OwnedDelivery::Status {
+            Delivery::Status { to, device, about, status, version } => OwnedDelivery::Status {
                 to: to.clone(),
                 device: device.clone(),
                 about: about.clone(),
                 status: status.clone(),
+                version,
             },
             Delivery::Kicked { to, device } => {
                 OwnedDelivery::Kicked { to: to.clone(), device: device.clone() }

@@ -16,14 +16,16 @@ impl State {
     pub(crate) fn apply(&mut self, event: &EventRef<'_>) -> Result<(), String> {
         let at_ms = event.at_ms;
         match &event.kind {
-            EventKind::SessionOpened { user, device } => self.apply_session_opened(user, device, at_ms)?,
+            EventKind::SessionOpened { user, device, owner } => {
+                self.apply_session_opened(user, device, *owner, at_ms)?
+            }
             EventKind::SessionDisconnected { user, device, .. } => {
                 self.apply_session_disconnected(user, device, at_ms)?
             }
             EventKind::SessionClosed { user, device, .. } => {
                 self.apply_session_closed(user, device, at_ms)?
             }
-            EventKind::CustomStatusSet { user, custom } => self.apply_custom_status_set(user, custom)?,
+            EventKind::CustomStatusSet { user, custom, .. } => self.apply_custom_status_set(user, custom)?,
             EventKind::Subscribed { user, targets } => self.apply_subscribed(user, targets)?,
             EventKind::Unsubscribed { user, targets, .. } => self.apply_unsubscribed(user, targets)?,
             EventKind::FriendAdded { user, friend } => self.apply_friend_added(user, friend)?,
@@ -33,10 +35,19 @@ impl State {
         Ok(())
     }
 
-    /// R2.1: a new connected session, or a disconnected one reconnected.
-    fn apply_session_opened(&mut self, user: &str, device: &str, at_ms: u64) -> Result<(), String> {
-        if self.session(user, device).is_some_and(|(_, s)| s.connected()) {
-            return Err(format!("{user}/{device} is already connected"));
+    /// R2.1: a new connected session, or a disconnected one reconnected, with its owner (R8.5).
+    fn apply_session_opened(
+        &mut self,
+        user: &str,
+        device: &str,
+        owner: Option<&str>,
+        at_ms: u64,
+    ) -> Result<(), String> {
+        // A connected session is only opened again through another owner (R8.5).
+        if let Some((u, s)) = self.session(user, device).filter(|(_, s)| s.connected()) {
+            if self.owners.get(u, s.device).map(|o| o.as_str()) == owner {
+                return Err(format!("{user}/{device} is already connected through the same owner"));
+            }
         }
         let u = self.intern_user(user);
         let d = self.intern_device(device);
@@ -44,10 +55,12 @@ impl State {
         self.backup_user(u);
         let opened = Session { login_at_ms: at_ms, heartbeat_at_ms: at_ms, device: d, incarnation };
         let state = self.user_mut(u);
+        state.version += 1;
         match state.session_mut(d) {
             Some(s) => *s = opened,
             None => state.sessions.push(opened),
         }
+        self.set_owner(u, d, owner);
         let due = HeartbeatDue { heartbeat_at_ms: at_ms, user: u, device: d, incarnation };
         self.deadlines.push_heartbeat(due);
         Ok(())
@@ -63,6 +76,7 @@ impl State {
         let floor_ms = self.recovered_at_ms;
         let state = self.user_mut(u);
         let was_online = state.is_online();
+        state.version += 1;
         if let Some(s) = state.session_mut(d) {
             s.incarnation = 0;
             // The recovery time counts as a heartbeat (R8.2); a session that leaves the
@@ -71,6 +85,7 @@ impl State {
                 s.heartbeat_at_ms = s.heartbeat_at_ms.max(floor_ms);
             }
         }
+        self.set_owner(u, d, None);
         self.after_session_change(u, was_online, at_ms);
         Ok(())
     }
@@ -81,7 +96,9 @@ impl State {
         self.backup_user(u);
         let state = self.user_mut(u);
         let was_online = state.is_online();
+        state.version += 1;
         state.sessions.retain(|s| s.device != d);
+        self.set_owner(u, d, None);
         self.after_session_change(u, was_online, at_ms);
         Ok(())
     }
@@ -93,7 +110,9 @@ impl State {
             return Err(format!("custom status for {user}, who is not ONLINE (R3.3)"));
         }
         self.backup_user(u);
-        self.user_mut(u).social_mut().custom = if custom.is_empty() { no_custom() } else { custom.into() };
+        let state = self.user_mut(u);
+        state.version += 1;
+        state.social_mut().custom = if custom.is_empty() { no_custom() } else { custom.into() };
         Ok(())
     }
 
@@ -164,6 +183,14 @@ impl State {
         self.user_mut(f).social_mut().friends.remove(&u);
         self.record(Undo::FriendsRemoved(u, f));
         Ok(())
+    }
+
+    /// Sets (or, with `None`, forgets) a session's owner, recording the undo (R8.5).
+    fn set_owner(&mut self, user: UserKey, device: DeviceKey, owner: Option<&str>) {
+        let previous = self.owners.replace(user, device, owner);
+        if previous.is_some() || owner.is_some() {
+            self.record(Undo::Owner { user, device, previous });
+        }
     }
 
     fn existing_session(&self, user: &str, device: &str) -> Result<(UserKey, DeviceKey), String> {

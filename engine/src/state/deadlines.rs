@@ -156,6 +156,10 @@ impl State {
             events.push(event);
             taken.heartbeats.push(due);
         }
+        // Deadline order chose which timeouts this tick logs; within the tick they are logged
+        // by user and device, so that the last of a user's sessions to time out in one tick is
+        // its greatest device (R5.7), whatever the order the queue held them in.
+        events.sort_unstable_by(|a, b| a.user().cmp(b.user()).then_with(|| a.device().cmp(&b.device())));
         let mut targets_named = 0;
         while let Some(&Reverse((since, key))) = self.deadlines.retention.peek() {
             if since.saturating_add(retention_ms) > at_ms || events.len() >= TICK_EVENTS_MAX {

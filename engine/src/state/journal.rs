@@ -21,6 +21,13 @@ pub(crate) enum Undo {
         custom: Option<Arc<str>>,
         last_online_end_ms: Option<u64>,
         subscriptions: Vec<UserKey>,
+        version: u64,
+    },
+    /// A session's owner before an event changed it (R8.5).
+    Owner {
+        user: UserKey,
+        device: DeviceKey,
+        previous: Option<u32>,
     },
     SubscriberAdded {
         target: UserKey,
@@ -79,6 +86,7 @@ impl State {
                 custom: u.social().map(|s| s.custom.clone()),
                 last_online_end_ms: u.last_online_end_ms(),
                 subscriptions: u.subscriptions().to_vec(),
+                version: u.version,
             };
             self.record(undo);
         }
@@ -90,9 +98,10 @@ impl State {
         let Some(journal) = self.journal.take() else { return };
         for undo in journal.into_iter().rev() {
             match undo {
-                Undo::User { user, sessions, custom, last_online_end_ms, subscriptions } => {
+                Undo::User { user, sessions, custom, last_online_end_ms, subscriptions, version } => {
                     let u = &mut self.users[user.index()];
                     u.sessions = sessions;
+                    u.version = version;
                     u.set_last_online_end_ms(last_online_end_ms);
                     if custom.is_some() || !subscriptions.is_empty() || u.social().is_some() {
                         let social = u.social_mut();
@@ -125,6 +134,7 @@ impl State {
                 }
                 Undo::RateLimitedCall { user, api, dropped } => self.rates.uncount(user, api, dropped),
                 Undo::RecoveryTime => self.recovered_at_ms = None,
+                Undo::Owner { user, device, previous } => self.owners.restore(user, device, previous),
             }
         }
         // Sessions restored by the rollback may have lost their queued deadline to a newer

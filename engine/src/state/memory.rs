@@ -70,6 +70,7 @@ impl State {
             }
         }
         bytes.rate_limits = self.rates.heap_bytes();
+        bytes.users_and_sessions += self.owners.heap_bytes();
         bytes
     }
 }

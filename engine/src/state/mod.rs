@@ -9,6 +9,7 @@ mod deadlines;
 mod interner;
 mod journal;
 mod memory;
+mod owners;
 mod rates;
 mod restore;
 
@@ -20,6 +21,7 @@ use smallvec::SmallVec;
 pub(crate) use deadlines::{Deadlines, HeartbeatDue};
 pub(crate) use interner::Interner;
 pub use memory::HeapBytes;
+pub(crate) use owners::Owners;
 pub(crate) use rates::{Api, RateLimits};
 
 use crate::ids::{DeviceId, DeviceKey, UserId, UserKey};
@@ -79,11 +81,13 @@ pub(crate) struct UserState {
     /// When the user last stopped being `ONLINE` (R6.5, R4.5); [`NEVER`] if it never did.
     last_online_end_ms: u64,
     social: Option<Box<Social>>,
+    /// The status version (R5.6): how many session and custom-status events the user has had.
+    pub version: u64,
 }
 
 impl Default for UserState {
     fn default() -> Self {
-        Self { sessions: SmallVec::new(), last_online_end_ms: NEVER, social: None }
+        Self { sessions: SmallVec::new(), last_online_end_ms: NEVER, social: None, version: 0 }
     }
 }
 
@@ -171,7 +175,8 @@ impl UserState {
 
     /// Whether the user has nothing the log defines (such users are left out of snapshots).
     pub(crate) fn is_blank(&self) -> bool {
-        self.sessions.is_empty()
+        self.version == 0
+            && self.sessions.is_empty()
             && self.custom().is_empty()
             && self.last_online_end_ms().is_none()
             && self.subscriptions().is_empty()
@@ -190,6 +195,9 @@ pub(crate) struct State {
     pub users: Vec<UserState>,
     pub device_ids: Interner<DeviceId>,
     pub deadlines: Deadlines,
+    /// The connection owner of each connected session that has one (R8.5), by interned
+    /// owner; kept apart from the sessions because most deployments tag none.
+    pub owners: Owners,
     next_incarnation: u32,
     /// Accepted calls of the rate-limited APIs (R6.3).
     pub rates: RateLimits,
@@ -239,6 +247,23 @@ impl State {
     /// The status of any user, known or not (R1.2).
     pub(crate) fn status_of(&self, user: &str) -> UserStatus {
         self.user_by_id(user).map_or_else(UserStatus::unlogined, UserState::status)
+    }
+
+    /// The status of any user with its version (R5.6); a user never seen is at version 0.
+    pub(crate) fn versioned_status_of(&self, user: &str) -> (UserStatus, u64) {
+        self.user_by_id(user).map_or_else(|| (UserStatus::unlogined(), 0), |u| (u.status(), u.version))
+    }
+
+    /// Every connected session: users in key order, each user's devices in id order (so that
+    /// the last of a user's sessions in a step that disconnects several is its greatest device,
+    /// whatever the order they connected in, R5.7).
+    pub(crate) fn connected_sessions(&self) -> impl Iterator<Item = (UserKey, DeviceKey)> + '_ {
+        self.users.iter().enumerate().flat_map(|(i, u)| {
+            let mut devices: SmallVec<[DeviceKey; 4]> =
+                u.sessions.iter().filter(|s| s.connected()).map(|s| s.device).collect();
+            devices.sort_unstable_by(|&a, &b| self.device_name(a).cmp(self.device_name(b)));
+            devices.into_iter().map(move |d| (UserKey(i as u32), d))
+        })
     }
 
     pub(crate) fn intern_user(&mut self, user: &str) -> UserKey {

@@ -1,9 +1,8 @@
 //! Between the live state and its canonical, logged form ([`LogicalState`]).
 
 use super::{no_custom, Session, State};
-use crate::ids::DeviceKey;
-use crate::ids::UserKey;
-use crate::snapshot::{LogicalState, SessionRecord, SnapshotWire, UserRecord, UserWire};
+use crate::ids::{DeviceKey, OwnerId, UserKey};
+use crate::snapshot::{LogicalState, SessionRecord, SessionWire, SnapshotWire, UserRecord, UserWire};
 
 impl State {
     /// The state as the log defines it, canonically ordered.
@@ -21,6 +20,7 @@ impl State {
                         device: self.device_name(s.device).clone(),
                         connected: s.connected(),
                         login_at_ms: s.login_at_ms,
+                        owner: self.owners.get(UserKey(index as u32), s.device).cloned(),
                     })
                     .collect();
                 sessions.sort_by(|a, b| a.device.cmp(&b.device));
@@ -33,6 +33,7 @@ impl State {
                     last_online_end_ms: u.last_online_end_ms(),
                     subscriptions: u.subscriptions().iter().map(|&t| self.user_name(t).clone()).collect(),
                     friends,
+                    version: u.version,
                 }
             })
             .collect();
@@ -69,16 +70,33 @@ impl State {
         for (i, &d) in devices.iter().enumerate() {
             device_index[d as usize] = i as u32;
         }
+        let owner_of = |u: UserKey, s: &Session| self.owners.get(u, s.device);
+        let mut owners: Vec<&OwnerId> = records
+            .iter()
+            .flat_map(|&u| self.user(u).sessions.iter().filter_map(move |s| owner_of(u, s)))
+            .collect();
+        owners.sort_unstable();
+        owners.dedup();
+                // Every owner a session has is in the table by construction.
+        let owner_index = |o: &OwnerId| match owners.binary_search(&o) {
+            Ok(i) => i as u32,
+            Err(_) => unreachable!("owner {o} of a session is missing from the owner table"),
+        };
         let users = records
             .iter()
             .map(|&u| {
                 let user = self.user(u);
-                let mut sessions: Vec<(u32, bool, u64)> = user
+                let mut sessions: Vec<SessionWire> = user
                     .sessions
                     .iter()
-                    .map(|s| (device_index[s.device.0 as usize], s.connected(), s.login_at_ms))
+                    .map(|s| SessionWire {
+                        device: device_index[s.device.0 as usize],
+                        connected: s.connected(),
+                        login_at_ms: s.login_at_ms,
+                                                owner: owner_of(u, s).map(owner_index),
+                    })
                     .collect();
-                sessions.sort_unstable();
+                sessions.sort_unstable_by_key(|s| s.device);
                 let mut friends: Vec<UserKey> = user.friends().iter().copied().collect();
                 friends.sort_unstable_by(|&a, &b| self.user_name(a).cmp(self.user_name(b)));
                 UserWire {
@@ -87,6 +105,7 @@ impl State {
                     last_online_end_ms: user.last_online_end_ms(),
                     subscriptions: user.subscriptions().iter().map(|t| index[t.index()]).collect(),
                     friends: friends.iter().map(|f| index[f.index()]).collect(),
+                    version: user.version,
                 }
             })
             .collect();
@@ -95,6 +114,7 @@ impl State {
             now_ms: self.now_ms,
             ids: records.iter().chain(&extra).map(|&u| self.user_name(u).clone()).collect(),
             devices: devices.iter().map(|&d| self.device_ids.name(d).clone()).collect(),
+            owners: owners.into_iter().cloned().collect(),
             users,
         }
     }
@@ -114,13 +134,18 @@ impl State {
         let devices: Vec<DeviceKey> = wire.devices.iter().map(|d| state.intern_device(d)).collect();
         for (i, user) in wire.users.iter().enumerate() {
             let u = UserKey(i as u32);
-            for &(d, connected, login_at_ms) in &user.sessions {
-                let incarnation = if connected { state.take_incarnation() } else { 0 };
-                let device = devices[d as usize];
+            for s in &user.sessions {
+                let incarnation = if s.connected { state.take_incarnation() } else { 0 };
+                let device = devices[s.device as usize];
+                let login_at_ms = s.login_at_ms;
                 let session = Session { login_at_ms, heartbeat_at_ms: login_at_ms, device, incarnation };
                 state.user_mut(u).sessions.push(session);
+                if let Some(o) = s.owner {
+                    state.owners.replace(u, device, Some(&wire.owners[o as usize]));
+                }
             }
             let state_user = state.user_mut(u);
+            state_user.version = user.version;
             if !user.custom.is_empty() {
                 state_user.social_mut().custom = user.custom.clone();
             }

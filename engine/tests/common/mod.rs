@@ -60,7 +60,7 @@ pub fn told<S: EventStore>(engine: &Engine<S>, outcome: &Outcome) -> Vec<Told> {
     let mut list: Vec<Told> = engine
         .deliveries(outcome)
         .map(|d| match d {
-            Delivery::Status { to, device, about, status } => (
+            Delivery::Status { to, device, about, status, .. } => (
                 to.to_string(),
                 device.to_string(),
                 format!("{about} {} {}", status.general.name(), status.custom),

@@ -82,6 +82,7 @@ pub fn encoded_batch(first_seq: u64, count: usize) -> Vec<u8> {
             kind: EventKind::SessionOpened {
                 user: UserId::from(format!("user{}", first_seq + i as u64)),
                 device: DeviceId::from("phone"),
+                owner: None,
             },
         })
         .collect();
