@@ -24,6 +24,7 @@ pub(crate) const ERR_STREAM_NOT_FOUND: u64 = 10059;
 pub(crate) const ERR_NO_MESSAGE_FOUND: u64 = 10037;
 pub(crate) const ERR_WRONG_LAST_SEQUENCE: u64 = 10071;
 pub(crate) const ERR_STREAM_NAME_IN_USE: u64 = 10058;
+pub(crate) const ERR_SEQUENCE_NOT_FOUND: u64 = 10057;
 
 /// An error JetStream answered with.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -112,6 +113,9 @@ pub(crate) struct StreamState {
 /// Where a replicated stream lives.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub(crate) struct ClusterInfo {
+    /// The cluster's name: empty on a server that is not part of a cluster.
+    #[serde(default)]
+    pub name: Option<String>,
     #[serde(default)]
     pub leader: Option<String>,
 }
@@ -339,6 +343,18 @@ impl Api {
         let subject = format!("$JS.API.STREAM.PURGE.{}", self.stream);
         let response: PurgeResponse = self.call(subject, body.to_string().into_bytes()).await?;
         Ok(response.purged)
+    }
+
+    /// `STREAM.MSG.DELETE` of the message at stream sequence `seq`, without overwriting its
+    /// bytes (`no_erase`). A message already gone counts as deleted.
+    pub(crate) async fn delete(&self, seq: u64) -> Result<(), Failure> {
+        let body = serde_json::json!({ "seq": seq, "no_erase": true });
+        let subject = format!("$JS.API.STREAM.MSG.DELETE.{}", self.stream);
+        match self.call::<serde_json::Value>(subject, body.to_string().into_bytes()).await {
+            Ok(_) => Ok(()),
+            Err(Failure::Refused(e)) if e.err_code == ERR_SEQUENCE_NOT_FOUND => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Publishes `payload` with `headers` to `subject` and reads the acknowledgement.

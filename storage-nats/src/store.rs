@@ -51,6 +51,8 @@ pub struct NatsStore {
     batch_bytes_max: usize,
     max_payload: usize,
     meta_present: bool,
+    /// Whether the stream lives in a cluster (so compaction deletes message by message).
+    clustered: bool,
     /// This store's id in message ids, random per open.
     writer: String,
     /// Publishes so far (each gets its own message id; retries of one publish share it).
@@ -170,6 +172,7 @@ impl NatsStore {
             batch_bytes_max: 0,
             max_payload,
             meta_present: false,
+            clustered: false,
             writer: writer_id(),
             publishes: 0,
             fenced: None,
@@ -180,6 +183,8 @@ impl NatsStore {
         let info = store.info_or_create()?;
         store.check_subjects(&info)?;
         store.last_stream_seq = info.state.last_seq;
+        store.clustered =
+            info.cluster.as_ref().and_then(|c| c.name.as_deref()).is_some_and(|n| !n.is_empty());
         let limit = match usize::try_from(info.config.max_msg_size) {
             Ok(size) if size > 0 => size.min(max_payload),
             _ => max_payload,
@@ -594,12 +599,45 @@ impl NatsStore {
             .collect())
     }
 
-    fn purge(&self, filter: &str, below: Option<u64>) -> Result<u64, StoreError> {
-        let filter_owned = filter.to_string();
-        self.call(&format!("purge {filter}"), move |api| {
-            let filter = filter_owned.clone();
-            async move { api.purge(&filter, below).await }
-        })
+    /// Removes the messages on `filter` (no wildcards) below stream sequence `below` (`None`:
+    /// all of them), oldest first.
+    ///
+    /// On a server outside a cluster that is one `STREAM.PURGE`. In a cluster it is one
+    /// `STREAM.MSG.DELETE` per message: nats-server before 2.9.18 replays a purge from its
+    /// raft log after a restart as a purge of *every* message up to the stream's last
+    /// sequence at the time of the purge, ignoring its filter and sequence
+    /// (`purgeStreamOp` in `jetstream_cluster.go`), which would wipe the snapshot and the
+    /// tail the compaction meant to keep; a delete is replayed exactly.
+    fn remove(&self, filter: &str, below: Option<u64>) -> Result<(), StoreError> {
+        let below = below.unwrap_or(u64::MAX);
+        // A purge below stream sequence 1 (or 0) would purge everything on the subject.
+        if below <= 1 {
+            return Ok(());
+        }
+        if !self.clustered {
+            let filter_owned = filter.to_string();
+            let seq = (below != u64::MAX).then_some(below);
+            self.call(&format!("purge {filter}"), move |api| {
+                let filter = filter_owned.clone();
+                async move { api.purge(&filter, seq).await }
+            })?;
+            return Ok(());
+        }
+        let mut next = 1;
+        while next < below {
+            let Some(msg) = self.get(&format!("list {filter}"), MsgGet::next(filter, next))? else {
+                return Ok(());
+            };
+            if msg.seq >= below {
+                return Ok(());
+            }
+            let seq = msg.seq;
+            self.call(&format!("delete the message at stream sequence {seq}"), move |api| async move {
+                api.delete(seq).await
+            })?;
+            next = seq.saturating_add(1);
+        }
+        Ok(())
     }
 }
 
@@ -811,17 +849,23 @@ impl EventStore for NatsStore {
         Ok(Some(out))
     }
 
-    /// Removes what the trait says, in steps that each leave a recoverable log (each is one
-    /// JetStream purge, atomic on the server):
+    /// Removes what the trait says, oldest first, in steps that each leave a recoverable
+    /// log (a purge per subject on a single server, message deletes in a cluster: see
+    /// below):
     /// 1. for each snapshot older than `upto_seq`: its commit records, then its chunks (so a
     ///    listed snapshot always has its chunks);
     /// 2. chunks of saves that never committed, below `upto_seq`;
-    /// 3. the batches whose every event is `<= upto_seq` (one purge of `<stream>.batch`
-    ///    below the stream sequence of the first batch still needed).
+    /// 3. the batches whose every event is `<= upto_seq` (those on `<stream>.batch` below
+    ///    the stream sequence of the first batch still needed), oldest first, so what
+    ///    remains is a contiguous tail after the snapshot.
     ///
     /// Refuses with [`StoreErrorKind::Contract`] when no snapshot covers `upto_seq`, and
-    /// fences the store (and removes nothing) when the stream moved under it: purges are
+    /// fences the store (and removes nothing) when the stream moved under it: removals are
     /// not fenced by the server, so the store checks first.
+    ///
+    /// In a cluster every message is deleted on its own (`STREAM.MSG.DELETE`), one raft
+    /// round trip each: nats-server before 2.9.18 replays a purge after a restart as a purge
+    /// of everything up to the stream's last sequence at the time, ignoring its filter.
     fn compact(&mut self, upto_seq: u64) -> Result<(), StoreError> {
         self.check_not_fenced()?;
         let snapshots = self.snapshots()?;
@@ -841,14 +885,14 @@ impl EventStore for NatsStore {
             )));
         }
         for &seq in snapshots.iter().filter(|&&s| s < upto_seq) {
-            self.purge(&self.subjects.commit(seq), None)?;
-            self.purge(&self.subjects.chunk(seq), None)?;
+            self.remove(&self.subjects.commit(seq), None)?;
+            self.remove(&self.subjects.chunk(seq), None)?;
         }
         let committed: BTreeSet<u64> = snapshots.iter().copied().collect();
         for subject in self.subjects_matching(&self.subjects.all_chunks())? {
             if let Some((seq, SnapshotPart::Chunk)) = self.subjects.parse_snapshot(&subject) {
                 if seq < upto_seq && !committed.contains(&seq) {
-                    self.purge(&subject, None)?;
+                    self.remove(&subject, None)?;
                 }
             }
         }
@@ -859,10 +903,6 @@ impl EventStore for NatsStore {
             // Every batch ends at or before `upto_seq`.
             Some(pos) => pos.stream_seq + 1,
         };
-        // A purge below stream sequence 1 would purge everything on the subject.
-        if below > 1 {
-            self.purge(&self.subjects.batch(), Some(below))?;
-        }
-        Ok(())
+        self.remove(&self.subjects.batch(), Some(below))
     }
 }
