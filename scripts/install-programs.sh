@@ -48,10 +48,16 @@ stop_service() {
     fi
 }
 
+# Whether PROGRAM is installed: on PATH, or in an sbin directory (Debian puts servers such as
+# nats-server in /usr/sbin, which is not on every user's PATH).
+installed() {
+    command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/local/sbin/$1" ] || [ -x "/sbin/$1" ]
+}
+
 ensure() {
     local program="$1" package
     package="$(package_of "$program")"
-    if command -v "$program" >/dev/null 2>&1; then
+    if installed "$program"; then
         return 0
     fi
     if [ "$(id -u)" -ne 0 ]; then
@@ -65,11 +71,11 @@ ensure() {
     fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null
     stop_service "$(stop_service_of "$program")"
-    if ! command -v "$program" >/dev/null 2>&1; then
-        echo "install-programs.sh: installed $package but '$program' is still not on PATH" >&2
+    if ! installed "$program"; then
+        echo "install-programs.sh: installed $package but '$program' is still not there" >&2
         exit 1
     fi
-    echo "install-programs.sh: installed $package ($("$program" --version 2>&1 | head -n 1))"
+    echo "install-programs.sh: installed $package"
 }
 
 if [ "$#" -eq 0 ]; then
