@@ -412,19 +412,32 @@ where
     }
 }
 
-/// The store's runtime: one worker thread that drives the connection.
+/// The store's runtime: one worker thread that drives the connection. Dropped without
+/// blocking (so even inside someone else's async runtime).
 #[derive(Debug)]
-pub(crate) struct Runtime(tokio::runtime::Runtime);
+pub(crate) struct Runtime(Option<tokio::runtime::Runtime>);
+
+fn inside_async_runtime() -> Result<(), StoreError> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(_) => Err(StoreError::new(
+            StoreErrorKind::Contract,
+            "NatsStore was called from inside an async runtime, where it would block it; call it \
+             from a plain thread (for example tokio's spawn_blocking)",
+        )),
+        Err(_) => Ok(()),
+    }
+}
 
 impl Runtime {
     pub(crate) fn new() -> Result<Self, StoreError> {
+        inside_async_runtime()?;
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("presence-nats")
             .enable_io()
             .enable_time()
             .build()
-            .map(Runtime)
+            .map(|runtime| Runtime(Some(runtime)))
             .map_err(|e| {
                 StoreError::with_source(StoreErrorKind::Io, "cannot start the NATS client's thread", e)
             })
@@ -434,18 +447,24 @@ impl Runtime {
     /// async runtime, where blocking would stall it (call the store from a plain thread or
     /// `spawn_blocking` there).
     pub(crate) fn block_on<F: Future>(&self, future: F) -> Result<F::Output, StoreError> {
-        if tokio::runtime::Handle::try_current().is_ok() {
-            return Err(StoreError::new(
-                StoreErrorKind::Contract,
-                "NatsStore was called from inside an async runtime, where it would block it; call it \
-                 from a plain thread (for example tokio's spawn_blocking)",
-            ));
+        inside_async_runtime()?;
+        match &self.0 {
+            Some(runtime) => Ok(runtime.block_on(future)),
+            None => Err(StoreError::new(StoreErrorKind::Io, "the NATS client's runtime is shut down")),
         }
-        Ok(self.0.block_on(future))
     }
 
-    pub(crate) fn handle(&self) -> &tokio::runtime::Handle {
-        self.0.handle()
+    /// A handle to spawn tasks on (`None` only while dropping).
+    pub(crate) fn handle(&self) -> Option<&tokio::runtime::Handle> {
+        self.0.as_ref().map(tokio::runtime::Runtime::handle)
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 

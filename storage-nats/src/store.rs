@@ -731,8 +731,12 @@ impl EventStore for NatsStore {
             Some(pos) => pos.stream_seq,
             None => return Ok(Box::new(std::iter::empty())),
         };
+        let handle = self
+            .runtime
+            .handle()
+            .ok_or_else(|| StoreError::new(StoreErrorKind::Io, "the NATS client's runtime is shut down"))?;
         let reader = BatchReader::spawn(
-            self.runtime.handle(),
+            handle,
             self.api.clone(),
             self.subjects.batch(),
             start,

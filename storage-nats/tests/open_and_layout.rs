@@ -287,3 +287,27 @@ fn a_foreign_or_corrupt_message_on_the_batch_subject_names_its_sequence() {
         assert!(err.contains("sequence 4"), "{err}");
     }
 }
+
+#[test]
+fn inside_an_async_runtime_the_store_refuses_instead_of_blocking_or_panicking() {
+    let server = NatsServer::start();
+    let store = NatsStore::open(options(&server, "async", true)).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (err, store) = runtime.block_on(async {
+        let err = NatsStore::open(options(&server, "async", true)).unwrap_err();
+        let read = store.read_from(1).err().unwrap();
+        assert_eq!(read.kind(), StoreErrorKind::Contract, "{read}");
+        (err, store)
+    });
+    assert_eq!(err.kind(), StoreErrorKind::Contract, "{err}");
+    assert!(err.to_string().contains("spawn_blocking"), "{err}");
+    let mut store = runtime.block_on(async move {
+        let mut store = store;
+        let err = store.append(1, 1, &encoded_batch(1, 1)).unwrap_err();
+        assert_eq!(err.kind(), StoreErrorKind::Contract, "{err}");
+        store
+    });
+    // Outside again, it works; and dropping it inside a runtime does not panic.
+    append_batch(&mut store, 1);
+    runtime.block_on(async move { drop(store) });
+}

@@ -1,6 +1,6 @@
 //! The backend contract suite: one set of generic functions over [`EventStore`], run by
 //! every backend's tests (storage-mem, storage-sled, storage-nats) through
-//! [`backend_suite!`](crate::backend_suite). It checks the trait's contract (round trips,
+//! [`backend_suite!`](crate::backend_suite!). It checks the trait's contract (round trips,
 //! contiguity, snapshots, compaction, reopening), that injected failures leave the engine's
 //! state and reads unchanged (R7.1, R8.1), and that corrupt bytes give an error naming the
 //! sequence number, never a panic.

@@ -6,8 +6,8 @@
 //! - [`process`]: what server helpers share: finding an installed program (failing with the
 //!   install command when it is missing, never skipping), free ports, bounded waits, a child
 //!   process killed on drop.
-//! - [`backend_suite`]: the [`EventStore`](presence_engine::EventStore) contract suite every
-//!   backend runs, through [`backend_suite!`].
+//! - [`backend_suite`](mod@backend_suite): the [`EventStore`](presence_engine::EventStore)
+//!   contract suite every backend runs, through [`backend_suite!`](crate::backend_suite!).
 //! - [`load`]: a seeded command load and pre-encoded batches.
 //!
 //! Later helpers (a cluster of presence nodes, other servers) go in their own modules. The
