@@ -1,18 +1,17 @@
-//! `presence inspect PATH`: what a store holds, recovered as the engine would.
+//! `presence inspect STORE`: what a store holds, recovered as the engine would.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use presence_engine::{Config, Engine, EventStore, LastOnline, ReadOnlyStore, UserView};
 use serde_json::json;
 
-use crate::stores::open_existing;
+use crate::stores::{open_existing, StoreAddress};
 
 /// Arguments of `presence inspect`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The store's directory.
-    path: PathBuf,
+    /// The store: a sled directory, or a NATS stream as nats://HOST:PORT/STREAM.
+    path: String,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -33,9 +32,10 @@ pub fn run(args: Args) -> ExitCode {
 }
 
 fn inspect(args: &Args) -> Result<(), String> {
-    let store = open_existing(&args.path)?;
+    let address = StoreAddress::parse(&args.path)?;
+    let store = open_existing(&address)?;
     let engine = Engine::open(Config::default(), ReadOnlyStore::new(&store))
-        .map_err(|e| format!("{}: cannot recover the store: {e}", args.path.display()))?;
+        .map_err(|e| format!("{address}: cannot recover the store: {e}"))?;
     if let Some(user) = &args.user {
         print_user(&engine.user(user), args.json);
         return Ok(());
@@ -50,9 +50,9 @@ fn inspect(args: &Args) -> Result<(), String> {
     }
     let stats = engine.stats();
     let users = engine.logical_state().users.len();
-    let bytes = store.size_on_disk().map_err(|e| e.to_string())?;
+    let bytes = store.bytes()?;
     let summary = json!({
-        "path": args.path.display().to_string(),
+        "path": address.to_string(),
         "last_seq": engine.last_seq(),
         "snapshot_seq": snapshot_seq,
         "batches": batches,
@@ -70,7 +70,7 @@ fn inspect(args: &Args) -> Result<(), String> {
         return Ok(());
     }
     let rows: [(&str, String); 11] = [
-        ("store", args.path.display().to_string()),
+        ("store", address.to_string()),
         ("last sequence number", engine.last_seq().to_string()),
         ("snapshot covers", format!("events up to {snapshot_seq}")),
         ("log", format!("{batches} batches, {events} events")),

@@ -25,7 +25,8 @@ struct Cli {
 enum Commands {
     /// Run conformance traces (docs/TRACE-FORMAT.md) against the engine.
     Conform(conform::Args),
-    /// Run a simulated load through the runtime on a sled store and print what happened.
+    /// Run a simulated load through the runtime on a sled store or a NATS stream and print what
+    /// happened.
     Simulate(simulate::Args),
     /// Show what a store holds (recovering it as the engine would).
     Inspect(inspect::Args),

@@ -1,19 +1,18 @@
-//! `presence replay PATH`: rebuild the state from the log alone and check it against
+//! `presence replay STORE`: rebuild the state from the log alone and check it against
 //! snapshot + tail (R8.1), or show the state as of a past sequence number.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use presence_engine::{Config, Engine, LogicalState, ReadOnlyStore};
 
-use crate::stores::open_existing;
+use crate::stores::{open_existing, StoreAddress};
 
 /// Arguments of `presence replay`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The store's directory.
-    path: PathBuf,
+    /// The store: a sled directory, or a NATS stream as nats://HOST:PORT/STREAM.
+    path: String,
     /// Show the state as of this sequence number instead of checking (the log is the
     /// history).
     #[arg(long)]
@@ -37,7 +36,7 @@ pub fn run(args: Args) -> ExitCode {
 }
 
 fn replay(args: &Args) -> Result<bool, String> {
-    let store = open_existing(&args.path)?;
+    let store = open_existing(&StoreAddress::parse(&args.path)?)?;
     let config = Config::default();
     if let Some(until) = args.until {
         let engine = Engine::open(config, ReadOnlyStore::log_only(&store, Some(until)))

@@ -1,5 +1,5 @@
 //! `presence simulate`: the project's main job. A realistic load through the runtime on an
-//! embedded sled store, on a simulated clock that runs faster than real time, and a summary
+//! embedded sled store or a NATS JetStream stream, on a simulated clock that runs faster than real time, and a summary
 //! of what happened.
 //!
 //! The load: users log in on one to three devices, send heartbeats every 30 to 120 s,
@@ -10,7 +10,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::thread;
 use std::time::Instant;
@@ -18,11 +18,14 @@ use std::time::Instant;
 use crossbeam_channel::Receiver;
 use indicatif::{ProgressBar, ProgressStyle};
 use presence_engine::runtime::{DiscardSink, ManualClock, PendingReply, Runtime, RuntimeConfig};
-use presence_engine::{Command, Config, Engine};
-use presence_storage_sled::{Durability, SledStore};
+use presence_engine::{Command, Config, Engine, EventStore, StoreError, StoreErrorKind, StoredBatch};
+use presence_storage_sled::Durability;
 use serde_json::json;
 
-/// Durability of the store (see `presence_storage_sled::Durability`).
+use crate::stores::{open_or_create, StoreAddress};
+
+/// Durability of a sled store (see `presence_storage_sled::Durability`); a NATS store's
+/// appends are durable once acknowledged.
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 pub enum DurabilityArg {
     /// A flush per append.
@@ -36,9 +39,18 @@ pub enum DurabilityArg {
 /// Arguments of `presence simulate`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The store's directory: created, or reopened and continued.
+    /// The store, created or reopened and continued: a sled directory, or a NATS JetStream
+    /// stream as nats://HOST:PORT/STREAM (the stream is created if missing).
     #[arg(long, default_value = "presence-data")]
-    store: PathBuf,
+    store: String,
+    /// Replicas of a NATS stream this run creates (an existing stream keeps its own).
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+    /// After each acknowledged turn (appended and synced, before its replies go out),
+    /// replace this file's content with the last acknowledged sequence number: what a crash
+    /// must not lose. With --durability buffered it promises nothing.
+    #[arg(long)]
+    acked_file: Option<PathBuf>,
     /// How many users.
     #[arg(long, default_value_t = 20_000)]
     users: u32,
@@ -264,6 +276,61 @@ impl Load {
     }
 }
 
+/// The store, writing to a file the last sequence number acknowledged as durable after each
+/// successful `sync` (the runtime syncs each turn before it replies).
+struct Acked<S> {
+    inner: S,
+    file: Option<PathBuf>,
+    recorded: u64,
+}
+
+fn record(file: &Path, seq: u64) -> std::io::Result<()> {
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, format!("{seq}\n"))?;
+    std::fs::rename(&tmp, file)
+}
+
+impl<S: EventStore> EventStore for Acked<S> {
+    fn next_seq(&self) -> u64 {
+        self.inner.next_seq()
+    }
+    fn append(&mut self, first_seq: u64, count: u32, bytes: &[u8]) -> Result<(), StoreError> {
+        self.inner.append(first_seq, count, bytes)
+    }
+    fn batch_bytes_max(&self) -> usize {
+        self.inner.batch_bytes_max()
+    }
+    fn sync(&mut self) -> Result<(), StoreError> {
+        self.inner.sync()?;
+        let acked = self.inner.next_seq().saturating_sub(1);
+        if let Some(file) = self.file.as_deref().filter(|_| acked > self.recorded) {
+            record(file, acked).map_err(|e| {
+                StoreError::with_source(StoreErrorKind::Io, format!("cannot write {}", file.display()), e)
+            })?;
+            self.recorded = acked;
+        }
+        Ok(())
+    }
+    fn read_from(
+        &self,
+        from_seq: u64,
+    ) -> Result<Box<dyn Iterator<Item = Result<StoredBatch, StoreError>> + '_>, StoreError> {
+        self.inner.read_from(from_seq)
+    }
+    fn save_snapshot(&mut self, last_seq: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        self.inner.save_snapshot(last_seq, bytes)
+    }
+    fn snapshots(&self) -> Result<Vec<u64>, StoreError> {
+        self.inner.snapshots()
+    }
+    fn load_snapshot(&self, last_seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.load_snapshot(last_seq)
+    }
+    fn compact(&mut self, upto_seq: u64) -> Result<(), StoreError> {
+        self.inner.compact(upto_seq)
+    }
+}
+
 /// What the reply collector saw.
 #[derive(Default)]
 struct Tally {
@@ -302,10 +369,11 @@ fn simulate(args: &Args) -> Result<(), String> {
         DurabilityArg::Group => Durability::GroupCommit,
         DurabilityArg::Buffered => Durability::Buffered,
     };
-    let path = &args.store;
-    let store = SledStore::open(path, durability).map_err(|e| format!("{}: {e}", path.display()))?;
+    let path = StoreAddress::parse(&args.store)?;
+    let store = open_or_create(&path, durability, args.replicas)?;
+    let store = Acked { inner: store, file: args.acked_file.clone(), recorded: 0 };
     let config = Config::default();
-    let engine = Engine::open(config.clone(), store).map_err(|e| format!("{}: {e}", path.display()))?;
+    let engine = Engine::open(config.clone(), store).map_err(|e| format!("{path}: {e}"))?;
     let resumed_at_seq = engine.last_seq();
     let start_ms = engine.now_ms() + 1_000;
     let duration_ms = args.duration_s.saturating_mul(1_000);
@@ -374,10 +442,10 @@ fn simulate(args: &Args) -> Result<(), String> {
     drop(engine);
 
     let reopen_started = Instant::now();
-    let store = SledStore::open(path, durability).map_err(|e| format!("reopen: {e}"))?;
+    let store = open_or_create(&path, durability, args.replicas).map_err(|e| format!("reopen: {e}"))?;
     let reopened = Engine::open(config, store).map_err(|e| format!("reopen: {e}"))?;
     let recovery_ms = reopen_started.elapsed().as_secs_f64() * 1e3;
-    let store_bytes = reopened.store().size_on_disk().map_err(|e| e.to_string())?;
+    let store_bytes = reopened.store().bytes()?;
     drop(reopened);
 
     tally.latencies_us.sort_unstable();
@@ -387,7 +455,7 @@ fn simulate(args: &Args) -> Result<(), String> {
     let per_session = heap.users_and_sessions as f64 / sessions.max(1) as f64;
     let per_subscription = heap.subscriptions as f64 / stats.subscriptions.max(1) as f64;
     let summary = json!({
-        "store": path.display().to_string(),
+        "store": path.to_string(),
         "seed": args.seed,
         "users": args.users,
         "simulated_s": args.duration_s,
@@ -416,13 +484,13 @@ fn simulate(args: &Args) -> Result<(), String> {
         println!("{summary}");
         return Ok(());
     }
+    let mode = match &path {
+        StoreAddress::Sled(_) => format!("{durability:?}"),
+        StoreAddress::Nats { .. } => "JetStream: durable once acknowledged".to_string(),
+    };
     println!(
-        "simulated {} s of {} users in {:.1} s on {} ({:?})",
-        args.duration_s,
-        args.users,
-        seconds,
-        path.display(),
-        durability
+        "simulated {} s of {} users in {:.1} s on {path} ({mode})",
+        args.duration_s, args.users, seconds
     );
     println!("{:<14} {:>10} {:>10} {:>10}", "command", "sent", "ok", "refused");
     for (i, kind) in KINDS.iter().enumerate().filter(|(i, _)| tally.sent[*i] > 0) {
@@ -447,7 +515,7 @@ fn simulate(args: &Args) -> Result<(), String> {
         ("subscriptions", format!("{} ({} friendships)", stats.subscriptions, stats.friendships)),
         (
             "store",
-            format!("{:.1} MiB on disk, last sequence {snapshot_seq}", store_bytes as f64 / 1_048_576.0),
+            format!("{:.1} MiB stored, last sequence {snapshot_seq}", store_bytes as f64 / 1_048_576.0),
         ),
         ("memory", format!("{per_session:.0} B per session, {per_subscription:.0} B per subscription")),
         ("next open", format!("{recovery_ms:.0} ms to recover (snapshot + tail)")),

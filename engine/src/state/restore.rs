@@ -77,7 +77,7 @@ impl State {
             .collect();
         owners.sort_unstable();
         owners.dedup();
-                // Every owner a session has is in the table by construction.
+        // Every owner a session has is in the table by construction.
         let owner_index = |o: &OwnerId| match owners.binary_search(&o) {
             Ok(i) => i as u32,
             Err(_) => unreachable!("owner {o} of a session is missing from the owner table"),
@@ -93,7 +93,7 @@ impl State {
                         device: device_index[s.device.0 as usize],
                         connected: s.connected(),
                         login_at_ms: s.login_at_ms,
-                                                owner: owner_of(u, s).map(owner_index),
+                        owner: owner_of(u, s).map(owner_index),
                     })
                     .collect();
                 sessions.sort_unstable_by_key(|s| s.device);
