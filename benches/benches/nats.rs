@@ -8,10 +8,8 @@
 //!   and of 1 000 commands, printed as p50/p99 after the criterion groups.
 #![allow(missing_docs)] // criterion_group! generates undocumented functions.
 
-use std::time::{Duration, Instant};
-
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use presence_benches::{bench_config, login_users, run_grouped, user};
+use presence_benches::{bench_config, commit_latencies, commit_status_flips, login_users, run_grouped, user};
 use presence_engine::{Command, Engine, EventStore, ReadOnlyStore};
 use presence_storage_nats::{NatsOptions, NatsStore};
 use presence_storage_sled::{Durability, SledStore};
@@ -32,25 +30,6 @@ fn loaded<S: EventStore>(store: S) -> Engine<S> {
     engine
 }
 
-/// One group of `batch` status changes, committed and synced.
-fn group_commit<S: EventStore>(
-    engine: &mut Engine<S>,
-    names: &[String],
-    next: &mut usize,
-    flip: &mut bool,
-    batch: usize,
-) {
-    *flip = !*flip;
-    let custom = if *flip { "busy" } else { "free" };
-    let mut pending = engine.group();
-    for _ in 0..batch {
-        let _ = pending.execute(Command::set_status(names[*next].as_str(), "d0", custom), 1);
-        *next = (*next + 1) % names.len();
-    }
-    pending.commit().unwrap_or_else(|e| panic!("{e}"));
-    engine.sync().unwrap_or_else(|e| panic!("{e}"));
-}
-
 fn throughput_on<S: EventStore>(c: &mut Criterion, name: &str, store: S) {
     let mut engine = loaded(store);
     let names: Vec<String> = (0..USERS).map(user).collect();
@@ -59,29 +38,16 @@ fn throughput_on<S: EventStore>(c: &mut Criterion, name: &str, store: S) {
     group.sample_size(20);
     group.throughput(Throughput::Elements(1_000));
     group.bench_function(BenchmarkId::new("group_commit_1000", name), |b| {
-        b.iter(|| group_commit(&mut engine, &names, &mut next, &mut flip, 1_000))
+        b.iter(|| commit_status_flips(&mut engine, &names, &mut next, &mut flip, 1_000))
     });
     group.finish();
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 /// Per-append durations of `rounds` group commits of `batch` commands.
 fn latencies<S: EventStore>(store: S, batch: usize, rounds: usize) -> String {
     let mut engine = loaded(store);
     let names: Vec<String> = (0..USERS).map(user).collect();
-    let (mut next, mut flip) = (0, false);
-    let mut took: Vec<Duration> = (0..rounds)
-        .map(|_| {
-            let started = Instant::now();
-            group_commit(&mut engine, &names, &mut next, &mut flip, batch);
-            started.elapsed()
-        })
-        .collect();
-    took.sort_unstable();
-    format!("p50 {:?}, p99 {:?} over {rounds} appends", percentile(&took, 0.50), percentile(&took, 0.99))
+    commit_latencies(&mut engine, &names, batch, rounds)
 }
 
 fn benches(c: &mut Criterion) {

@@ -78,3 +78,50 @@ pub fn subscribe_all<S: EventStore>(
 ) {
     run_grouped(engine, subscribers.map(|s| Command::subscribe(user(s), "d0", [target])), 0);
 }
+
+/// One group commit of `batch` status changes (each flips a user's custom status, so each
+/// logs one event), appended as one batch and synced: the unit of the durable benchmarks.
+/// `next` walks `names`; `flip` alternates the value.
+pub fn commit_status_flips<S: EventStore>(
+    engine: &mut Engine<S>,
+    names: &[String],
+    next: &mut usize,
+    flip: &mut bool,
+    batch: usize,
+) {
+    *flip = !*flip;
+    let custom = if *flip { "busy" } else { "free" };
+    let mut pending = engine.group();
+    for _ in 0..batch {
+        let _ = pending.execute(Command::set_status(names[*next].as_str(), "d0", custom), 1);
+        *next = (*next + 1) % names.len();
+    }
+    pending.commit().unwrap_or_else(|e| panic!("set-up commit failed: {e}"));
+    engine.sync().unwrap_or_else(|e| panic!("sync failed: {e}"));
+}
+
+/// The durations of `rounds` group commits of `batch` commands (appended and synced), as a
+/// line: p50, p99 and max. Criterion reports means; a commit's latency needs percentiles.
+pub fn commit_latencies<S: EventStore>(
+    engine: &mut Engine<S>,
+    names: &[String],
+    batch: usize,
+    rounds: usize,
+) -> String {
+    let (mut next, mut flip) = (0, false);
+    let mut took: Vec<std::time::Duration> = (0..rounds)
+        .map(|_| {
+            let started = std::time::Instant::now();
+            commit_status_flips(engine, names, &mut next, &mut flip, batch);
+            started.elapsed()
+        })
+        .collect();
+    took.sort_unstable();
+    let at = |p: f64| took[((took.len() - 1) as f64 * p).round() as usize];
+    format!(
+        "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {rounds} commits",
+        at(0.50).as_secs_f64() * 1e3,
+        at(0.99).as_secs_f64() * 1e3,
+        at(1.0).as_secs_f64() * 1e3
+    )
+}

@@ -17,7 +17,9 @@ use std::time::Instant;
 
 use crossbeam_channel::Receiver;
 use indicatif::{ProgressBar, ProgressStyle};
-use presence_engine::runtime::{DiscardSink, ManualClock, PendingReply, Runtime, RuntimeConfig};
+use presence_engine::runtime::{
+    DiscardSink, ManualClock, PendingReply, Runtime, RuntimeConfig, SnapshotPolicy,
+};
 use presence_engine::{Command, Config, Engine, EventStore, StoreError, StoreErrorKind, StoredBatch};
 use presence_storage_sled::Durability;
 use serde_json::json;
@@ -63,6 +65,14 @@ pub struct Args {
     /// How durable each runtime turn is.
     #[arg(long, value_enum, default_value_t = DurabilityArg::Group)]
     durability: DurabilityArg,
+    /// Snapshot the state every this many events (and compact the log it covers, unless
+    /// --keep-log), so the store stays bounded however long the run.
+    #[arg(long, default_value_t = 200_000)]
+    snapshot_events: u64,
+    /// Keep the whole log (no compaction), so `presence replay` can rebuild the state from it
+    /// alone.
+    #[arg(long)]
+    keep_log: bool,
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
@@ -383,7 +393,13 @@ fn simulate(args: &Args) -> Result<(), String> {
     // itself, so the run does not depend on how the runtime happens to batch: same seed,
     // same commands, same results.
     let clock = ManualClock::new(start_ms);
-    let runtime_config = RuntimeConfig { auto_tick: false, ..RuntimeConfig::default() };
+    let snapshots = SnapshotPolicy {
+        every_events: Some(args.snapshot_events.max(1)),
+        every_bytes: None,
+        every_ms: None,
+        compact: !args.keep_log,
+    };
+    let runtime_config = RuntimeConfig { auto_tick: false, snapshots, ..RuntimeConfig::default() };
     let (runtime, handle) = Runtime::spawn(engine, clock.clone(), DiscardSink, runtime_config);
     let (pending_tx, pending_rx) = crossbeam_channel::bounded::<Pending>(8_192);
     let collector = thread::spawn(move || collect(pending_rx));
@@ -428,14 +444,14 @@ fn simulate(args: &Args) -> Result<(), String> {
     drop(pending_tx);
     let mut tally = collector.join().map_err(|_| "the reply collector panicked".to_string())?;
     let elapsed = started.elapsed();
-    let deliveries = runtime.stats().deliveries.load(std::sync::atomic::Ordering::Relaxed);
-    let turns = runtime.stats().turns.load(std::sync::atomic::Ordering::Relaxed);
-    let mut engine = runtime.shutdown().map_err(|e| format!("shutdown: {e}"))?;
+    // A last snapshot makes the next open fast (compacting as the run did).
+    let final_snapshot =
+        handle.snapshot().map_err(|e| e.to_string())?.wait().map_err(|e| format!("snapshot: {e}"))?;
+    let runtime_stats = runtime.stats();
+    let (deliveries, turns) = (runtime_stats.deliveries, runtime_stats.turns);
+    let engine = runtime.shutdown().map_err(|e| format!("shutdown: {e}"))?;
     progress.finish_and_clear();
-
-    // A snapshot makes the next open fast; the log is kept whole so `presence replay` can
-    // still rebuild the state from it alone.
-    let snapshot_seq = engine.snapshot().map_err(|e| format!("snapshot: {e}"))?;
+    let snapshot_seq = final_snapshot;
     let stats = engine.stats();
     let heap = engine.heap_bytes();
     let events = engine.last_seq() - resumed_at_seq;
@@ -475,7 +491,12 @@ fn simulate(args: &Args) -> Result<(), String> {
         "sessions_disconnected": stats.sessions_disconnected,
         "subscriptions": stats.subscriptions,
         "friendships": stats.friendships,
-        "store_bytes": store_bytes,
+                "store_bytes": store_bytes,
+        "snapshots": runtime_stats.snapshots,
+        "snapshot_failures": runtime_stats.snapshot_failures,
+        "log_compacted": !args.keep_log,
+        "turn_latency_us": runtime_stats.turn_latency,
+        "sync_latency_us": runtime_stats.sync_latency,
         "bytes_per_session": per_session,
         "bytes_per_subscription": per_subscription,
         "recovery_ms": recovery_ms,
@@ -515,7 +536,22 @@ fn simulate(args: &Args) -> Result<(), String> {
         ("subscriptions", format!("{} ({} friendships)", stats.subscriptions, stats.friendships)),
         (
             "store",
-            format!("{:.1} MiB stored, last sequence {snapshot_seq}", store_bytes as f64 / 1_048_576.0),
+            format!(
+                "{:.1} MiB stored, last sequence {snapshot_seq}, {} snapshots{}",
+                store_bytes as f64 / 1_048_576.0,
+                runtime_stats.snapshots,
+                if args.keep_log { ", whole log kept" } else { ", log compacted" }
+            ),
+        ),
+        (
+            "turns",
+            format!(
+                "p50 {:.2} ms, p99 {:.2} ms; sync p50 {:.2} ms, p99 {:.2} ms",
+                runtime_stats.turn_latency.p50_us as f64 / 1e3,
+                runtime_stats.turn_latency.p99_us as f64 / 1e3,
+                runtime_stats.sync_latency.p50_us as f64 / 1e3,
+                runtime_stats.sync_latency.p99_us as f64 / 1e3
+            ),
         ),
         ("memory", format!("{per_session:.0} B per session, {per_subscription:.0} B per subscription")),
         ("next open", format!("{recovery_ms:.0} ms to recover (snapshot + tail)")),

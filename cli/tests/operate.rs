@@ -16,10 +16,17 @@ fn json(output: &Output) -> serde_json::Value {
     serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
+/// A short run on `store` that keeps the whole log, so `replay` can rebuild it from the log
+/// alone.
 fn simulate(store: &Path, seed: &str) -> serde_json::Value {
+    simulate_with(store, seed, &["--keep-log"])
+}
+
+fn simulate_with(store: &Path, seed: &str, extra: &[&str]) -> serde_json::Value {
     let store = store.to_str().unwrap();
-    let args =
-        ["simulate", "--store", store, "--users", "300", "--duration-s", "900", "--seed", seed, "--json"];
+    let mut args =
+        vec!["simulate", "--store", store, "--users", "300", "--duration-s", "900", "--seed", seed, "--json"];
+    args.extend_from_slice(extra);
     let output = presence(&args);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     json(&output)
@@ -137,4 +144,29 @@ fn a_corrupt_store_is_a_clear_error() {
             "{command}: {stderr}"
         );
     }
+}
+
+// A long-running store stays bounded: the runtime snapshots by its policy and compacts the log
+// it covers; `replay` then says the log alone is gone and recovers snapshot + tail.
+#[test]
+fn simulate_snapshots_and_compacts_by_policy_and_replay_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("data");
+    let run = simulate_with(&store, "9", &["--snapshot-events", "200"]);
+    assert!(run["events"].as_u64().unwrap() > 1_000, "{run}");
+    // At least one every 200 events (a turn logs many at once, so the count can fall short of
+    // events / 200 by one a turn; the test asks for half), and one at the end.
+    let expected = run["events"].as_u64().unwrap() / 400 + 1;
+    assert!(run["snapshots"].as_u64().unwrap() >= expected, "{run}");
+    assert_eq!(run["snapshot_failures"], 0);
+    let path = store.to_str().unwrap();
+    let inspected = json(&presence(&["inspect", path, "--json"]));
+    assert_eq!(inspected["snapshot_seq"], run["last_seq"], "{inspected}");
+    let replayed = presence(&["replay", path]);
+    let text = String::from_utf8_lossy(&replayed.stdout);
+    assert!(replayed.status.success(), "{text}");
+    assert!(text.contains("compacted"), "{text}");
+    // The next run continues from snapshot + tail.
+    let second = simulate_with(&store, "9", &["--snapshot-events", "200"]);
+    assert!(second["last_seq"].as_u64().unwrap() > run["last_seq"].as_u64().unwrap());
 }

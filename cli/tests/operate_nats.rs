@@ -29,9 +29,21 @@ fn json(output: &Output) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("not JSON ({e}): {text}{}", String::from_utf8_lossy(&output.stderr)))
 }
 
+/// A short run that keeps the whole log, so `replay` can rebuild the state from it alone.
 fn simulate(store: &str, seed: &str) -> serde_json::Value {
-    let args =
-        ["simulate", "--store", store, "--users", "300", "--duration-s", "900", "--seed", seed, "--json"];
+    let args = [
+        "simulate",
+        "--store",
+        store,
+        "--users",
+        "300",
+        "--duration-s",
+        "900",
+        "--seed",
+        seed,
+        "--json",
+        "--keep-log",
+    ];
     let output = presence(&args);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     json(&output)

@@ -170,3 +170,17 @@ impl std::error::Error for StoreError {
         self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
+
+/// On a wire an error is `{"code": 6017, "name": "InvalidParameter", "message": "..."}`: the
+/// stable code of R7.1, its name, and the message for people.
+#[cfg(feature = "serde")]
+impl serde::Serialize for Error {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut error = serializer.serialize_struct("Error", 3)?;
+        error.serialize_field("code", &self.code())?;
+        error.serialize_field("name", self.name())?;
+        error.serialize_field("message", &self.to_string())?;
+        error.end()
+    }
+}

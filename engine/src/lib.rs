@@ -55,7 +55,8 @@ pub use change::{Cause, CauseKind, StatusChange};
 pub use command::{Command, Outcome, Reply, TargetStatus};
 pub use config::{Config, Edition};
 pub use engine::{
-    Engine, EngineOptions, Group, Recovery, RestoredSessions, SessionHandle, SessionView, Stats, UserView,
+    Engine, EngineOptions, EngineView, Group, Recovery, RestoredSessions, SessionHandle, SessionView, Stats,
+    UserView,
 };
 pub use error::{Error, StoreError, StoreErrorKind};
 pub use event::{CloseReason, DisconnectReason, Event, EventKind, UnsubscribeReason};

@@ -215,3 +215,47 @@ fn a_command_failing_every_check_reports_the_id() {
     let text = message(&err);
     assert!(text.contains("user id") && text.contains("control"), "{err}");
 }
+
+// R7.1: on a wire (the serde feature) an error is its code, its name and its message; the
+// types a host sends, a command, a reply with versions, a delivery, round-trip through JSON.
+#[test]
+fn wire_types_serialize_as_documented() {
+    use presence_engine::runtime::OwnedDelivery;
+    use presence_engine::{GeneralStatus, LastOnline, Reply, TargetStatus, UserStatus};
+    let mut e = common::engine();
+    let err = e.execute(Command::heartbeat("alice", "phone"), 0).unwrap_err();
+    let json = serde_json::to_value(&err).unwrap();
+    assert_eq!(json["code"], 6014);
+    assert_eq!(json["name"], "NotLoggedIn");
+    assert!(json["message"].as_str().unwrap().contains("alice"));
+
+    let command = Command::login_with_owner("alice", "phone", "gw1");
+    let json = serde_json::to_value(&command).unwrap();
+    assert_eq!(json, serde_json::json!({"op": "login", "user": "alice", "device": "phone", "owner": "gw1"}));
+    assert_eq!(serde_json::from_value::<Command>(json).unwrap(), command);
+
+    let status = UserStatus { general: GeneralStatus::Online, custom: "busy".into() };
+    let reply =
+        Reply::Statuses(vec![TargetStatus { user: "bob".into(), status: status.clone(), version: 7 }]);
+    let json = serde_json::to_value(&reply).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"statuses": [{"user": "bob", "status": "ONLINE", "custom": "busy", "version": 7}]})
+    );
+    assert_eq!(serde_json::from_value::<Reply>(json).unwrap(), reply);
+
+    let delivery = OwnedDelivery::Status {
+        to: "ann".into(),
+        device: "pc".into(),
+        about: "bob".into(),
+        status,
+        version: 7,
+    };
+    let json = serde_json::to_value(&delivery).unwrap();
+    assert_eq!(json["status"]["about"], "bob");
+    assert_eq!(json["status"]["version"], 7);
+    assert_eq!(serde_json::from_value::<OwnedDelivery>(json).unwrap(), delivery);
+
+    assert_eq!(serde_json::to_value(LastOnline::At(5)).unwrap(), serde_json::json!({"at": 5}));
+    assert_eq!(serde_json::to_value(LastOnline::Never).unwrap(), serde_json::json!("never"));
+}

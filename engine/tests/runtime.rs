@@ -3,10 +3,13 @@
 
 use std::thread;
 
+use std::sync::{Arc, Barrier, Mutex};
+
 use presence_engine::runtime::{
     ChannelSink, DiscardSink, ManualClock, NoticeSink, OwnedDelivery, Runtime, RuntimeConfig, RuntimeError,
+    SnapshotPolicy, TrySendError,
 };
-use presence_engine::{Command, Config, Engine, EventStore, GeneralStatus, Names, Notice, Reply};
+use presence_engine::{CauseKind, Command, Config, Engine, EventStore, GeneralStatus, Names, Notice, Reply};
 use presence_storage_mem::{FaultyStore, MemStore};
 
 fn spawn_mem(clock: &ManualClock) -> (Runtime<MemStore>, presence_engine::runtime::Handle) {
@@ -114,7 +117,7 @@ fn a_panicking_sink_loses_no_acknowledged_event() {
         Runtime::spawn(engine, ManualClock::new(0), PanickingSink, RuntimeConfig::default());
     handle.execute(Command::login("alice", "phone")).unwrap();
     handle.execute(Command::set_status("alice", "phone", "here")).unwrap();
-    assert!(runtime.stats().sink_panics.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    assert!(runtime.stats().sink_panics >= 1);
     let engine = runtime.shutdown().unwrap();
     let reopened = Engine::open(Config::default(), engine.into_store()).unwrap();
     assert_eq!(&*reopened.status("alice").custom, "here");
@@ -195,4 +198,271 @@ fn waiting_on_a_stopped_runtime_never_hangs() {
         }
         assert!(runtime.shutdown().is_err());
     }
+}
+
+// An async host: 10 000 requests in flight at once from one single-threaded tokio runtime,
+// each awaited, none on a blocking thread. The queue is smaller than the load, so the tasks
+// that find it full are handed their command back and try again after yielding.
+#[test]
+fn ten_thousand_requests_awaited_from_one_async_thread() {
+    let engine = Engine::open(Config::default(), MemStore::new()).unwrap();
+    let config = RuntimeConfig { queue_capacity: 512, ..RuntimeConfig::default() };
+    let (runtime, handle) = Runtime::spawn(engine, ManualClock::new(0), DiscardSink, config);
+    let executor = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let results = executor.block_on(async {
+        let tasks: Vec<_> = (0..10_000)
+            .map(|i| {
+                let handle = handle.clone();
+                tokio::spawn(async move {
+                    let mut command = Command::login(format!("user{i}"), "phone");
+                    let pending = loop {
+                        match handle.try_send(command) {
+                            Ok(pending) => break pending,
+                            Err(TrySendError::Full(back)) => {
+                                command = back;
+                                tokio::task::yield_now().await;
+                            }
+                            Err(TrySendError::Stopped) => panic!("the runtime stopped"),
+                        }
+                    };
+                    pending.await
+                })
+            })
+            .collect();
+        let mut ok = 0;
+        for task in tasks {
+            if task.await.unwrap().is_ok() {
+                ok += 1;
+            }
+        }
+        ok
+    });
+    assert_eq!(results, 10_000);
+    let stats = runtime.stats();
+    assert_eq!(stats.commands, 10_000);
+    assert!(stats.shed > 0, "the queue of 512 was full at times: {stats:?}");
+    assert_eq!(stats.reply_latency.count, 10_000);
+    let engine = runtime.shutdown().unwrap();
+    assert_eq!(engine.stats().sessions_connected, 10_000);
+}
+
+/// A sink that holds the runtime on its first delivery until the test lets it go, so that
+/// the test can queue requests behind a turn that is under way.
+struct GateSink {
+    gate: Arc<Barrier>,
+    held: bool,
+}
+
+impl NoticeSink for GateSink {
+    fn deliver(&mut self, _notices: &[Notice], _names: &Names<'_>) {
+        if !self.held {
+            self.held = true;
+            self.gate.wait();
+            self.gate.wait();
+        }
+    }
+}
+
+// Reads run between turns from their own queue: a read queued behind a full command queue
+// is answered after the turn under way, before the commands queued ahead of it, and it sees
+// that turn whole.
+#[test]
+fn a_read_does_not_wait_behind_queued_commands() {
+    let gate = Arc::new(Barrier::new(2));
+    let sink = GateSink { gate: Arc::clone(&gate), held: false };
+    let engine = Engine::open(Config::default(), MemStore::new()).unwrap();
+    let config = RuntimeConfig { max_batch: 10, queue_capacity: 1_000, ..RuntimeConfig::default() };
+    let (runtime, handle) = Runtime::spawn(engine, ManualClock::new(0), sink, config);
+    // The first turn: ten logins, whose notices the sink holds.
+    let first: Vec<_> = (0..10).map(|i| handle.send(Command::login(format!("a{i}"), "p")).unwrap()).collect();
+    gate.wait();
+    // The runtime is inside the first turn's delivery: queue 500 more logins, then a read.
+    let rest: Vec<_> = (0..500).map(|i| handle.send(Command::login(format!("b{i}"), "p")).unwrap()).collect();
+    let read = handle.read(|engine| engine.stats().sessions_connected).unwrap();
+    gate.wait();
+    assert_eq!(read.wait().unwrap(), 10, "the read saw the first turn whole and nothing after it");
+    for reply in first.into_iter().chain(rest) {
+        reply.wait().unwrap();
+    }
+    let after = handle.read(|engine| (engine.stats().sessions_connected, engine.last_seq())).unwrap();
+    assert_eq!(after.wait().unwrap(), (510, 510));
+    assert!(runtime.stats().reads >= 2);
+    drop(runtime);
+}
+
+// R2.4: the fast heartbeat by session handle, through the runtime.
+#[test]
+fn a_heartbeat_by_session_handle_through_the_runtime() {
+    let clock = ManualClock::new(0);
+    let (runtime, handle) = spawn_mem(&clock);
+    handle.execute(Command::login("alice", "phone")).unwrap();
+    let session = handle.session_handle("alice", "phone").unwrap().wait().unwrap().unwrap();
+    assert!(handle.session_handle("alice", "pad").unwrap().wait().unwrap().is_none());
+    clock.advance(300_000);
+    handle.heartbeat(session).unwrap().wait().unwrap();
+    clock.advance(200_000);
+    handle.tick().unwrap();
+    let status = handle.read(|engine| engine.status("alice").general).unwrap().wait().unwrap();
+    assert_eq!(status, GeneralStatus::Online, "the heartbeat at 300 000 moved the deadline");
+    handle.try_submit_heartbeat(session).unwrap();
+    handle.execute(Command::logout("alice", "phone")).unwrap();
+    let refused = handle.heartbeat(session).unwrap().wait().unwrap_err();
+    assert_eq!(refused.code(), Some(6014));
+    drop(runtime);
+}
+
+// A long-running runtime bounds its log: by its policy it snapshots and compacts, while it
+// goes on answering; a host can also ask for a snapshot.
+#[test]
+fn the_runtime_snapshots_and_compacts_by_policy() {
+    let engine = Engine::open(Config::default(), MemStore::new()).unwrap();
+    let snapshots =
+        SnapshotPolicy { every_events: Some(100), every_bytes: None, every_ms: None, compact: true };
+    let config = RuntimeConfig { max_batch: 16, snapshots, ..RuntimeConfig::default() };
+    let (runtime, handle) = Runtime::spawn(engine, ManualClock::new(0), DiscardSink, config);
+    for i in 0..1_000 {
+        handle.execute(Command::login(format!("user{i}"), "phone")).unwrap();
+    }
+    let asked = handle.snapshot().unwrap().wait().unwrap();
+    assert_eq!(asked, 1_000);
+    let stats = runtime.stats();
+    assert!(stats.snapshots >= 5, "{stats:?}");
+    assert_eq!((stats.snapshot_failures, stats.snapshot_seq), (0, 1_000));
+    let engine = runtime.shutdown().unwrap();
+    let store = engine.into_store();
+    assert_eq!(store.snapshots().unwrap(), [1_000], "older snapshots were compacted away");
+    assert_eq!(store.read_from(1).unwrap().count(), 0, "the log the snapshot covers is gone");
+    let reopened = Engine::open(Config::default(), store).unwrap();
+    assert_eq!(reopened.recovery().snapshot_seq, 1_000);
+    assert_eq!(reopened.stats().sessions_connected, 1_000);
+}
+
+// A turn that outgrows one batch of the store (a network store takes about 1 MiB) is
+// appended as several; every command of it succeeds.
+#[test]
+fn a_turn_larger_than_a_store_batch_is_split() {
+    let store = MemStore::with_batch_bytes_max(2_048);
+    let engine = Engine::open(Config::default(), store).unwrap();
+    let config = RuntimeConfig { max_batch: 1_000, ..RuntimeConfig::default() };
+    let (runtime, handle) = Runtime::spawn(engine, ManualClock::new(0), DiscardSink, config);
+    let replies: Vec<_> = (0..1_000)
+        .map(|i| handle.send(Command::login(format!("a-rather-long-user-name-{i:04}"), "phone")).unwrap())
+        .collect();
+    for reply in replies {
+        reply.wait().unwrap();
+    }
+    let stats = runtime.stats();
+    assert_eq!((stats.commands, stats.store_failures), (1_000, 0));
+    let engine = runtime.shutdown().unwrap();
+    let batches: Vec<usize> = engine.store().read_from(1).unwrap().map(|b| b.unwrap().bytes.len()).collect();
+    assert!(batches.iter().all(|&len| len <= 2_048), "{batches:?}");
+    assert!(batches.len() > 20, "{} batches", batches.len());
+}
+
+/// Who changed, why, and on which device.
+type Seen = Vec<(String, CauseKind, Option<String>)>;
+
+/// A sink that records what a server-side hook would see.
+struct CauseSink(Arc<Mutex<Seen>>);
+
+impl NoticeSink for CauseSink {
+    fn deliver(&mut self, notices: &[Notice], _names: &Names<'_>) {
+        for notice in notices {
+            if let Notice::Status(n) = notice {
+                let device = n.cause.device.as_ref().map(|d| d.to_string());
+                self.0.lock().unwrap().push((n.about.to_string(), n.cause.kind, device));
+            }
+        }
+    }
+}
+
+// R5.7: a server-side sink sees the cause and the device of each status change.
+#[test]
+fn a_sink_sees_why_each_status_changed() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let engine = Engine::open(Config::default(), MemStore::new()).unwrap();
+    let clock = ManualClock::new(0);
+    let sink = CauseSink(Arc::clone(&seen));
+    let config = RuntimeConfig { auto_tick: false, ..RuntimeConfig::default() };
+    let (runtime, handle) = Runtime::spawn(engine, clock.clone(), sink, config);
+    handle.execute(Command::login("alice", "phone")).unwrap();
+    handle.execute(Command::set_status("alice", "phone", "busy")).unwrap();
+    handle.execute(Command::disconnect("alice", "phone")).unwrap();
+    handle.execute(Command::login("alice", "pad")).unwrap();
+    handle.tick_at(400_000).unwrap();
+    drop(runtime);
+    let seen = seen.lock().unwrap().clone();
+    let expected = [
+        ("alice", CauseKind::Login, "phone"),
+        ("alice", CauseKind::CustomStatus, "phone"),
+        ("alice", CauseKind::Disconnect, "phone"),
+        ("alice", CauseKind::Login, "pad"),
+        ("alice", CauseKind::HeartbeatTimeout, "pad"),
+    ];
+    let expected: Vec<_> =
+        expected.iter().map(|(u, k, d)| (u.to_string(), *k, Some(d.to_string()))).collect();
+    assert_eq!(seen, expected);
+}
+
+// R5.6: replies go out before the turn's notices, so a client can get a notice and a reply
+// about the same user in either order. One that keeps the status with the highest version it
+// has seen never ends on a stale one, however they interleave.
+#[test]
+fn a_client_that_keeps_the_newest_version_never_ends_stale() {
+    let config = Config { rate_limit_calls: 1_000, ..Config::default() };
+    let engine = Engine::open(config, MemStore::new()).unwrap();
+    let (sink, notices) = ChannelSink::bounded(10_000);
+    let config = RuntimeConfig { max_batch: 8, ..RuntimeConfig::default() };
+    let (runtime, handle) = Runtime::spawn(engine, ManualClock::new(0), sink, config);
+    handle.execute(Command::login("watcher", "pc")).unwrap();
+    handle.execute(Command::login("star", "phone")).unwrap();
+    handle.execute(Command::subscribe("watcher", "pc", ["star"])).unwrap();
+    // The star changes its status while the watcher asks for it, from two threads.
+    let changer = {
+        let handle = handle.clone();
+        thread::spawn(move || {
+            for i in 0..300 {
+                handle.execute(Command::set_status("star", "phone", format!("s{i}"))).unwrap();
+            }
+        })
+    };
+    let mut replies = Vec::new();
+    for _ in 0..300 {
+        let reply = handle.execute(Command::get_status("watcher", "pc", ["star"])).unwrap();
+        if let Reply::Statuses(list) = reply {
+            replies.push((list[0].status.clone(), list[0].version));
+        }
+    }
+    changer.join().unwrap();
+    let truth = handle.read(|engine| engine.versioned_status("star")).unwrap().wait().unwrap();
+    drop(runtime);
+    let mut pushed = Vec::new();
+    while let Ok(batch) = notices.try_recv() {
+        for delivery in batch {
+            if let OwnedDelivery::Status { to, about, status, version, .. } = delivery {
+                if to.as_str() == "watcher" && about.as_str() == "star" {
+                    pushed.push((status, version));
+                }
+            }
+        }
+    }
+    // Worst orders for the client: every reply after every notice, and the other way round,
+    // and interleaved backwards.
+    let orders: [Vec<(presence_engine::UserStatus, u64)>; 3] = [
+        pushed.iter().chain(&replies).cloned().collect(),
+        replies.iter().chain(&pushed).cloned().collect(),
+        replies.iter().rev().chain(pushed.iter().rev()).cloned().collect(),
+    ];
+    for order in &orders {
+        let mut shown: Option<(presence_engine::UserStatus, u64)> = None;
+        for (status, version) in order {
+            if shown.as_ref().is_none_or(|(_, v)| version > v) {
+                shown = Some((status.clone(), *version));
+            }
+        }
+        assert_eq!(shown, Some(truth.clone()), "the client ends on the newest status");
+    }
+    // A client that kept whatever came last would end stale in the backwards order.
+    assert!(pushed.len() > 1 && replies.len() > 1);
+    assert_ne!(orders[2].last(), Some(&truth), "the test's worst order really is stale for a naive client");
 }

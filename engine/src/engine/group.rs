@@ -54,6 +54,12 @@ impl<'a, S: EventStore> Group<'a, S> {
         Ok(outcome)
     }
 
+    /// A heartbeat by session handle inside the group (see [`Engine::heartbeat`]): it logs
+    /// nothing, and a rolled-back group puts the heartbeat time back.
+    pub fn heartbeat(&mut self, session: crate::SessionHandle, at_ms: u64) -> Result<(), Error> {
+        self.engine.heartbeat_step(session, at_ms)
+    }
+
     /// R8.4 at open: disconnects as many restored sessions as fit the group's batch; returns
     /// how many are left.
     pub(super) fn disconnect_restored(&mut self, at_ms: u64) -> Result<usize, Error> {

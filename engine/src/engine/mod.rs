@@ -18,7 +18,7 @@ mod reads;
 
 pub use group::Group;
 pub use open::{EngineOptions, Recovery, RestoredSessions};
-pub use reads::{SessionView, Stats, UserView};
+pub use reads::{EngineView, SessionView, Stats, UserView};
 
 use crate::change::{Cause, CauseKind, StatusChange};
 use crate::codec;
@@ -55,6 +55,9 @@ pub struct Engine<S> {
     encoded: Vec<u8>,
     /// Whether batches carry an outbox ([`EngineOptions::outbox`]).
     outbox: bool,
+    /// Bytes of batches appended since the engine was opened (for the runtime's snapshot
+    /// policy and statistics).
+    pub(crate) bytes_appended: u64,
 }
 
 static NEXT_INSTANCE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
@@ -114,8 +117,7 @@ impl<S: EventStore> Engine<S> {
     /// stays usable across reconnects; it belongs to this engine, and an engine opened later
     /// (after a restart) refuses it.
     pub fn session_handle(&self, user: &str, device: &str) -> Option<SessionHandle> {
-        let (user, s) = self.state.session(user, device)?;
-        Some(SessionHandle { session: Recipient { user, device: s.device }, engine: self.instance })
+        self.view().session_handle(user, device)
     }
 
     /// A heartbeat by session handle (R2.4): exactly `execute(Command::heartbeat(..), at_ms)`
@@ -124,6 +126,11 @@ impl<S: EventStore> Engine<S> {
     /// `InvalidParameter` for a handle of another engine.
     pub fn heartbeat(&mut self, handle: SessionHandle, at_ms: u64) -> Result<(), Error> {
         self.discard_leaked_group();
+        self.heartbeat_step(handle, at_ms)
+    }
+
+    /// A heartbeat by session handle, alone or in a group: it logs nothing (R8.2).
+    fn heartbeat_step(&mut self, handle: SessionHandle, at_ms: u64) -> Result<(), Error> {
         if handle.engine != self.instance {
             return Err(Error::invalid(
                 "this session handle belongs to another engine (one opened before a restart?): \
@@ -357,6 +364,7 @@ impl<S: EventStore> Engine<S> {
         let count = u32::try_from(events.len())
             .map_err(|_| StoreError::new(StoreErrorKind::Contract, "too many events in one batch"))?;
         self.store.append(first_seq, count, &self.encoded)?;
+        self.bytes_appended += self.encoded.len() as u64;
         Ok(())
     }
 }

@@ -6,6 +6,7 @@ use crate::codec;
 use crate::config::Config;
 use crate::error::{Error, StoreError, StoreErrorKind};
 use crate::fanout::Marks;
+use crate::snapshot::SnapshotWire;
 use crate::state::State;
 use crate::store::EventStore;
 
@@ -97,6 +98,7 @@ impl<S: EventStore> Engine<S> {
             touched_marks: Marks::default(),
             encoded: Vec::new(),
             outbox: options.outbox,
+            bytes_appended: 0,
         };
         if let RestoredSessions::Disconnect { at_ms } = options.restored_sessions {
             engine.recovery.sessions_disconnected = engine.disconnect_restored(at_ms)?;
@@ -128,6 +130,31 @@ impl<S: EventStore> Engine<S> {
         let bytes = codec::encode_snapshot_wire(&self.state.to_wire())?;
         self.store.save_snapshot(self.state.last_seq, &bytes)?;
         Ok(self.state.last_seq)
+    }
+
+    /// The state as a snapshot will hold it, and the sequence number it covers: the part of
+    /// [`Engine::snapshot`] that needs the engine. Encoding it
+    /// ([`codec::encode_snapshot_wire`]) can happen on another thread while the engine goes
+    /// on; [`Engine::save_snapshot_bytes`] then stores it.
+    pub(crate) fn capture_snapshot(&self) -> SnapshotWire {
+        self.state.to_wire()
+    }
+
+    /// Stores an encoded snapshot that covers the log up to `last_seq` (which must be at most
+    /// [`Engine::last_seq`]), after making that log durable, and compacts what it covers if
+    /// `compact`.
+    pub(crate) fn save_snapshot_bytes(
+        &mut self,
+        last_seq: u64,
+        bytes: &[u8],
+        compact: bool,
+    ) -> Result<(), Error> {
+        self.store.sync()?;
+        self.store.save_snapshot(last_seq, bytes)?;
+        if compact {
+            self.store.compact(last_seq)?;
+        }
+        Ok(())
     }
 
     /// Removes from the store the batches the newest snapshot covers (and older snapshots).

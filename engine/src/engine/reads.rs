@@ -2,12 +2,14 @@
 //! with no session, gate or rate limit, and totals for operators.
 
 use super::Engine;
+use super::SessionHandle;
 use crate::command::Outcome;
 use crate::config::Config;
 use crate::ids::{DeviceId, UserId, UserKey};
 use crate::notice::{self, Delivery, Names, Recipient};
 use crate::snapshot::LogicalState;
 use crate::state::HeapBytes;
+use crate::state::State;
 use crate::status::{LastOnline, UserStatus};
 use crate::store::EventStore;
 
@@ -33,6 +35,8 @@ pub struct UserView {
     pub user: UserId,
     /// Its status (R2.3, R3).
     pub status: UserStatus,
+    /// Its status version (R5.6).
+    pub version: u64,
     /// When it was last `ONLINE` (R6.5).
     pub last_online: LastOnline,
     /// Its sessions, sorted by device.
@@ -60,11 +64,26 @@ pub struct Stats {
     pub friendships: usize,
 }
 
-impl<S: EventStore> Engine<S> {
+/// A read-only view of an engine's state: every direct read (R6.4, R6.5), borrowed. What
+/// [`Engine::view`] returns, and what a read run on the runtime's thread between turns gets
+/// ([`Handle::read`](crate::runtime::Handle::read)), so it never sees a turn half applied.
+#[derive(Clone, Copy)]
+pub struct EngineView<'a> {
+    state: &'a State,
+    config: &'a Config,
+    instance: u32,
+}
+
+impl<'a> EngineView<'a> {
     /// The status of any user; `UNLOGINED` for one never seen (R1.2). No session, gate or
     /// rate limit (R6.4).
     pub fn status(&self, user: &str) -> UserStatus {
         self.state.status_of(user)
+    }
+
+    /// The status of any user with its version (R5.6); version 0 for one never seen.
+    pub fn versioned_status(&self, user: &str) -> (UserStatus, u64) {
+        self.state.versioned_status_of(user)
     }
 
     /// When `user` was last `ONLINE` (R6.5).
@@ -115,9 +134,11 @@ impl<S: EventStore> Engine<S> {
 
     /// All of the above for one user at once.
     pub fn user(&self, user: &str) -> UserView {
+        let (status, version) = self.versioned_status(user);
         UserView {
             user: UserId::from(user),
-            status: self.status(user),
+            status,
+            version,
             last_online: self.last_online(user),
             sessions: self.sessions(user),
             subscriptions: self.subscriptions(user),
@@ -145,8 +166,9 @@ impl<S: EventStore> Engine<S> {
     }
 
     /// The ids of every user the engine knows of, in no particular order.
-    pub fn user_ids(&self) -> impl Iterator<Item = &UserId> + '_ {
-        (0..self.state.users.len()).map(|i| self.state.user_name(UserKey(i as u32)))
+    pub fn user_ids(&self) -> impl Iterator<Item = &'a UserId> + 'a {
+        let state = self.state;
+        (0..state.users.len()).map(move |i| state.user_name(UserKey(i as u32)))
     }
 
     /// The state as the log defines it, canonically ordered: equal for two engines that
@@ -156,8 +178,104 @@ impl<S: EventStore> Engine<S> {
     }
 
     /// A resolver for recipient handles that borrows only the name tables.
-    pub fn names(&self) -> Names<'_> {
+    pub fn names(&self) -> Names<'a> {
         Names::new(&self.state.user_ids, &self.state.device_ids)
+    }
+
+    /// The handle of `user`'s session on `device`, if it exists (see
+    /// [`Engine::session_handle`]).
+    pub fn session_handle(&self, user: &str, device: &str) -> Option<SessionHandle> {
+        let (user, s) = self.state.session(user, device)?;
+        Some(SessionHandle { session: Recipient { user, device: s.device }, engine: self.instance })
+    }
+
+    /// The latest time the engine has seen (R1.3).
+    pub fn now_ms(&self) -> u64 {
+        self.state.now_ms
+    }
+
+    /// The sequence number of the last event in the log (0: none).
+    pub fn last_seq(&self) -> u64 {
+        self.state.last_seq
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &'a Config {
+        self.config
+    }
+}
+
+impl<S: EventStore> Engine<S> {
+    /// A read-only view of the state, for reads that need several answers at once or a
+    /// borrow that outlives one call.
+    pub fn view(&self) -> EngineView<'_> {
+        EngineView { state: &self.state, config: &self.config, instance: self.instance }
+    }
+
+    /// The status of any user; `UNLOGINED` for one never seen (R1.2). No session, gate or
+    /// rate limit (R6.4).
+    pub fn status(&self, user: &str) -> UserStatus {
+        self.view().status(user)
+    }
+
+    /// The status of any user with its version (R5.6).
+    pub fn versioned_status(&self, user: &str) -> (UserStatus, u64) {
+        self.view().versioned_status(user)
+    }
+
+    /// When `user` was last `ONLINE` (R6.5).
+    pub fn last_online(&self, user: &str) -> LastOnline {
+        self.view().last_online(user)
+    }
+
+    /// The sessions of `user`, sorted by device.
+    pub fn sessions(&self, user: &str) -> Vec<SessionView> {
+        self.view().sessions(user)
+    }
+
+    /// The subscription list of `user`, oldest first (R4.2).
+    pub fn subscriptions(&self, user: &str) -> Vec<UserId> {
+        self.view().subscriptions(user)
+    }
+
+    /// How many users' lists hold `user`.
+    pub fn subscriber_count(&self, user: &str) -> usize {
+        self.view().subscriber_count(user)
+    }
+
+    /// The friends of `user`, sorted (R5.4).
+    pub fn friends(&self, user: &str) -> Vec<UserId> {
+        self.view().friends(user)
+    }
+
+    /// All of the above for one user at once.
+    pub fn user(&self, user: &str) -> UserView {
+        self.view().user(user)
+    }
+
+    /// Totals over the whole state.
+    pub fn stats(&self) -> Stats {
+        self.view().stats()
+    }
+
+    /// An estimate of the heap the state holds, from its containers' capacities.
+    pub fn heap_bytes(&self) -> HeapBytes {
+        self.view().heap_bytes()
+    }
+
+    /// The ids of every user the engine knows of, in no particular order.
+    pub fn user_ids(&self) -> impl Iterator<Item = &UserId> + '_ {
+        self.view().user_ids()
+    }
+
+    /// The state as the log defines it, canonically ordered (R8.1).
+    pub fn logical_state(&self) -> LogicalState {
+        self.view().logical_state()
+    }
+
+    /// A resolver for recipient handles that borrows only the name tables.
+    pub fn names(&self) -> Names<'_> {
+        self.view().names()
     }
 
     /// The names behind a notice's recipient handle.

@@ -1,11 +1,17 @@
 //! A thread that owns an [`Engine`] and its store, for hosts that talk to it from many
-//! threads (docs/DESIGN.md: group commit and the runtime). The only module of the crate with threads or a clock.
+//! threads or tasks (docs/DESIGN.md: group commit and the runtime). The only module of the
+//! crate with threads or a clock.
 //!
-//! Each turn the thread takes up to [`RuntimeConfig::max_batch`] queued commands, decides
-//! and applies them in order as one [`Group`](crate::Group) with a tick at the turn's time,
-//! appends all their events as one batch and syncs once (group commit), and only then sends
-//! the replies and hands the notices to the host's [`NoticeSink`] (R8.3). The command queue
-//! is bounded: a slow engine or sink pushes back on the senders.
+//! Each turn the thread runs the reads queued for it, then takes up to
+//! [`RuntimeConfig::max_batch`] queued commands, decides and applies them in order as one
+//! [`Group`](crate::Group) with a tick at the turn's time, appends their events as one batch
+//! and syncs once (group commit), and only then answers them and hands the notices to the
+//! host's [`NoticeSink`] (R8.3). The queues are bounded: a slow engine or sink pushes back on
+//! the senders, and the `try_` calls of the [`Handle`] let a host shed load instead. By its
+//! [`SnapshotPolicy`] the runtime also snapshots and compacts the log as it goes, so the log
+//! of a server that runs for months stays bounded.
+//!
+//! A reply is a [`PendingReply`]: awaited from any executor, or waited for on a thread.
 //!
 //! ```
 //! use presence_engine::runtime::{DiscardSink, ManualClock, Runtime, RuntimeConfig};
@@ -16,6 +22,9 @@
 //! let clock = ManualClock::new(0);
 //! let (runtime, handle) = Runtime::spawn(engine, clock.clone(), DiscardSink, RuntimeConfig::default());
 //! handle.execute(Command::login("alice", "phone")).unwrap();
+//! // A read between turns: it sees the login.
+//! let online = handle.read(|engine| engine.status("alice").general).unwrap().wait().unwrap();
+//! assert_eq!(online, GeneralStatus::Online);
 //! clock.advance(400_000);
 //! handle.tick().unwrap(); // R2.4: alice's phone timed out
 //! let engine = runtime.shutdown()?;
@@ -24,31 +33,36 @@
 //! ```
 
 mod clock;
+mod handle;
+mod reply;
 mod sink;
+mod stats;
+mod worker;
 
-use std::fmt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
-
-use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender, TrySendError};
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use handle::{Handle, RuntimeError, TrySendError};
+pub use reply::PendingReply;
 pub use sink::{ChannelSink, DiscardSink, NoticeSink, OwnedDelivery};
+pub use stats::{Latency, RuntimeStats};
 
-use crate::command::{Command, Reply};
 use crate::engine::Engine;
 use crate::error::{Error, StoreError, StoreErrorKind};
-use crate::notice::{delivery_count, Notice};
 use crate::store::EventStore;
+use handle::{Message, Shared};
+use stats::SharedStats;
 
-/// How the runtime batches and ticks.
+/// How the runtime batches, ticks and snapshots.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuntimeConfig {
-    /// Commands that may wait in the queue; senders block (or `try_submit` fails) beyond it.
+    /// Commands that may wait in the queue; `send` waits beyond it, `try_send` hands the
+    /// command back.
     pub queue_capacity: usize,
+    /// Reads that may wait for the next turn.
+    pub read_queue_capacity: usize,
     /// The most commands decided and committed in one turn (one append, one sync).
     pub max_batch: usize,
     /// How long an idle runtime waits before it ticks anyway. Every turn also ticks.
@@ -59,176 +73,64 @@ pub struct RuntimeConfig {
     /// Whether each turn that logged something calls [`EventStore::sync`] before replying.
     /// Turn it off only for stores whose `append` is already durable.
     pub sync_each_turn: bool,
+    /// When to snapshot and compact the log.
+    pub snapshots: SnapshotPolicy,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
             queue_capacity: 4_096,
+            read_queue_capacity: 1_024,
             max_batch: 1_024,
             tick_interval_ms: 1_000,
             auto_tick: true,
             sync_each_turn: true,
+            snapshots: SnapshotPolicy::default(),
         }
     }
 }
 
-/// Why a command sent to the runtime did not succeed.
-#[derive(Debug)]
-pub enum RuntimeError {
-    /// The engine refused it, or the store failed (the command changed nothing).
-    Refused(Error),
-    /// The runtime has stopped (shut down, or stopped after a failed sync).
-    Stopped,
-    /// `try_submit` found the queue full.
-    Full,
+/// When the runtime snapshots the state and compacts the log it covers, so that the log, and
+/// the next open's replay, stay bounded. A snapshot is due when any of the thresholds that
+/// are set is reached since the last one; the state is captured between turns and encoded and
+/// written while the runtime goes on (see [`Handle::snapshot`] to take one now).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotPolicy {
+    /// Events logged since the last snapshot.
+    pub every_events: Option<u64>,
+    /// Bytes of batches appended since the last snapshot.
+    pub every_bytes: Option<u64>,
+    /// Milliseconds of the runtime's clock since the last snapshot.
+    pub every_ms: Option<u64>,
+    /// Whether to compact (remove the batches a new snapshot covers, and older snapshots).
+    pub compact: bool,
 }
 
-impl RuntimeError {
-    /// The engine's error code (R7.1), if the engine refused the command.
-    pub fn code(&self) -> Option<u32> {
-        match self {
-            RuntimeError::Refused(e) => Some(e.code()),
-            _ => None,
-        }
+impl SnapshotPolicy {
+    /// Never snapshot by itself (a host may still ask, [`Handle::snapshot`]).
+    pub fn never() -> Self {
+        Self { every_events: None, every_bytes: None, every_ms: None, compact: false }
     }
-}
 
-impl fmt::Display for RuntimeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RuntimeError::Refused(e) => write!(f, "{e}"),
-            RuntimeError::Stopped => f.write_str("the presence runtime has stopped"),
-            RuntimeError::Full => f.write_str("the presence runtime's queue is full"),
-        }
-    }
-}
-
-impl std::error::Error for RuntimeError {}
-
-type ReplySender = Sender<Result<Reply, Error>>;
-
-/// A queued request; `Option<u64>` is the host's own time for it, `None` for the clock's.
-enum Message {
-    Command(Command, Option<u64>, Option<ReplySender>),
-    Tick(Option<u64>, Option<ReplySender>),
-    Shutdown,
-}
-
-/// Counters of what the runtime did, readable while it runs.
-#[derive(Debug, Default)]
-pub struct RuntimeStats {
-    /// Turns run (each one group commit).
-    pub turns: AtomicU64,
-    /// Commands accepted.
-    pub commands: AtomicU64,
-    /// Commands refused by the engine or failed by the store.
-    pub refused: AtomicU64,
-    /// Events appended.
-    pub events: AtomicU64,
-    /// Single deliveries handed to the sink (one per device per notice).
-    pub deliveries: AtomicU64,
-    /// Turns whose append failed (their commands were failed and rolled back).
-    pub store_failures: AtomicU64,
-    /// Panics caught from the sink.
-    pub sink_panics: AtomicU64,
-}
-
-/// A cheap, cloneable handle for sending commands to the runtime from any thread.
-#[derive(Clone, Debug)]
-pub struct Handle {
-    sender: Sender<Message>,
-    /// Never carries anything; it disconnects when the runtime thread ends, so that a wait
-    /// for a reply that can no longer come ends too.
-    alive: Receiver<()>,
-}
-
-/// A reply on its way: what [`Handle::send`] returns.
-#[derive(Debug)]
-pub struct PendingReply {
-    answer: Receiver<Result<Reply, Error>>,
-    alive: Receiver<()>,
-}
-
-impl PendingReply {
-    /// Waits for the reply (sent once the command's events are durable, R8.3). Returns
-    /// [`RuntimeError::Stopped`] if the runtime ends without answering; never hangs on a
-    /// runtime that is gone.
-    pub fn wait(self) -> Result<Reply, RuntimeError> {
-        let answered = select! {
-            recv(self.answer) -> result => result.ok(),
-            // The runtime ended; it may still have answered just before.
-            recv(self.alive) -> _ => self.answer.try_recv().ok(),
-        };
-        match answered {
-            Some(result) => result.map_err(RuntimeError::Refused),
-            None => Err(RuntimeError::Stopped),
-        }
+    fn due(&self, events: u64, bytes: u64, elapsed_ms: u64) -> bool {
+        self.every_events.is_some_and(|n| events >= n)
+            || self.every_bytes.is_some_and(|n| bytes >= n)
+            || self.every_ms.is_some_and(|n| elapsed_ms >= n && events > 0)
     }
 }
 
-impl Handle {
-    fn queue(&self, message: impl FnOnce(ReplySender) -> Message) -> Result<PendingReply, RuntimeError> {
-        let (reply, answer) = crossbeam_channel::bounded(1);
-        self.sender.send(message(reply)).map_err(|_| RuntimeError::Stopped)?;
-        Ok(PendingReply { answer, alive: self.alive.clone() })
-    }
-
-    /// Sends a command and waits for its reply (after its events are durable).
-    pub fn execute(&self, command: Command) -> Result<Reply, RuntimeError> {
-        self.send(command)?.wait()
-    }
-
-    /// Sends a command and returns at once with the reply to wait for.
-    pub fn send(&self, command: Command) -> Result<PendingReply, RuntimeError> {
-        self.queue(|reply| Message::Command(command, None, Some(reply)))
-    }
-
-    /// Like [`Handle::send`], but the command runs at the host's time `at_ms` instead of the
-    /// runtime clock's (R1.3 still applies: an earlier time counts as the latest seen).
-    pub fn send_at(&self, command: Command, at_ms: u64) -> Result<PendingReply, RuntimeError> {
-        self.queue(|reply| Message::Command(command, Some(at_ms), Some(reply)))
-    }
-
-    /// Queues a command without a reply, waiting while the queue is full.
-    pub fn submit(&self, command: Command) -> Result<(), RuntimeError> {
-        self.sender.send(Message::Command(command, None, None)).map_err(|_| RuntimeError::Stopped)
-    }
-
-    /// Queues a command without a reply, or fails at once with [`RuntimeError::Full`].
-    pub fn try_submit(&self, command: Command) -> Result<(), RuntimeError> {
-        match self.sender.try_send(Message::Command(command, None, None)) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => Err(RuntimeError::Full),
-            Err(TrySendError::Disconnected(_)) => Err(RuntimeError::Stopped),
-        }
-    }
-
-    /// Runs a turn now (a tick at the clock's time) and waits until it is committed.
-    pub fn tick(&self) -> Result<(), RuntimeError> {
-        self.tick_message(None)
-    }
-
-    /// Runs a tick at the host's time `at_ms` and waits until it is committed.
-    pub fn tick_at(&self, at_ms: u64) -> Result<(), RuntimeError> {
-        self.tick_message(Some(at_ms))
-    }
-
-    /// Queues a tick at the host's time `at_ms` without waiting for it.
-    pub fn submit_tick_at(&self, at_ms: u64) -> Result<(), RuntimeError> {
-        self.sender.send(Message::Tick(Some(at_ms), None)).map_err(|_| RuntimeError::Stopped)
-    }
-
-    fn tick_message(&self, at_ms: Option<u64>) -> Result<(), RuntimeError> {
-        self.queue(|reply| Message::Tick(at_ms, Some(reply)))?.wait().map(|_| ())
+impl Default for SnapshotPolicy {
+    /// Every million events or 64 MiB of log, compacting: a replay of at most that much.
+    fn default() -> Self {
+        Self { every_events: Some(1_000_000), every_bytes: Some(64 << 20), every_ms: None, compact: true }
     }
 }
 
 /// The running engine thread. [`Runtime::shutdown`] stops it and hands the engine back.
 pub struct Runtime<S> {
     thread: Option<JoinHandle<Result<Engine<S>, Error>>>,
-    sender: Sender<Message>,
-    stats: Arc<RuntimeStats>,
+    handle: Handle,
 }
 
 impl<S: EventStore + Send + 'static> Runtime<S> {
@@ -242,29 +144,40 @@ impl<S: EventStore + Send + 'static> Runtime<S> {
         sink: impl NoticeSink,
         config: RuntimeConfig,
     ) -> (Runtime<S>, Handle) {
-        let (sender, receiver) = crossbeam_channel::bounded(config.queue_capacity.max(1));
-        let (alive_sender, alive) = crossbeam_channel::bounded(0);
-        let stats = Arc::new(RuntimeStats::default());
-        let worker =
-            Worker { engine, clock, sink, config, receiver, stats: Arc::clone(&stats), _alive: alive_sender };
+        let queue_capacity = config.queue_capacity.max(1);
+        let (sender, receiver) = crossbeam_channel::bounded(queue_capacity);
+        let (reads_sender, reads) = crossbeam_channel::bounded(config.read_queue_capacity.max(1));
+        let shared = Arc::new(Shared {
+            stats: SharedStats::default(),
+            stopped: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            queue_capacity,
+        });
+        let handle = Handle { sender, reads: reads_sender, shared: Arc::clone(&shared) };
+        let worker = worker::Worker::new(engine, clock, sink, config, receiver, reads, shared);
         #[allow(clippy::expect_used)] // Failing to start a thread leaves nothing to recover.
         let thread = std::thread::Builder::new()
             .name("presence-engine".into())
             .spawn(move || worker.run())
             .expect("cannot start the presence runtime thread");
-        (Runtime { thread: Some(thread), sender: sender.clone(), stats }, Handle { sender, alive })
+        (Runtime { thread: Some(thread), handle: handle.clone() }, handle)
+    }
+
+    /// A handle for sending requests (as many as wanted: they are cheap to clone).
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
     }
 
     /// What the runtime has done so far.
-    pub fn stats(&self) -> &RuntimeStats {
-        &self.stats
+    pub fn stats(&self) -> RuntimeStats {
+        self.handle.stats()
     }
 
-    /// Stops taking commands, runs every command already queued, syncs, and returns the
+    /// Stops taking requests, runs every command already queued, syncs, and returns the
     /// engine (and through [`Engine::into_store`], the store). Fails with the store's error
     /// if the runtime had stopped after a failed sync.
     pub fn shutdown(mut self) -> Result<Engine<S>, Error> {
-        let _ = self.sender.send(Message::Shutdown);
+        let _ = self.handle.sender.send(Message::Shutdown);
         self.join()
     }
 
@@ -282,155 +195,33 @@ impl<S: EventStore + Send + 'static> Runtime<S> {
 impl<S> Drop for Runtime<S> {
     fn drop(&mut self) {
         if let Some(thread) = self.thread.take() {
-            let _ = self.sender.send(Message::Shutdown);
+            let _ = self.handle.sender.send(Message::Shutdown);
             let _ = thread.join();
         }
     }
-}
-
-enum TurnEnd {
-    Durable,
-    AppendFailed(Error),
-    SyncFailed(Error),
 }
 
 fn stopped(message: &str) -> Error {
     Error::Storage(StoreError::new(StoreErrorKind::Io, message))
 }
 
-struct Worker<S, C, N> {
-    engine: Engine<S>,
-    clock: C,
-    sink: N,
-    config: RuntimeConfig,
-    receiver: Receiver<Message>,
-    stats: Arc<RuntimeStats>,
-    /// Dropped with the worker: tells every waiting [`PendingReply`] that no answer will come
-    /// (messages still queued in a channel whose receiver is gone are never dropped).
-    _alive: Sender<()>,
-}
+#[cfg(test)]
+mod tests {
+    use super::SnapshotPolicy;
 
-impl<S: EventStore, C: Clock, N: NoticeSink> Worker<S, C, N> {
-    fn run(mut self) -> Result<Engine<S>, Error> {
-        let wait = Duration::from_millis(self.config.tick_interval_ms.max(1));
-        let mut shutting_down = false;
-        while !shutting_down {
-            let first = match self.receiver.recv_timeout(wait) {
-                Ok(message) => Some(message),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => break,
-            };
-            let mut batch = Vec::new();
-            for message in first.into_iter().chain(std::iter::from_fn(|| self.receiver.try_recv().ok())) {
-                if let Message::Shutdown = message {
-                    shutting_down = true;
-                    break;
-                }
-                batch.push(message);
-                if batch.len() >= self.config.max_batch {
-                    break;
-                }
-            }
-            self.turn(batch)?;
-        }
-        // Commands queued before the shutdown request still run.
-        loop {
-            let batch: Vec<Message> = std::iter::from_fn(|| self.receiver.try_recv().ok())
-                .filter(|m| !matches!(m, Message::Shutdown))
-                .take(self.config.max_batch)
-                .collect();
-            if batch.is_empty() {
-                break;
-            }
-            self.turn(batch)?;
-        }
-        self.engine.sync()?;
-        Ok(self.engine)
-    }
-
-    /// One group commit: decide and apply every message, tick, append once, sync once, then
-    /// reply and deliver (R8.3).
-    fn turn(&mut self, batch: Vec<Message>) -> Result<(), Error> {
-        let now_ms = self.clock.now_ms();
-        let mut replies: Vec<(Option<ReplySender>, Result<Reply, Error>)> = Vec::with_capacity(batch.len());
-        let mut notices: Vec<Notice> = Vec::new();
-        let mut group = self.engine.group();
-        for message in batch {
-            let (reply, result) = match message {
-                Message::Command(command, at_ms, reply) => {
-                    (reply, group.execute(command, at_ms.unwrap_or(now_ms)))
-                }
-                Message::Tick(at_ms, reply) => (reply, group.tick(at_ms.unwrap_or(now_ms))),
-                Message::Shutdown => continue,
-            };
-            let result = result.map(|outcome| {
-                notices.extend(outcome.notices);
-                outcome.reply
-            });
-            replies.push((reply, result));
-        }
-        if self.config.auto_tick {
-            if let Ok(outcome) = group.tick(now_ms) {
-                notices.extend(outcome.notices);
-            }
-        }
-        let end = match group.commit() {
-            Ok(0) => TurnEnd::Durable,
-            Ok(events) => {
-                self.stats.events.fetch_add(events as u64, Ordering::Relaxed);
-                match self.config.sync_each_turn {
-                    true => self.engine.sync().map_or_else(TurnEnd::SyncFailed, |()| TurnEnd::Durable),
-                    false => TurnEnd::Durable,
-                }
-            }
-            Err(e) => {
-                self.stats.store_failures.fetch_add(1, Ordering::Relaxed);
-                TurnEnd::AppendFailed(e)
-            }
+    #[test]
+    fn a_snapshot_is_due_at_any_threshold_and_not_before() {
+        let policy = SnapshotPolicy {
+            every_events: Some(10),
+            every_bytes: Some(100),
+            every_ms: Some(1_000),
+            compact: true,
         };
-        self.stats.turns.fetch_add(1, Ordering::Relaxed);
-        let failure = match &end {
-            TurnEnd::Durable => None,
-            TurnEnd::AppendFailed(e) => {
-                Some(format!("the store refused the turn, nothing of it was kept: {e}"))
-            }
-            TurnEnd::SyncFailed(e) => {
-                Some(format!("the turn could not be made durable, the runtime stopped: {e}"))
-            }
-        };
-        for (reply, result) in replies {
-            let result = match (&failure, result) {
-                (Some(why), Ok(_)) => Err(Error::Storage(StoreError::new(StoreErrorKind::Io, why.clone()))),
-                (_, result) => result,
-            };
-            let counter = if result.is_ok() { &self.stats.commands } else { &self.stats.refused };
-            counter.fetch_add(1, Ordering::Relaxed);
-            if let Some(reply) = reply {
-                let _ = reply.send(result);
-            }
-        }
-        match end {
-            TurnEnd::Durable => {
-                self.deliver(&notices);
-                Ok(())
-            }
-            // The group was rolled back: the engine is as before the turn and goes on.
-            TurnEnd::AppendFailed(_) => Ok(()),
-            // The events are applied but may not be durable: only the log can say what is
-            // true now, so the runtime stops and the host reopens the store.
-            TurnEnd::SyncFailed(e) => Err(e),
-        }
-    }
-
-    fn deliver(&mut self, notices: &[Notice]) {
-        if notices.is_empty() {
-            return;
-        }
-        self.stats.deliveries.fetch_add(delivery_count(notices) as u64, Ordering::Relaxed);
-        let names = self.engine.names();
-        let sink = &mut self.sink;
-        if catch_unwind(AssertUnwindSafe(|| sink.deliver(notices, &names))).is_err() {
-            self.stats.sink_panics.fetch_add(1, Ordering::Relaxed);
-        }
+        assert!(!policy.due(9, 99, 999));
+        assert!(policy.due(10, 0, 0));
+        assert!(policy.due(0, 100, 0));
+        assert!(policy.due(1, 0, 1_000));
+        assert!(!policy.due(0, 0, 5_000), "time alone with nothing logged is not a reason");
+        assert!(!SnapshotPolicy::never().due(u64::MAX, u64::MAX, u64::MAX));
     }
 }
