@@ -17,6 +17,7 @@ mod open;
 mod reads;
 
 pub use group::Group;
+pub(crate) use open::encode_captured_snapshot;
 pub use open::{EngineOptions, Recovery, RestoredSessions};
 pub use reads::{EngineView, SessionView, Stats, UserView};
 

@@ -6,7 +6,7 @@ use crate::codec;
 use crate::config::Config;
 use crate::error::{Error, StoreError, StoreErrorKind};
 use crate::fanout::Marks;
-use crate::snapshot::SnapshotWire;
+use crate::snapshot::Snapshot;
 use crate::state::State;
 use crate::store::EventStore;
 
@@ -132,12 +132,16 @@ impl<S: EventStore> Engine<S> {
         Ok(self.state.last_seq)
     }
 
-    /// The state as a snapshot will hold it, and the sequence number it covers: the part of
-    /// [`Engine::snapshot`] that needs the engine. Encoding it
-    /// ([`codec::encode_snapshot_wire`]) can happen on another thread while the engine goes
-    /// on; [`Engine::save_snapshot_bytes`] then stores it.
-    pub(crate) fn capture_snapshot(&self) -> SnapshotWire {
-        self.state.to_wire()
+    /// The state as a snapshot will hold it, in no particular order: the only part of a
+    /// snapshot that needs the engine, and the cheapest (clones of the ids' shared strings).
+    /// [`encode_captured_snapshot`] sorts and encodes it, on another thread if need be, while
+    /// the engine goes on; [`Engine::save_snapshot_bytes`] then stores it.
+    pub(crate) fn capture_snapshot(&self) -> Snapshot {
+        Snapshot {
+            last_seq: self.state.last_seq,
+            now_ms: self.state.now_ms,
+            state: self.state.logical_unsorted(),
+        }
     }
 
     /// Stores an encoded snapshot that covers the log up to `last_seq` (which must be at most
@@ -254,4 +258,11 @@ fn replay<S: EventStore>(store: &S, state: &mut State, recovery: &mut Recovery) 
         .into());
     }
     Ok(())
+}
+
+/// Encodes what [`Engine::capture_snapshot`] captured: puts it in canonical order, then
+/// encodes it as [`Engine::snapshot`] would have.
+pub(crate) fn encode_captured_snapshot(mut snapshot: Snapshot) -> Result<Vec<u8>, StoreError> {
+    crate::state::canonicalize(&mut snapshot.state);
+    codec::encode_snapshot(&snapshot)
 }

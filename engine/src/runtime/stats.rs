@@ -67,6 +67,9 @@ pub struct RuntimeStats {
     pub sync_latency: Latency,
     /// How long a request waited for its reply, from being queued to being answered.
     pub reply_latency: Latency,
+    /// How long the runtime stopped between turns to capture the state for a snapshot (the
+    /// encoding and writing happen while it goes on).
+    pub snapshot_pause: Latency,
 }
 
 /// The counters and distributions, shared by the runtime's thread and every handle.
@@ -93,6 +96,7 @@ struct Latencies {
     turn: Histogram<u64>,
     sync: Histogram<u64>,
     reply: Histogram<u64>,
+    snapshot_pause: Histogram<u64>,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -103,7 +107,7 @@ fn histogram() -> Histogram<u64> {
 
 impl Default for Latencies {
     fn default() -> Self {
-        Self { turn: histogram(), sync: histogram(), reply: histogram() }
+        Self { turn: histogram(), sync: histogram(), reply: histogram(), snapshot_pause: histogram() }
     }
 }
 
@@ -141,6 +145,10 @@ impl SharedStats {
         }
     }
 
+    pub(crate) fn record_snapshot_pause(&self, pause: Duration) {
+        let _ = self.latencies().snapshot_pause.record(micros(pause));
+    }
+
     pub(crate) fn reset_latencies(&self) {
         *self.latencies() = Latencies::default();
     }
@@ -167,6 +175,7 @@ impl SharedStats {
             turn_latency: summary(&latencies.turn),
             sync_latency: summary(&latencies.sync),
             reply_latency: summary(&latencies.reply),
+            snapshot_pause: summary(&latencies.snapshot_pause),
         }
     }
 }

@@ -12,9 +12,8 @@ use super::handle::{Message, ReadJob, Shared};
 use super::reply::ReplySender;
 use super::stats::SharedStats;
 use super::{Clock, NoticeSink, RuntimeConfig};
-use crate::codec;
 use crate::command::Reply;
-use crate::engine::Engine;
+use crate::engine::{encode_captured_snapshot, Engine};
 use crate::error::{Error, StoreError, StoreErrorKind};
 use crate::notice::{delivery_count, Notice};
 use crate::store::EventStore;
@@ -338,10 +337,12 @@ impl<S: EventStore, C: Clock, N: NoticeSink> Worker<S, C, N> {
             self.finish_snapshot(true);
         }
         let last_seq = self.engine.last_seq();
-        let wire = self.engine.capture_snapshot();
+        let capture_started = Instant::now();
+        let captured = self.engine.capture_snapshot();
+        self.shared.stats.record_snapshot_pause(capture_started.elapsed());
         let (sender, bytes) = crossbeam_channel::bounded(1);
         let spawned = std::thread::Builder::new().name("presence-snapshot".into()).spawn(move || {
-            let _ = sender.send(codec::encode_snapshot_wire(&wire));
+            let _ = sender.send(encode_captured_snapshot(captured));
         });
         let reply = requests.pop();
         for extra in requests {

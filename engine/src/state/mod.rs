@@ -23,6 +23,7 @@ pub(crate) use interner::Interner;
 pub use memory::HeapBytes;
 pub(crate) use owners::Owners;
 pub(crate) use rates::{Api, RateLimits};
+pub(crate) use restore::canonicalize;
 
 use crate::ids::{DeviceId, DeviceKey, UserId, UserKey};
 use crate::status::{GeneralStatus, LastOnline, UserStatus};

@@ -7,13 +7,22 @@ use crate::snapshot::{LogicalState, SessionRecord, SessionWire, SnapshotWire, Us
 impl State {
     /// The state as the log defines it, canonically ordered.
     pub(crate) fn logical(&self) -> LogicalState {
-        let mut users: Vec<UserRecord> = self
+        let mut state = self.logical_unsorted();
+        canonicalize(&mut state);
+        state
+    }
+
+    /// The state as the log defines it, in no particular order: the cheap part of a
+    /// snapshot, which is all the engine has to stop for ([`canonicalize`] can happen
+    /// elsewhere).
+    pub(crate) fn logical_unsorted(&self) -> LogicalState {
+        let users: Vec<UserRecord> = self
             .users
             .iter()
             .enumerate()
             .filter(|(_, u)| !u.is_blank())
             .map(|(index, u)| {
-                let mut sessions: Vec<SessionRecord> = u
+                let sessions: Vec<SessionRecord> = u
                     .sessions
                     .iter()
                     .map(|s| SessionRecord {
@@ -23,9 +32,7 @@ impl State {
                         owner: self.owners.get(UserKey(index as u32), s.device).cloned(),
                     })
                     .collect();
-                sessions.sort_by(|a, b| a.device.cmp(&b.device));
-                let mut friends: Vec<_> = u.friends().iter().map(|&f| self.user_name(f).clone()).collect();
-                friends.sort();
+                let friends: Vec<_> = u.friends().iter().map(|&f| self.user_name(f).clone()).collect();
                 UserRecord {
                     user: self.user_name(UserKey(index as u32)).clone(),
                     sessions,
@@ -37,7 +44,6 @@ impl State {
                 }
             })
             .collect();
-        users.sort_by(|a, b| a.user.cmp(&b.user));
         LogicalState { users }
     }
 
@@ -161,4 +167,14 @@ impl State {
         }
         Ok(state)
     }
+}
+
+/// Puts a logical state in its canonical order: users by id, each user's sessions by device
+/// and friends by id (subscriptions keep their order, oldest first).
+pub(crate) fn canonicalize(state: &mut LogicalState) {
+    for user in &mut state.users {
+        user.sessions.sort_by(|a, b| a.device.cmp(&b.device));
+        user.friends.sort();
+    }
+    state.users.sort_by(|a, b| a.user.cmp(&b.user));
 }
