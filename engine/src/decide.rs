@@ -12,6 +12,7 @@ use crate::error::Error;
 use crate::event::{CloseReason, DisconnectReason, EventKind, UnsubscribeReason};
 use crate::ids::{validate_id, DeviceId, DeviceKey, OwnerId, UserId, UserKey};
 use crate::limits::{DISCONNECT_SESSIONS_MAX, OWNER_BYTES_MAX};
+use crate::shard::RemoteStatuses;
 use crate::state::{Api, State};
 
 /// What executing a command does beyond its events: changes that are not logged (R8.2).
@@ -47,8 +48,9 @@ pub(crate) fn decide(
     command: &Command,
     at_ms: u64,
     bytes_budget: usize,
+    remote: &RemoteStatuses,
 ) -> Result<Decision, Error> {
-    let d = Decider { state, config, at_ms };
+    let d = Decider { state, config, at_ms, remote };
     match command {
         Command::Login { user, device, owner } => d.login(user, device, owner.as_ref()),
         Command::Logout { user, device } => d.logout(user, device),
@@ -68,6 +70,8 @@ struct Decider<'a> {
     state: &'a State,
     config: &'a Config,
     at_ms: u64,
+    /// Statuses of other shards' users, read for this command (R9.3).
+    remote: &'a RemoteStatuses,
 }
 
 impl Decider<'_> {
@@ -142,7 +146,13 @@ impl Decider<'_> {
         let list = targets
             .iter()
             .map(|t| {
-                let (status, version) = self.state.versioned_status_of(t.as_str());
+                // Another shard's user: the newest of what the host read for this command and
+                // what this shard heard last (R9.3).
+                let known = self.state.versioned_status_of(t.as_str());
+                let (status, version) = match self.remote.get(t.as_str()) {
+                    Some(read) if self.state.is_remote(t) && read.1 >= known.1 => read.clone(),
+                    _ => known,
+                };
                 TargetStatus { user: t.clone(), status, version }
             })
             .collect();

@@ -45,6 +45,8 @@ mod ids;
 mod limits;
 mod notice;
 mod read_only;
+mod shard;
+
 pub mod runtime;
 mod snapshot;
 mod state;
@@ -55,8 +57,8 @@ pub use change::{Cause, CauseKind, StatusChange};
 pub use command::{Command, Outcome, Reply, TargetStatus};
 pub use config::{Config, Edition};
 pub use engine::{
-    Engine, EngineOptions, EngineView, Group, Recovery, RestoredSessions, SessionHandle, SessionView, Stats,
-    UserView,
+    Engine, EngineOptions, EngineView, Group, Recovery, RemoteObserved, RestoredSessions, SessionHandle,
+    SessionView, Stats, UserView,
 };
 pub use error::{Error, StoreError, StoreErrorKind};
 pub use event::{CloseReason, DisconnectReason, Event, EventKind, UnsubscribeReason};
@@ -67,6 +69,7 @@ pub use limits::{
 };
 pub use notice::{deliveries, delivery_count, Delivery, Names, Notice, Recipient, StatusNotice};
 pub use read_only::ReadOnlyStore;
+pub use shard::{fnv1a64, RemoteStatuses, ShardMap, ShardOf};
 pub use snapshot::{LogicalState, SessionRecord, Snapshot, UserRecord};
 pub use state::HeapBytes;
 pub use status::{GeneralStatus, LastOnline, UserStatus};

@@ -11,6 +11,7 @@ use crate::codec;
 use crate::command::{Command, Outcome};
 use crate::error::Error;
 use crate::event::Event;
+use crate::shard::RemoteStatuses;
 use crate::store::EventStore;
 
 /// A group commit in progress (see [`Engine::group`]). Dropping it without
@@ -39,8 +40,19 @@ impl<'a, S: EventStore> Group<'a, S> {
     /// the group's one append. Its outcome must not be handed out before
     /// [`Group::commit`] succeeds.
     pub fn execute(&mut self, command: Command, at_ms: u64) -> Result<Outcome, Error> {
+        self.execute_with_remote(command, at_ms, &RemoteStatuses::new())
+    }
+
+    /// [`Group::execute`] on one shard of a deployment, with the statuses of other shards'
+    /// users the command names (see [`Engine::execute_with_remote`]).
+    pub fn execute_with_remote(
+        &mut self,
+        command: Command,
+        at_ms: u64,
+        remote: &RemoteStatuses,
+    ) -> Result<Outcome, Error> {
         let append = Append::ByGroup { bytes_left: self.bytes_left() };
-        let (outcome, events) = self.engine.command_step(command, at_ms, append)?;
+        let (outcome, events) = self.engine.command_step(command, at_ms, append, remote)?;
         self.keep(events, &outcome);
         Ok(outcome)
     }

@@ -29,9 +29,10 @@ use crate::decide::{decide, disconnect_events, Effect};
 use crate::error::{Error, StoreError, StoreErrorKind};
 use crate::event::{CloseReason, DisconnectReason, Event, EventKind};
 use crate::fanout::{recipients, Marks};
-use crate::ids::UserKey;
+use crate::ids::{UserId, UserKey};
 use crate::limits::TIME_MS_MAX;
 use crate::notice::{Notice, Recipient, StatusNotice};
+use crate::shard::RemoteStatuses;
 use crate::state::State;
 use crate::status::UserStatus;
 use crate::store::EventStore;
@@ -67,7 +68,7 @@ static NEXT_INSTANCE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU3
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SessionHandle {
     session: Recipient,
-    engine: u32,
+    pub(crate) engine: u32,
 }
 
 /// Who appends a step's events: the step itself, before it changes anything, or the group
@@ -93,7 +94,123 @@ impl<S: EventStore> Engine<S> {
             group.commit()?;
             return Ok(outcome);
         }
-        self.command_step(command, at_ms, Append::Now).map(|(outcome, _)| outcome)
+        self.command_step(command, at_ms, Append::Now, &RemoteStatuses::new()).map(|(outcome, _)| outcome)
+    }
+
+    /// [`Engine::execute`] on one shard of a sharded deployment (R9.3): `remote` holds the
+    /// statuses of other shards' users that the command names, as the host read them for it,
+    /// so that a `get_status` or a `subscribe` answers them. Outside a deployment (or for this
+    /// shard's own users) `remote` is not read.
+    pub fn execute_with_remote(
+        &mut self,
+        command: Command,
+        at_ms: u64,
+        remote: &RemoteStatuses,
+    ) -> Result<Outcome, Error> {
+        let mut group = self.group();
+        let outcome = group.execute_with_remote(command, at_ms, remote)?;
+        group.commit()?;
+        Ok(outcome)
+    }
+
+    /// Whether `user` lives on this engine's shard (always, outside a sharded deployment).
+    pub fn is_local(&self, user: &str) -> bool {
+        !self.state.is_remote(user)
+    }
+
+    /// Takes in a status change of a user of another shard, from that shard (R9.2): the
+    /// watch table keeps the newest version (a change not newer than the one known changes
+    /// nothing, so one delivered twice or late is harmless), and each connected device of a
+    /// local user watching it (a subscriber, or a friend when friend notifications are on) is
+    /// notified when its status pair differs from the one known. A change about a user no
+    /// local user watches, or about a local user, changes nothing: `watched` says which, so
+    /// that the host can stop asking for that user's changes.
+    pub fn observe_remote(&mut self, change: &StatusChange) -> RemoteObserved {
+        self.discard_leaked_group();
+        let unwatched = RemoteObserved { notices: Vec::new(), watched: false };
+        if !self.state.is_remote(&change.user) {
+            return unwatched;
+        }
+        let Some(t) = self.state.user_key(&change.user) else { return unwatched };
+        let friends = self.config.friend_notifications;
+        let target = self.state.user(t);
+        let watched = !target.subscribers().is_empty() || (friends && !target.friends().is_empty());
+        if !watched {
+            self.state.watch.remove(&t);
+            return unwatched;
+        }
+        let known = self.state.watch.get(&t).cloned();
+        let notify = match &known {
+            None => false,
+            Some((_, version)) if change.version <= *version => {
+                return RemoteObserved { notices: Vec::new(), watched }
+            }
+            Some((status, _)) => *status != change.status,
+        };
+        self.state.watch.insert(t, (change.status.clone(), change.version));
+        let mut notices = Vec::new();
+        if notify {
+            let mut list = Vec::new();
+            recipients(&self.state, t, friends, &mut self.recipient_marks, &mut list);
+            notices.push(Notice::Status(StatusNotice {
+                about: change.user.clone(),
+                status: change.status.clone(),
+                version: change.version,
+                cause: change.cause.clone(),
+                recipients: list,
+            }));
+        }
+        RemoteObserved { notices, watched }
+    }
+
+    /// Whether this shard has a status of `user`, a user of another shard, in its watch table
+    /// (R9.5): then it answers for that user without asking the owning shard (R9.3).
+    pub fn knows_remote(&self, user: &str) -> bool {
+        self.state.user_key(user).is_some_and(|t| self.state.watch.contains_key(&t))
+    }
+
+    /// Takes in the status of `user`, a user of another shard, as its shard answered a read
+    /// (R9.3), when a local user watches it and the watch table has none yet. A status it
+    /// already has is left alone: a newer change on its way from the owning shard must still
+    /// find it older, and notify. Never notifies.
+    pub fn learn_remote(&mut self, user: &str, status: &crate::UserStatus, version: u64) {
+        if !self.state.is_remote(user) {
+            return;
+        }
+        let Some(t) = self.state.user_key(user) else { return };
+        let friends = self.config.friend_notifications;
+        let target = self.state.user(t);
+        let watched = !target.subscribers().is_empty() || (friends && !target.friends().is_empty());
+        if watched {
+            self.state.watch.entry(t).or_insert_with(|| (status.clone(), version));
+        }
+    }
+
+    /// The watch table (R9.5): each user of another shard this shard has a status of, with
+    /// that status and its version.
+    pub fn watch_table(&self) -> Vec<(UserId, crate::UserStatus, u64)> {
+        self.view().watch_table()
+    }
+
+    /// Which engine a [`SessionHandle`] came from.
+    pub(crate) fn instance(&self) -> u32 {
+        self.instance
+    }
+
+    /// The users of other shards that a local user watches (R9.5): whose changes this shard
+    /// must hear, and whose statuses an opened shard asks for to rebuild its watch table.
+    pub fn remote_watched(&self) -> Vec<UserId> {
+        let friends = self.config.friend_notifications;
+        let state = &self.state;
+        (0..state.users.len() as u32)
+            .map(UserKey)
+            .filter(|&u| {
+                let user = state.user(u);
+                (!user.subscribers().is_empty() || (friends && !user.friends().is_empty()))
+                    && state.is_remote(state.user_name(u))
+            })
+            .map(|u| state.user_name(u).clone())
+            .collect()
     }
 
     /// Advances time to `at_ms`: disconnects sessions whose heartbeat is `heartbeat_timeout_ms`
@@ -173,10 +290,12 @@ impl<S: EventStore> Engine<S> {
         command: Command,
         at_ms: u64,
         append: Append,
+        remote: &RemoteStatuses,
     ) -> Result<(Outcome, Vec<Event>), Error> {
         let at_ms = self.time(at_ms);
         // Validation and the events the command would log, reading the state only (R7.2).
-        let decision = decide(&self.state, &self.config, &command, at_ms, self.bytes_budget(append))?;
+        let budget = self.bytes_budget(append);
+        let decision = decide(&self.state, &self.config, &command, at_ms, budget, remote)?;
         let events = at_time(decision.events, at_ms);
         // A refused append leaves everything as it was (R7.1).
         if append == Append::Now {
@@ -405,6 +524,15 @@ fn cause_of(kind: &EventKind) -> Option<Cause> {
         _ => return None,
     };
     Some(Cause { kind, device: device.cloned() })
+}
+
+/// What [`Engine::observe_remote`] made of a status change from another shard.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RemoteObserved {
+    /// Notices for local devices watching the user.
+    pub notices: Vec<Notice>,
+    /// Whether any local user watches the user.
+    pub watched: bool,
 }
 
 /// The events of a step, each stamped with the step's time.

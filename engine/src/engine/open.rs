@@ -6,6 +6,7 @@ use crate::codec;
 use crate::config::Config;
 use crate::error::{Error, StoreError, StoreErrorKind};
 use crate::fanout::Marks;
+use crate::shard::ShardOf;
 use crate::snapshot::Snapshot;
 use crate::state::State;
 use crate::store::EventStore;
@@ -21,6 +22,8 @@ pub struct EngineOptions {
     /// default: it costs bytes in every batch that changes a status, and only a deployment
     /// that reads other shards' logs needs it.
     pub outbox: bool,
+    /// In a sharded deployment (R9), which shard this engine is; `None` alone.
+    pub shard: Option<ShardOf>,
 }
 
 /// What a reopened engine does with the sessions its store says are connected (R8.4).
@@ -84,6 +87,7 @@ impl<S: EventStore> Engine<S> {
         }
         let mut recovery = Recovery::default();
         let mut state = restore_newest_snapshot(&store, &mut recovery)?.unwrap_or_default();
+        state.shard = options.shard.clone();
         state.deadlines.paused = true;
         replay(&store, &mut state, &mut recovery)?;
         state.deadlines.paused = false;

@@ -78,7 +78,20 @@ impl<'a> EngineView<'a> {
     /// The status of any user; `UNLOGINED` for one never seen (R1.2). No session, gate or
     /// rate limit (R6.4).
     pub fn status(&self, user: &str) -> UserStatus {
-        self.state.status_of(user)
+        self.state.versioned_status_of(user).0
+    }
+
+    /// The watch table (R9.5): each user of another shard this shard has a status of, with
+    /// that status and its version, by user.
+    pub fn watch_table(&self) -> Vec<(UserId, UserStatus, u64)> {
+        let state = self.state;
+        let mut table: Vec<_> = state
+            .watch
+            .iter()
+            .map(|(&t, (status, version))| (state.user_name(t).clone(), status.clone(), *version))
+            .collect();
+        table.sort_by(|a, b| a.0.cmp(&b.0));
+        table
     }
 
     /// The status of any user with its version (R5.6); version 0 for one never seen.
@@ -304,6 +317,11 @@ impl<S: EventStore> Engine<S> {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Which shard of a deployment this engine is (R9); `None` for an engine alone.
+    pub fn shard(&self) -> Option<&crate::ShardOf> {
+        self.state.shard.as_ref()
     }
 
     /// What recovery found when the engine was opened.

@@ -1,18 +1,22 @@
 //! The host's side of the runtime: a cheap, cloneable [`Handle`] that queues requests from
-//! any thread or task, and the errors a request can meet.
+//! any thread or task, and the errors a request can meet. The same handle fronts one engine
+//! thread or a sharded deployment over several (`sharded.rs`): it routes each request to the
+//! shard of its user.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError as ChannelFull};
+use rustc_hash::FxHashMap;
 
-use super::reply::{self, PendingReply, ReplySender};
+use super::reply::{self, Gather, GatherPart, PendingReply, ReplyTo};
 use super::stats::{RuntimeStats, SharedStats};
 use crate::command::{Command, Reply};
 use crate::engine::{EngineView, SessionHandle};
 use crate::error::Error;
+use crate::shard::ShardMap;
 
 /// Why a request sent to the runtime did not succeed.
 #[derive(Debug)]
@@ -79,52 +83,80 @@ impl<T> fmt::Display for TrySendError<T> {
 
 impl<T: fmt::Debug> std::error::Error for TrySendError<T> {}
 
-/// A read run on the runtime's thread between turns.
+/// A read run on an engine thread between turns, with the view of one shard.
 pub(crate) type ReadJob = Box<dyn FnOnce(&EngineView<'_>) + Send>;
 
-/// A queued request. `at_ms` is the host's own time for it, `None` for the clock's.
+/// A queued request for one engine thread. `shard` is the shard it is for (0 for a single
+/// engine); `at_ms` the host's own time for it, `None` for the clock's.
 pub(crate) enum Message {
     Command {
+        shard: u32,
         command: Command,
         at_ms: Option<u64>,
-        reply: Option<ReplySender<Reply>>,
+        reply: ReplyTo<Reply>,
         queued_at: Instant,
     },
     Heartbeat {
+        shard: u32,
         session: SessionHandle,
         at_ms: Option<u64>,
-        reply: Option<ReplySender<()>>,
+        reply: ReplyTo<()>,
         queued_at: Instant,
     },
+    /// A tick of every shard of the thread. Every thread receives the ticks in one order, and
+    /// counts them: the count is the epoch that orders status changes against ticks (R9.4).
     Tick {
         at_ms: Option<u64>,
-        reply: Option<ReplySender<()>>,
+        reply: ReplyTo<()>,
     },
     Snapshot {
-        reply: ReplySender<u64>,
+        reply: ReplyTo<u64>,
+    },
+    /// Answered once the thread has run everything queued before it (and what other threads
+    /// sent it meanwhile): for [`Handle::quiesce`].
+    Barrier {
+        reply: ReplyTo<()>,
     },
     Shutdown,
 }
 
-/// What the runtime and its handles share.
+/// What the runtime's threads and its handles share.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub stats: SharedStats,
-    /// Set when the runtime's thread stops taking requests.
+    /// Set when the runtime's threads stop taking requests.
     pub stopped: AtomicBool,
     /// Requests being queued right now (see [`Shared::enter`]).
     pub in_flight: AtomicUsize,
+    /// Messages between the threads of a sharded deployment not yet handled.
+    pub peer_pending: AtomicU64,
+    /// The latest time a host gave a request (R1.3 across shards: a shard that did not see
+    /// that request still counts an earlier time as this one).
+    pub latest_ms: AtomicU64,
     pub queue_capacity: usize,
 }
 
-/// A request being queued: counted in [`Shared::in_flight`] until dropped.
-pub(crate) struct Queueing<'a>(&'a Shared);
-
 impl Shared {
+    pub(crate) fn new(queue_capacity: usize) -> Self {
+        Self {
+            stats: SharedStats::default(),
+            stopped: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            peer_pending: AtomicU64::new(0),
+            latest_ms: AtomicU64::new(0),
+            queue_capacity,
+        }
+    }
+
+    /// `at_ms`, or the latest time a host gave a request if that is later (R1.3).
+    pub(crate) fn latest(&self, at_ms: u64) -> u64 {
+        self.latest_ms.fetch_max(at_ms, Ordering::SeqCst).max(at_ms)
+    }
+
     /// Starts queueing a request, unless the runtime has stopped. A request left in a queue
-    /// that nobody reads would keep its reply waiting forever, so the runtime, once it has
-    /// set `stopped`, empties its queues until no request is being queued, then once more;
-    /// a request that starts after that sees `stopped` and is refused here.
+    /// that nobody reads would keep its reply waiting forever, so a thread that stops, once
+    /// `stopped` is set, empties its queues until no request is being queued, then once
+    /// more; a request that starts after that sees `stopped` and is refused here.
     pub(crate) fn enter(&self) -> Option<Queueing<'_>> {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let queueing = Queueing(self);
@@ -135,9 +167,45 @@ impl Shared {
     }
 }
 
+/// A request being queued: counted in [`Shared::in_flight`] until dropped.
+pub(crate) struct Queueing<'a>(&'a Shared);
+
 impl Drop for Queueing<'_> {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The queues of one engine thread.
+#[derive(Clone, Debug)]
+pub(crate) struct ThreadQueues {
+    pub commands: Sender<Message>,
+    pub reads: Sender<(u32, ReadJob)>,
+}
+
+/// Where requests go: the threads of the deployment, and which thread runs each shard.
+#[derive(Debug)]
+pub(crate) struct Routes {
+    pub map: ShardMap,
+    pub threads: Vec<ThreadQueues>,
+    /// `thread_of[shard]`: the thread running the shard.
+    pub thread_of: Vec<usize>,
+    /// Which shard an engine instance is, to route heartbeats by session handle.
+    pub shard_of_instance: FxHashMap<u32, u32>,
+    /// Held while a tick is queued to every thread, so that every thread receives the ticks
+    /// in the same order.
+    pub tick_order: Mutex<()>,
+}
+
+impl Routes {
+    fn queues_of(&self, shard: u32) -> &ThreadQueues {
+        let thread = self.thread_of.get(shard as usize).copied().unwrap_or(0);
+        // A deployment has at least one thread (checked when it is spawned).
+        &self.threads[thread.min(self.threads.len() - 1)]
+    }
+
+    fn shards(&self) -> impl Iterator<Item = u32> {
+        0..self.map.count()
     }
 }
 
@@ -147,24 +215,25 @@ impl Drop for Queueing<'_> {
 /// (tokio, async-std, a hand-rolled one: it needs none in particular) or
 /// [`wait`](PendingReply::wait) for it on a thread. The `send` calls wait while the queue is
 /// full; the `try_` calls never wait and hand the request back when it is, so that a host can
-/// shed load.
+/// shed load. The same handle fronts a single engine ([`Runtime`](super::Runtime)) and a
+/// sharded deployment ([`ShardedRuntime`](super::ShardedRuntime)): it routes each request to
+/// its user's shard.
 #[derive(Clone, Debug)]
 pub struct Handle {
-    pub(crate) sender: Sender<Message>,
-    pub(crate) reads: Sender<ReadJob>,
+    pub(crate) routes: Arc<Routes>,
     pub(crate) shared: Arc<Shared>,
 }
 
 impl Handle {
-    /// Queues `message`, waiting while the queue is full.
-    fn queue(&self, message: Message) -> Result<(), RuntimeError> {
+    /// Queues `message` for `shard`, waiting while the queue is full.
+    fn queue(&self, shard: u32, message: Message) -> Result<(), RuntimeError> {
         let _queueing = self.shared.enter().ok_or(RuntimeError::Stopped)?;
-        self.sender.send(message).map_err(|_| RuntimeError::Stopped)
+        self.routes.queues_of(shard).commands.send(message).map_err(|_| RuntimeError::Stopped)
     }
 
-    fn try_queue(&self, message: Message) -> Result<(), TrySendError<Message>> {
+    fn try_queue(&self, shard: u32, message: Message) -> Result<(), TrySendError<Message>> {
         let Some(_queueing) = self.shared.enter() else { return Err(TrySendError::Stopped) };
-        match self.sender.try_send(message) {
+        match self.routes.queues_of(shard).commands.try_send(message) {
             Ok(()) => Ok(()),
             Err(ChannelFull::Full(message)) => {
                 SharedStats::add(&self.shared.stats.shed, 1);
@@ -173,6 +242,27 @@ impl Handle {
             }
             Err(ChannelFull::Disconnected(_)) => Err(TrySendError::Stopped),
         }
+    }
+
+    /// Queues one message on every thread, built by `message` (a tick, a snapshot, a
+    /// command about every shard), and returns what the replies gather into.
+    fn broadcast<T: Send + 'static>(
+        &self,
+        gather: Gather<T>,
+        message: impl Fn(ReplyTo<T>, u32) -> Message,
+    ) -> Result<PendingReply<T>, RuntimeError> {
+        let (gather, pending) = gather.start(self.routes.threads.len());
+        let mut first_shard_of_thread: Vec<Option<u32>> = vec![None; self.routes.threads.len()];
+        for shard in self.routes.shards() {
+            let thread = self.routes.thread_of.get(shard as usize).copied().unwrap_or(0);
+            if let Some(slot) = first_shard_of_thread.get_mut(thread) {
+                slot.get_or_insert(shard);
+            }
+        }
+        for shard in first_shard_of_thread.into_iter().flatten() {
+            self.queue(shard, message(ReplyTo::Part(GatherPart::new(&gather)), shard))?;
+        }
+        Ok(pending)
     }
 
     /// Sends a command and waits for its reply (after its events are durable, R8.3).
@@ -192,30 +282,84 @@ impl Handle {
     }
 
     fn send_maybe_at(&self, command: Command, at_ms: Option<u64>) -> Result<PendingReply, RuntimeError> {
+        let at_ms = at_ms.map(|at| self.shared.latest(at));
+        if let Command::DisconnectSessions { .. } = command {
+            // Every shard disconnects its own sessions; the replies add up.
+            return self.broadcast(Gather::disconnected(), |reply, shard| Message::Command {
+                shard,
+                command: command.clone(),
+                at_ms,
+                reply,
+                queued_at: Instant::now(),
+            });
+        }
         let (reply, pending) = reply::channel();
         let queued_at = Instant::now();
-        self.queue(Message::Command { command, at_ms, reply: Some(reply), queued_at })?;
+        let shard = self.shard_of_command(&command);
+        self.queue(shard, Message::Command { shard, command, at_ms, reply: ReplyTo::One(reply), queued_at })?;
         Ok(pending)
+    }
+
+    /// The shard a command goes to: its user's. A friendship is recorded on both users'
+    /// shards (R9): it goes to the lower of the two, which orders every command about the
+    /// pair and, once it is durable, hands it to the other.
+    fn shard_of_command(&self, command: &Command) -> u32 {
+        let map = &self.routes.map;
+        match command {
+            Command::AddFriend { user, friend } | Command::RemoveFriend { user, friend } => {
+                map.shard_of(user).min(map.shard_of(friend))
+            }
+            Command::Login { user, .. }
+            | Command::Logout { user, .. }
+            | Command::Disconnect { user, .. }
+            | Command::Heartbeat { user, .. }
+            | Command::SetStatus { user, .. }
+            | Command::GetStatus { user, .. }
+            | Command::Subscribe { user, .. }
+            | Command::Unsubscribe { user, .. } => map.shard_of(user),
+            Command::DisconnectSessions { .. } => 0,
+        }
     }
 
     /// Sends a command without waiting: its reply to await, or the command back when the
     /// queue is full or the runtime has stopped.
     pub fn try_send(&self, command: Command) -> Result<PendingReply, TrySendError<Command>> {
+        if let Command::DisconnectSessions { .. } = command {
+            // It goes to every thread: queue it on all or none, waiting.
+            return self.send(command).map_err(|_| TrySendError::Stopped);
+        }
         let (reply, pending) = reply::channel();
         let queued_at = Instant::now();
-        let message = Message::Command { command, at_ms: None, reply: Some(reply), queued_at };
-        self.try_queue(message).map(|()| pending).map_err(|e| e.map(command_of))
+        let shard = self.shard_of_command(&command);
+        let message = Message::Command { shard, command, at_ms: None, reply: ReplyTo::One(reply), queued_at };
+        self.try_queue(shard, message).map(|()| pending).map_err(|e| e.map(command_of))
     }
 
     /// Queues a command without a reply, waiting while the queue is full.
     pub fn submit(&self, command: Command) -> Result<(), RuntimeError> {
-        self.queue(Message::Command { command, at_ms: None, reply: None, queued_at: Instant::now() })
+        if matches!(command, Command::DisconnectSessions { .. }) {
+            return self.send(command).map(drop);
+        }
+        let shard = self.shard_of_command(&command);
+        self.queue(
+            shard,
+            Message::Command { shard, command, at_ms: None, reply: ReplyTo::None, queued_at: Instant::now() },
+        )
     }
 
     /// Queues a command without a reply, or hands it back at once when the queue is full.
     pub fn try_submit(&self, command: Command) -> Result<(), TrySendError<Command>> {
-        let message = Message::Command { command, at_ms: None, reply: None, queued_at: Instant::now() };
-        self.try_queue(message).map_err(|e| e.map(command_of))
+        if let Command::DisconnectSessions { .. } = command {
+            return self.submit(command).map_err(|_| TrySendError::Stopped);
+        }
+        let shard = self.shard_of_command(&command);
+        let message =
+            Message::Command { shard, command, at_ms: None, reply: ReplyTo::None, queued_at: Instant::now() };
+        self.try_queue(shard, message).map_err(|e| e.map(command_of))
+    }
+
+    fn shard_of_session(&self, session: &SessionHandle) -> u32 {
+        self.routes.shard_of_instance.get(&session.engine).copied().unwrap_or(0)
     }
 
     /// A heartbeat by session handle (R2.4): the fast path of
@@ -224,7 +368,11 @@ impl Handle {
     pub fn heartbeat(&self, session: SessionHandle) -> Result<PendingReply<()>, RuntimeError> {
         let (reply, pending) = reply::channel();
         let queued_at = Instant::now();
-        self.queue(Message::Heartbeat { session, at_ms: None, reply: Some(reply), queued_at })?;
+        let shard = self.shard_of_session(&session);
+        self.queue(
+            shard,
+            Message::Heartbeat { shard, session, at_ms: None, reply: ReplyTo::One(reply), queued_at },
+        )?;
         Ok(pending)
     }
 
@@ -232,8 +380,15 @@ impl Handle {
     /// when the queue is full (a heartbeat that cannot be queued can be dropped: the next
     /// one will do, well within the timeout).
     pub fn try_submit_heartbeat(&self, session: SessionHandle) -> Result<(), TrySendError<SessionHandle>> {
-        let message = Message::Heartbeat { session, at_ms: None, reply: None, queued_at: Instant::now() };
-        self.try_queue(message).map_err(|e| {
+        let shard = self.shard_of_session(&session);
+        let message = Message::Heartbeat {
+            shard,
+            session,
+            at_ms: None,
+            reply: ReplyTo::None,
+            queued_at: Instant::now(),
+        };
+        self.try_queue(shard, message).map_err(|e| {
             e.map(|message| match message {
                 Message::Heartbeat { session, .. } => session,
                 _ => unreachable!("only a heartbeat request comes back from try_submit_heartbeat"),
@@ -242,22 +397,43 @@ impl Handle {
     }
 
     /// The handle of `user`'s session on `device`, for [`Handle::heartbeat`] (`None` if there
-    /// is no such session). It is read between turns, so it sees every command queued before.
+    /// is no such session). It is read between turns, so it sees every command of that user
+    /// queued before.
     pub fn session_handle(
         &self,
         user: &str,
         device: &str,
     ) -> Result<PendingReply<Option<SessionHandle>>, RuntimeError> {
         let (user, device) = (user.to_string(), device.to_string());
-        self.read(move |engine| engine.session_handle(&user, &device))
+        let shard = self.routes.map.shard_of(&user);
+        self.read_shard(shard, move |engine| engine.session_handle(&user, &device))
     }
 
-    /// Runs `read` on the runtime's thread between two turns, with a view of the engine
+    /// Runs `read` on an engine thread between two turns, with a view of the engine
     /// ([`EngineView`]: any status, last-online time, sessions, lists, totals), and hands
     /// back what it returns. Reads have their own queue, taken before each turn, so they
     /// never wait behind the commands, only for the turn under way; and they never see a turn
-    /// half applied. Keep them short: the engine waits while one runs.
+    /// half applied. Keep them short: the engine waits while one runs. In a sharded
+    /// deployment this reads the first shard; read a user with [`Handle::read_user`].
     pub fn read<T, F>(&self, read: F) -> Result<PendingReply<T>, RuntimeError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&EngineView<'_>) -> T + Send + 'static,
+    {
+        self.read_shard(0, read)
+    }
+
+    /// [`Handle::read`] on the shard of `user`, which answers every direct read about that
+    /// user (R6.4, R6.5), whatever the deployment.
+    pub fn read_user<T, F>(&self, user: &str, read: F) -> Result<PendingReply<T>, RuntimeError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&EngineView<'_>) -> T + Send + 'static,
+    {
+        self.read_shard(self.routes.map.shard_of(user), read)
+    }
+
+    fn read_shard<T, F>(&self, shard: u32, read: F) -> Result<PendingReply<T>, RuntimeError>
     where
         T: Send + 'static,
         F: FnOnce(&EngineView<'_>) -> T + Send + 'static,
@@ -265,49 +441,83 @@ impl Handle {
         let (reply, pending) = reply::channel();
         let job: ReadJob = Box::new(move |engine| reply.send(Ok(read(engine))));
         let _queueing = self.shared.enter().ok_or(RuntimeError::Stopped)?;
-        self.reads.send(job).map_err(|_| RuntimeError::Stopped)?;
+        self.routes.queues_of(shard).reads.send((shard, job)).map_err(|_| RuntimeError::Stopped)?;
         Ok(pending)
     }
 
     /// Runs a turn now (a tick at the clock's time) and waits until it is committed.
     pub fn tick(&self) -> Result<(), RuntimeError> {
-        self.tick_maybe_at(None)
+        self.tick_maybe_at(None)?.wait()
     }
 
     /// Runs a tick at the host's time `at_ms` and waits until it is committed.
     pub fn tick_at(&self, at_ms: u64) -> Result<(), RuntimeError> {
-        self.tick_maybe_at(Some(at_ms))
-    }
-
-    fn tick_maybe_at(&self, at_ms: Option<u64>) -> Result<(), RuntimeError> {
-        let (reply, pending) = reply::channel();
-        self.queue(Message::Tick { at_ms, reply: Some(reply) })?;
-        pending.wait()
+        self.tick_maybe_at(Some(at_ms))?.wait()
     }
 
     /// Queues a tick at the host's time `at_ms` without waiting for it.
     pub fn submit_tick_at(&self, at_ms: u64) -> Result<(), RuntimeError> {
-        self.queue(Message::Tick { at_ms: Some(at_ms), reply: None })
+        self.tick_maybe_at(Some(at_ms)).map(drop)
     }
 
-    /// Takes a snapshot now (after the commands queued before it) and compacts the log it
-    /// covers if the runtime's [`SnapshotPolicy`](super::SnapshotPolicy) compacts; the reply is
-    /// the sequence number it covers.
+    /// A tick of every shard. In a deployment of several threads, ticks are queued to every
+    /// thread in one order (R9.4: a tick is a barrier across shards).
+    pub(crate) fn tick_maybe_at(&self, at_ms: Option<u64>) -> Result<PendingReply<()>, RuntimeError> {
+        let at_ms = at_ms.map(|at| self.shared.latest(at));
+        let _order = self.routes.tick_order.lock().unwrap_or_else(PoisonError::into_inner);
+        self.broadcast(Gather::unit(), |reply, _| Message::Tick { at_ms, reply })
+    }
+
+    /// Takes a snapshot of every shard now (after the commands queued before it) and compacts
+    /// the log it covers if the runtime's [`SnapshotPolicy`](super::SnapshotPolicy) compacts;
+    /// the reply is the number of events the snapshots cover (for one engine, the sequence
+    /// number its snapshot covers).
     pub fn snapshot(&self) -> Result<PendingReply<u64>, RuntimeError> {
-        let (reply, pending) = reply::channel();
-        self.queue(Message::Snapshot { reply })?;
-        Ok(pending)
+        self.broadcast(Gather::sum(), |reply, _| Message::Snapshot { reply })
+    }
+
+    /// Waits until the runtime has run everything queued before this call, and, in a sharded
+    /// deployment, every status change and friendship those requests sent between shards
+    /// (R9.4): for tests and tools that need the deployment at rest. With requests still
+    /// arriving from elsewhere it may take a while; it gives up after `timeout`.
+    pub fn quiesce(&self, timeout: Duration) -> Result<(), RuntimeError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let barrier = self.broadcast(Gather::unit(), |reply, _| Message::Barrier { reply })?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            match barrier.wait_timeout(left) {
+                Ok(result) => result?,
+                Err(_) => return Err(RuntimeError::Full),
+            }
+            if self.shared.peer_pending.load(Ordering::SeqCst) == 0 {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(RuntimeError::Full);
+            }
+        }
     }
 
     /// What the runtime has done so far.
     pub fn stats(&self) -> RuntimeStats {
-        self.shared.stats.read(self.sender.len(), self.shared.queue_capacity)
+        let depth = self.routes.threads.iter().map(|t| t.commands.len()).sum();
+        self.shared.stats.read(depth, self.shared.queue_capacity * self.routes.threads.len())
     }
 
     /// Starts the latency distributions of [`Handle::stats`] afresh (for an exporter that
     /// reports each interval on its own).
     pub fn reset_latencies(&self) {
         self.shared.stats.reset_latencies();
+    }
+
+    /// How many shards the deployment has (1 for a single engine).
+    pub fn shards(&self) -> u32 {
+        self.routes.map.count()
+    }
+
+    /// The shard of `user`.
+    pub fn shard_of(&self, user: &str) -> u32 {
+        self.routes.map.shard_of(user)
     }
 }
 

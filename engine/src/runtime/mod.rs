@@ -34,26 +34,24 @@
 
 mod clock;
 mod handle;
+mod peer;
 mod reply;
+mod sharded;
 mod sink;
 mod stats;
 mod worker;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize};
-use std::sync::Arc;
-use std::thread::JoinHandle;
-
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use handle::{Handle, RuntimeError, TrySendError};
 pub use reply::PendingReply;
+pub use sharded::{default_threads, ShardedRuntime};
 pub use sink::{ChannelSink, DiscardSink, NoticeSink, OwnedDelivery};
 pub use stats::{Latency, RuntimeStats};
 
 use crate::engine::Engine;
 use crate::error::{Error, StoreError, StoreErrorKind};
+use crate::shard::ShardMap;
 use crate::store::EventStore;
-use handle::{Message, Shared};
-use stats::SharedStats;
 
 /// How the runtime batches, ticks and snapshots.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -129,8 +127,7 @@ impl Default for SnapshotPolicy {
 
 /// The running engine thread. [`Runtime::shutdown`] stops it and hands the engine back.
 pub struct Runtime<S> {
-    thread: Option<JoinHandle<Result<Engine<S>, Error>>>,
-    handle: Handle,
+    inner: ShardedRuntime<S>,
 }
 
 impl<S: EventStore + Send + 'static> Runtime<S> {
@@ -144,60 +141,34 @@ impl<S: EventStore + Send + 'static> Runtime<S> {
         sink: impl NoticeSink,
         config: RuntimeConfig,
     ) -> (Runtime<S>, Handle) {
-        let queue_capacity = config.queue_capacity.max(1);
-        let (sender, receiver) = crossbeam_channel::bounded(queue_capacity);
-        let (reads_sender, reads) = crossbeam_channel::bounded(config.read_queue_capacity.max(1));
-        let shared = Arc::new(Shared {
-            stats: SharedStats::default(),
-            stopped: AtomicBool::new(false),
-            in_flight: AtomicUsize::new(0),
-            queue_capacity,
-        });
-        let handle = Handle { sender, reads: reads_sender, shared: Arc::clone(&shared) };
-        let worker = worker::Worker::new(engine, clock, sink, config, receiver, reads, shared);
-        #[allow(clippy::expect_used)] // Failing to start a thread leaves nothing to recover.
-        let thread = std::thread::Builder::new()
-            .name("presence-engine".into())
-            .spawn(move || worker.run())
-            .expect("cannot start the presence runtime thread");
-        (Runtime { thread: Some(thread), handle: handle.clone() }, handle)
+        let mut parts = Some((clock, sink));
+        let (inner, handle) = ShardedRuntime::start(
+            vec![engine],
+            ShardMap::new(1),
+            1,
+            // One thread: asked once.
+            |_| parts.take().unwrap_or_else(|| unreachable!("one thread takes the clock and sink")),
+            config,
+        );
+        (Runtime { inner }, handle)
     }
 
     /// A handle for sending requests (as many as wanted: they are cheap to clone).
     pub fn handle(&self) -> Handle {
-        self.handle.clone()
+        self.inner.handle()
     }
 
     /// What the runtime has done so far.
     pub fn stats(&self) -> RuntimeStats {
-        self.handle.stats()
+        self.inner.stats()
     }
 
     /// Stops taking requests, runs every command already queued, syncs, and returns the
     /// engine (and through [`Engine::into_store`], the store). Fails with the store's error
     /// if the runtime had stopped after a failed sync.
-    pub fn shutdown(mut self) -> Result<Engine<S>, Error> {
-        let _ = self.handle.sender.send(Message::Shutdown);
-        self.join()
-    }
-
-    fn join(&mut self) -> Result<Engine<S>, Error> {
-        let Some(thread) = self.thread.take() else {
-            return Err(stopped("the runtime was already shut down"));
-        };
-        match thread.join() {
-            Ok(result) => result,
-            Err(_) => Err(stopped("the runtime thread panicked")),
-        }
-    }
-}
-
-impl<S> Drop for Runtime<S> {
-    fn drop(&mut self) {
-        if let Some(thread) = self.thread.take() {
-            let _ = self.handle.sender.send(Message::Shutdown);
-            let _ = thread.join();
-        }
+    pub fn shutdown(self) -> Result<Engine<S>, Error> {
+        let mut engines = self.inner.shutdown()?;
+        engines.pop().ok_or_else(|| stopped("the runtime thread returned no engine"))
     }
 }
 

@@ -162,6 +162,167 @@ impl<T> fmt::Debug for PendingReply<T> {
     }
 }
 
+/// Where the answer to one request goes: nowhere (a request sent without a reply), to its
+/// caller, or into a reply that gathers the answers of several threads.
+pub(crate) enum ReplyTo<T> {
+    None,
+    One(ReplySender<T>),
+    Part(GatherPart<T>),
+}
+
+impl<T> ReplyTo<T> {
+    /// Answers the request.
+    pub(crate) fn send(self, result: Result<T, Error>) {
+        match self {
+            ReplyTo::None => {}
+            ReplyTo::One(reply) => reply.send(result),
+            ReplyTo::Part(part) => part.send(result),
+        }
+    }
+
+    /// Splits the answer into `parts` (at least one) answered apart, one by each shard of a
+    /// thread, and combined by `combine` (the first error wins).
+    pub(crate) fn split(self, parts: usize, combine: fn(T, T) -> T) -> Vec<ReplyTo<T>> {
+        let parts = parts.max(1);
+        let gather = match self {
+            ReplyTo::None => return (0..parts).map(|_| ReplyTo::None).collect(),
+            ReplyTo::One(reply) => {
+                let gather = Gather::new(combine);
+                {
+                    let mut state = gather.lock();
+                    state.parts_left = parts;
+                    state.reply = Some(reply);
+                }
+                Arc::new(gather)
+            }
+            ReplyTo::Part(mut part) => {
+                let Some(gather) = part.gather.take() else { return Vec::new() };
+                gather.lock().parts_left += parts - 1;
+                gather
+            }
+        };
+        (0..parts).map(|_| ReplyTo::Part(GatherPart::new(&gather))).collect()
+    }
+}
+
+/// Two shards' replies to one `disconnect_sessions` (R8.5), added up.
+pub(crate) fn add_disconnected(a: crate::Reply, b: crate::Reply) -> crate::Reply {
+    match (a, b) {
+        (
+            crate::Reply::Disconnected { sessions: s1, remaining: r1 },
+            crate::Reply::Disconnected { sessions: s2, remaining: r2 },
+        ) => crate::Reply::Disconnected { sessions: s1 + s2, remaining: r1 + r2 },
+        (a, _) => a,
+    }
+}
+
+/// The answers of a request sent to several threads (a tick, a snapshot, a command about
+/// every shard), combined into one reply: the first error, or the answers combined.
+pub(crate) struct Gather<T> {
+    combine: fn(T, T) -> T,
+    state: Mutex<GatherState<T>>,
+}
+
+struct GatherState<T> {
+    parts_left: usize,
+    answer: Option<Result<T, Error>>,
+    /// A part was dropped unanswered: its thread stopped, and so the reply says.
+    stopped: bool,
+    reply: Option<ReplySender<T>>,
+}
+
+impl<T> Gather<T> {
+    fn new(combine: fn(T, T) -> T) -> Self {
+        let state = GatherState { parts_left: 0, answer: None, stopped: false, reply: None };
+        Self { combine, state: Mutex::new(state) }
+    }
+}
+
+impl Gather<crate::Reply> {
+    /// Answers that add up replies of `disconnect_sessions` (R8.5).
+    pub(crate) fn disconnected() -> Gather<crate::Reply> {
+        Gather::new(add_disconnected)
+    }
+}
+
+impl Gather<()> {
+    /// Answers that carry nothing.
+    pub(crate) fn unit() -> Gather<()> {
+        Gather::new(|(), ()| ())
+    }
+}
+
+impl Gather<u64> {
+    /// Answers that add up.
+    pub(crate) fn sum() -> Gather<u64> {
+        Gather::new(|a, b| a.saturating_add(b))
+    }
+}
+
+impl<T> Gather<T> {
+    /// Starts gathering `parts` answers; the reply resolves when the last comes.
+    pub(crate) fn start(self, parts: usize) -> (Arc<Gather<T>>, PendingReply<T>) {
+        let (reply, pending) = channel();
+        {
+            let mut state = self.lock();
+            state.parts_left = parts;
+            state.reply = Some(reply);
+        }
+        (Arc::new(self), pending)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, GatherState<T>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn take(&self, answer: Option<Result<T, Error>>) {
+        let mut state = self.lock();
+        match (answer, state.answer.take()) {
+            (None, kept) => {
+                state.stopped = true;
+                state.answer = kept;
+            }
+            (Some(Err(e)), _) | (Some(Ok(_)), Some(Err(e))) => state.answer = Some(Err(e)),
+            (Some(Ok(new)), Some(Ok(kept))) => state.answer = Some(Ok((self.combine)(kept, new))),
+            (Some(Ok(new)), None) => state.answer = Some(Ok(new)),
+        }
+        state.parts_left = state.parts_left.saturating_sub(1);
+        if state.parts_left == 0 {
+            let (reply, answer, stopped) = (state.reply.take(), state.answer.take(), state.stopped);
+            drop(state);
+            if let (Some(reply), Some(answer), false) = (reply, answer, stopped) {
+                reply.send(answer);
+            }
+        }
+    }
+}
+
+/// One thread's share of a [`Gather`]. Dropped unanswered (its thread stopped), it makes
+/// the gathered reply `Stopped`.
+pub(crate) struct GatherPart<T> {
+    gather: Option<Arc<Gather<T>>>,
+}
+
+impl<T> GatherPart<T> {
+    pub(crate) fn new(gather: &Arc<Gather<T>>) -> Self {
+        Self { gather: Some(Arc::clone(gather)) }
+    }
+
+    fn send(mut self, result: Result<T, Error>) {
+        if let Some(gather) = self.gather.take() {
+            gather.take(Some(result));
+        }
+    }
+}
+
+impl<T> Drop for GatherPart<T> {
+    fn drop(&mut self) {
+        if let Some(gather) = self.gather.take() {
+            gather.take(None);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +341,39 @@ mod tests {
         std::thread::sleep(Duration::from_millis(10));
         sender.send(Ok(7));
         assert_eq!(waiter.join().unwrap().unwrap(), 7);
+    }
+
+    #[test]
+    fn gathered_answers_combine_and_a_lost_part_means_stopped() {
+        let (gather, pending) = Gather::sum().start(3);
+        GatherPart::new(&gather).send(Ok(2));
+        GatherPart::new(&gather).send(Ok(5));
+        GatherPart::new(&gather).send(Ok(1));
+        assert_eq!(pending.wait().unwrap(), 8);
+        let (gather, pending) = Gather::sum().start(2);
+        GatherPart::new(&gather).send(Ok(2));
+        drop(GatherPart::new(&gather));
+        assert!(matches!(pending.wait(), Err(RuntimeError::Stopped)));
+    }
+
+    #[test]
+    fn a_split_answer_combines_its_parts_into_the_whole() {
+        let (sender, pending) = channel::<u64>();
+        let parts = ReplyTo::One(sender).split(3, |a, b| a + b);
+        for (i, part) in parts.into_iter().enumerate() {
+            part.send(Ok(i as u64 + 1));
+        }
+        assert_eq!(pending.wait().unwrap(), 6);
+        // A part of a gather split again: the gather waits for the new parts too.
+        let (gather, pending) = Gather::sum().start(2);
+        GatherPart::new(&gather).send(Ok(10));
+        let parts = ReplyTo::Part(GatherPart::new(&gather)).split(2, |a, b| a + b);
+        let mut parts = parts.into_iter();
+        parts.next().unwrap().send(Ok(1));
+        let mut pending = pending;
+        assert!(pending.try_take().is_none(), "one part is still out");
+        parts.next().unwrap().send(Ok(2));
+        assert_eq!(pending.wait().unwrap(), 13);
     }
 
     #[test]

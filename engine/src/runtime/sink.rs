@@ -70,7 +70,7 @@ impl From<&Delivery<'_>> for OwnedDelivery {
 
 /// A sink that sends each turn's deliveries as one `Vec` through a bounded channel. When the
 /// channel is full the runtime waits, and so, in turn, do the command senders.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct ChannelSink {
     sender: Sender<Vec<OwnedDelivery>>,
 }

@@ -15,7 +15,7 @@ mod restore;
 
 use std::sync::{Arc, OnceLock};
 
-use rustc_hash::{FxBuildHasher, FxHashSet};
+use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
 use smallvec::SmallVec;
 
 pub(crate) use deadlines::{Deadlines, HeartbeatDue};
@@ -26,6 +26,7 @@ pub(crate) use rates::{Api, RateLimits};
 pub(crate) use restore::canonicalize;
 
 use crate::ids::{DeviceId, DeviceKey, UserId, UserKey};
+use crate::shard::ShardOf;
 use crate::status::{GeneralStatus, LastOnline, UserStatus};
 
 /// One device of one user (R2.1). 24 bytes: the connection flag lives in `incarnation`.
@@ -199,6 +200,11 @@ pub(crate) struct State {
     /// The connection owner of each connected session that has one (R8.5), by interned
     /// owner; kept apart from the sessions because most deployments tag none.
     pub owners: Owners,
+    /// In a sharded deployment, which shard this state is (R9); `None` alone.
+    pub shard: Option<ShardOf>,
+    /// The watch table (R9.5): the last status and version this shard knows of each user of
+    /// another shard that a local user watches. Never logged; rebuilt after an open.
+    pub watch: FxHashMap<UserKey, (UserStatus, u64)>,
     next_incarnation: u32,
     /// Accepted calls of the rate-limited APIs (R6.3).
     pub rates: RateLimits,
@@ -250,9 +256,21 @@ impl State {
         self.user_by_id(user).map_or_else(UserStatus::unlogined, UserState::status)
     }
 
-    /// The status of any user with its version (R5.6); a user never seen is at version 0.
+    /// The status of any user with its version (R5.6); a user never seen is at version 0. A
+    /// user of another shard has the status this shard last heard of (R9.3), or none yet.
     pub(crate) fn versioned_status_of(&self, user: &str) -> (UserStatus, u64) {
+        if self.is_remote(user) {
+            return self
+                .user_key(user)
+                .and_then(|key| self.watch.get(&key).cloned())
+                .unwrap_or_else(|| (UserStatus::unlogined(), 0));
+        }
         self.user_by_id(user).map_or_else(|| (UserStatus::unlogined(), 0), |u| (u.status(), u.version))
+    }
+
+    /// Whether `user` lives on another shard (never, outside a sharded deployment).
+    pub(crate) fn is_remote(&self, user: &str) -> bool {
+        self.shard.as_ref().is_some_and(|shard| shard.is_remote(user))
     }
 
     /// Every connected session: users in key order, each user's devices in id order (so that
