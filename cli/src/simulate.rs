@@ -18,10 +18,14 @@ use std::time::Instant;
 use crossbeam_channel::Receiver;
 use indicatif::{ProgressBar, ProgressStyle};
 use presence_engine::runtime::{
-    DiscardSink, ManualClock, PendingReply, Runtime, RuntimeConfig, SnapshotPolicy,
+    default_threads, open_shards, DiscardSink, Handle, ManualClock, PendingReply, Runtime, RuntimeConfig,
+    RuntimeStats, ShardedRuntime, SnapshotPolicy,
 };
-use presence_engine::{Command, Config, Engine, EventStore, StoreError, StoreErrorKind, StoredBatch};
-use presence_storage_sled::Durability;
+use presence_engine::{
+    Command, Config, Engine, EngineOptions, EventStore, HeapBytes, ShardMap, Stats, StoreError,
+    StoreErrorKind, StoredBatch,
+};
+use presence_storage_sled::{is_deployment, open_deployment, Durability, MANIFEST_FILE};
 use serde_json::json;
 
 use crate::stores::{open_or_create, StoreAddress};
@@ -73,6 +77,14 @@ pub struct Args {
     /// alone.
     #[arg(long)]
     keep_log: bool,
+    /// Run a sharded deployment of this many shards (users placed by FNV-1a of their id,
+    /// docs/FORMAT.md) in the sled directory, created with that count; an existing
+    /// deployment must be opened with its own count (or without --shards).
+    #[arg(long)]
+    shards: Option<u32>,
+    /// Engine threads of a sharded deployment (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
@@ -373,6 +385,27 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     f64::from(sorted[index.min(sorted.len() - 1)]) / 1_000.0
 }
 
+/// The shard count in a deployment directory's manifest (0 if it cannot be read).
+fn args_shards(dir: &Path) -> u32 {
+    std::fs::read_to_string(dir.join(MANIFEST_FILE))
+        .ok()
+        .and_then(|text| presence_engine::Manifest::parse(&text).ok())
+        .map_or(0, |m| m.shards)
+}
+
+/// What a run left behind, whether on one engine or on the shards of a deployment.
+struct Ran {
+    tally: Tally,
+    elapsed: std::time::Duration,
+    final_snapshot: u64,
+    runtime: RuntimeStats,
+    stats: Stats,
+    heap: HeapBytes,
+    events: u64,
+    recovery_ms: f64,
+    store_bytes: u64,
+}
+
 fn simulate(args: &Args) -> Result<(), String> {
     let durability = match args.durability {
         DurabilityArg::Sync => Durability::Sync,
@@ -380,27 +413,145 @@ fn simulate(args: &Args) -> Result<(), String> {
         DurabilityArg::Buffered => Durability::Buffered,
     };
     let path = StoreAddress::parse(&args.store)?;
-    let store = open_or_create(&path, durability, args.replicas)?;
-    let store = Acked { inner: store, file: args.acked_file.clone(), recorded: 0 };
-    let config = Config::default();
-    let engine = Engine::open(config.clone(), store).map_err(|e| format!("{path}: {e}"))?;
-    let resumed_at_seq = engine.last_seq();
-    let start_ms = engine.now_ms() + 1_000;
-    let duration_ms = args.duration_s.saturating_mul(1_000);
-    let end_ms = start_ms + duration_ms;
-
-    // Every command and tick carries its simulated time and the runtime never ticks by
-    // itself, so the run does not depend on how the runtime happens to batch: same seed,
-    // same commands, same results.
-    let clock = ManualClock::new(start_ms);
     let snapshots = SnapshotPolicy {
         every_events: Some(args.snapshot_events.max(1)),
         every_bytes: None,
         every_ms: None,
         compact: !args.keep_log,
     };
+    // Every command and tick carries its simulated time and the runtime never ticks by
+    // itself, so the run does not depend on how the runtime happens to batch: same seed,
+    // same commands, same results.
     let runtime_config = RuntimeConfig { auto_tick: false, snapshots, ..RuntimeConfig::default() };
+    let sharded = match &path {
+        StoreAddress::Sled(dir) => args.shards.is_some() || is_deployment(dir),
+        StoreAddress::Nats { .. } => false,
+    };
+    let ran = match (&path, sharded) {
+        (StoreAddress::Sled(dir), true) => {
+            if args.acked_file.is_some() {
+                return Err("--acked-file records one log's sequence; a sharded run has one per shard".into());
+            }
+            run_sharded(args, dir, durability, runtime_config)?
+        }
+        (StoreAddress::Nats { .. }, _) if args.shards.is_some() => {
+            return Err("--shards needs a sled directory: NATS deployments run as `presence node`".into())
+        }
+        _ => run_single(args, &path, durability, runtime_config)?,
+    };
+    report(args, &path, durability, ran)
+}
+
+fn run_single(
+    args: &Args,
+    path: &StoreAddress,
+    durability: Durability,
+    runtime_config: RuntimeConfig,
+) -> Result<Ran, String> {
+    let store = open_or_create(path, durability, args.replicas)?;
+    let store = Acked { inner: store, file: args.acked_file.clone(), recorded: 0 };
+    let config = Config::default();
+    let engine = Engine::open(config.clone(), store).map_err(|e| format!("{path}: {e}"))?;
+    let resumed_at_seq = engine.last_seq();
+    let start_ms = engine.now_ms() + 1_000;
+    let clock = ManualClock::new(start_ms);
     let (runtime, handle) = Runtime::spawn(engine, clock.clone(), DiscardSink, runtime_config);
+    let (tally, elapsed, final_snapshot) = drive(args, &handle, &clock, start_ms)?;
+    let runtime_stats = runtime.stats();
+    let engine = runtime.shutdown().map_err(|e| format!("shutdown: {e}"))?;
+    let (stats, heap) = (engine.stats(), engine.heap_bytes());
+    let events = engine.last_seq() - resumed_at_seq;
+    drop(engine);
+
+    let reopen_started = Instant::now();
+    let store = open_or_create(path, durability, args.replicas).map_err(|e| format!("reopen: {e}"))?;
+    let reopened = Engine::open(config, store).map_err(|e| format!("reopen: {e}"))?;
+    let recovery_ms = reopen_started.elapsed().as_secs_f64() * 1e3;
+    let store_bytes = reopened.store().bytes()?;
+    Ok(Ran {
+        tally,
+        elapsed,
+        final_snapshot,
+        runtime: runtime_stats,
+        stats,
+        heap,
+        events,
+        recovery_ms,
+        store_bytes,
+    })
+}
+
+fn run_sharded(
+    args: &Args,
+    dir: &Path,
+    durability: Durability,
+    runtime_config: RuntimeConfig,
+) -> Result<Ran, String> {
+    let (shards, stores) = open_deployment(dir, args.shards, durability).map_err(|e| e.to_string())?;
+    let config = Config::default();
+    let map = ShardMap::new(shards);
+    let engines = open_shards(&config, stores, &map, &EngineOptions::default())
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let resumed_at_seq: u64 = engines.iter().map(Engine::last_seq).sum();
+    let start_ms = engines.iter().map(Engine::now_ms).max().unwrap_or(0) + 1_000;
+    let clock = ManualClock::new(start_ms);
+    let threads = args.threads.unwrap_or_else(default_threads);
+    let (runtime, handle) =
+        ShardedRuntime::spawn(engines, threads, clock.clone(), DiscardSink, runtime_config)
+            .map_err(|e| e.to_string())?;
+    let (tally, elapsed, final_snapshot) = drive(args, &handle, &clock, start_ms)?;
+    let runtime_stats = runtime.stats();
+    let engines = runtime.shutdown().map_err(|e| format!("shutdown: {e}"))?;
+    let mut stats = Stats::default();
+    let mut heap = HeapBytes::default();
+    for engine in &engines {
+        let (s, h) = (engine.stats(), engine.heap_bytes());
+        stats.users += s.users;
+        stats.sessions_connected += s.sessions_connected;
+        stats.sessions_disconnected += s.sessions_disconnected;
+        stats.subscriptions += s.subscriptions;
+        stats.friendships += s.friendships;
+        heap.users_and_sessions += h.users_and_sessions;
+        heap.subscriptions += h.subscriptions;
+        heap.friends += h.friends;
+        heap.rate_limits += h.rate_limits;
+    }
+    let events = engines.iter().map(Engine::last_seq).sum::<u64>() - resumed_at_seq;
+    drop(engines);
+
+    let reopen_started = Instant::now();
+    let (_, stores) = open_deployment(dir, Some(shards), durability).map_err(|e| format!("reopen: {e}"))?;
+    let reopened =
+        open_shards(&config, stores, &map, &EngineOptions::default()).map_err(|e| format!("reopen: {e}"))?;
+    let recovery_ms = reopen_started.elapsed().as_secs_f64() * 1e3;
+    let mut store_bytes = 0;
+    for engine in &reopened {
+        store_bytes += engine.store().size_on_disk().map_err(|e| e.to_string())?;
+    }
+    Ok(Ran {
+        tally,
+        elapsed,
+        final_snapshot,
+        runtime: runtime_stats,
+        stats,
+        heap,
+        events,
+        recovery_ms,
+        store_bytes,
+    })
+}
+
+/// Sends the load through `handle` at simulated times from `start_ms`, ticking once a
+/// simulated second; returns what the replies were, how long it took, and what a last
+/// snapshot covers.
+fn drive(
+    args: &Args,
+    handle: &Handle,
+    clock: &ManualClock,
+    start_ms: u64,
+) -> Result<(Tally, std::time::Duration, u64), String> {
+    let duration_ms = args.duration_s.saturating_mul(1_000);
+    let end_ms = start_ms + duration_ms;
     let (pending_tx, pending_rx) = crossbeam_channel::bounded::<Pending>(8_192);
     let collector = thread::spawn(move || collect(pending_rx));
 
@@ -442,28 +593,29 @@ fn simulate(args: &Args) -> Result<(), String> {
     clock.set(end_ms);
     handle.tick_at(end_ms).map_err(|e| e.to_string())?;
     drop(pending_tx);
-    let mut tally = collector.join().map_err(|_| "the reply collector panicked".to_string())?;
+    let tally = collector.join().map_err(|_| "the reply collector panicked".to_string())?;
     let elapsed = started.elapsed();
     // A last snapshot makes the next open fast (compacting as the run did).
     let final_snapshot =
         handle.snapshot().map_err(|e| e.to_string())?.wait().map_err(|e| format!("snapshot: {e}"))?;
-    let runtime_stats = runtime.stats();
-    let (deliveries, turns) = (runtime_stats.deliveries, runtime_stats.turns);
-    let engine = runtime.shutdown().map_err(|e| format!("shutdown: {e}"))?;
     progress.finish_and_clear();
+    Ok((tally, elapsed, final_snapshot))
+}
+
+fn report(args: &Args, path: &StoreAddress, durability: Durability, ran: Ran) -> Result<(), String> {
+    let Ran {
+        mut tally,
+        elapsed,
+        final_snapshot,
+        runtime: runtime_stats,
+        stats,
+        heap,
+        events,
+        recovery_ms,
+        store_bytes,
+    } = ran;
+    let (deliveries, turns) = (runtime_stats.deliveries, runtime_stats.turns);
     let snapshot_seq = final_snapshot;
-    let stats = engine.stats();
-    let heap = engine.heap_bytes();
-    let events = engine.last_seq() - resumed_at_seq;
-    drop(engine);
-
-    let reopen_started = Instant::now();
-    let store = open_or_create(&path, durability, args.replicas).map_err(|e| format!("reopen: {e}"))?;
-    let reopened = Engine::open(config, store).map_err(|e| format!("reopen: {e}"))?;
-    let recovery_ms = reopen_started.elapsed().as_secs_f64() * 1e3;
-    let store_bytes = reopened.store().bytes()?;
-    drop(reopened);
-
     tally.latencies_us.sort_unstable();
     let seconds = elapsed.as_secs_f64().max(1e-9);
     let total: u64 = tally.sent.iter().sum();
@@ -505,7 +657,14 @@ fn simulate(args: &Args) -> Result<(), String> {
         println!("{summary}");
         return Ok(());
     }
-    let mode = match &path {
+    let mode = match path {
+        StoreAddress::Sled(dir) if is_deployment(dir) => {
+            format!(
+                "{durability:?}, {} shards on {} threads",
+                args_shards(dir),
+                args.threads.unwrap_or_else(default_threads)
+            )
+        }
         StoreAddress::Sled(_) => format!("{durability:?}"),
         StoreAddress::Nats { .. } => "JetStream: durable once acknowledged".to_string(),
     };

@@ -57,6 +57,20 @@ impl Error {
         Error::InvalidParameter(message.into())
     }
 
+    /// The same error, saying which shard of a deployment it came from.
+    pub(crate) fn in_shard(self, index: usize) -> Self {
+        let named = |m: String| format!("shard {index}: {m}");
+        match self {
+            Error::InvalidParameter(m) => Error::InvalidParameter(named(m)),
+            Error::NotLoggedIn(m) => Error::NotLoggedIn(named(m)),
+            Error::RateLimited(m) => Error::RateLimited(named(m)),
+            Error::EditionNotSupported(m) => Error::EditionNotSupported(named(m)),
+            Error::FeatureNotEnabled(m) => Error::FeatureNotEnabled(named(m)),
+            Error::InvalidConfig(m) => Error::InvalidConfig(named(m)),
+            Error::Storage(e) => Error::Storage(StoreError { message: named(e.message), ..e }),
+        }
+    }
+
     pub(crate) fn not_logged_in(user: &str, device: &str, what: &str) -> Self {
         Error::NotLoggedIn(format!("user {user:?} has {what} on device {device:?}"))
     }

@@ -69,7 +69,7 @@ pub use limits::{
 };
 pub use notice::{deliveries, delivery_count, Delivery, Names, Notice, Recipient, StatusNotice};
 pub use read_only::ReadOnlyStore;
-pub use shard::{fnv1a64, RemoteStatuses, ShardMap, ShardOf};
+pub use shard::{fnv1a64, Manifest, RemoteStatuses, ShardMap, ShardOf};
 pub use snapshot::{LogicalState, SessionRecord, Snapshot, UserRecord};
 pub use state::HeapBytes;
 pub use status::{GeneralStatus, LastOnline, UserStatus};

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::error::{StoreError, StoreErrorKind};
 use crate::ids::UserId;
 use crate::status::UserStatus;
 
@@ -68,6 +69,77 @@ impl ShardOf {
     }
 }
 
+/// What a sharded deployment stores beside its shards' logs (docs/FORMAT.md): how many
+/// shards, and the hash that places users on them. Both are fixed when the deployment is
+/// created: a user's shard must never change under its log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    /// How many shards.
+    pub shards: u32,
+}
+
+impl Manifest {
+    /// The name of the only placement hash there is.
+    pub const HASH: &'static str = "fnv1a64";
+
+    /// The manifest as stored: a few `key = value` lines.
+    pub fn to_text(&self) -> String {
+        format!("presence deployment\nformat = 1\nshards = {}\nhash = {}\n", self.shards, Self::HASH)
+    }
+
+    /// Reads a stored manifest.
+    pub fn parse(text: &str) -> Result<Manifest, StoreError> {
+        let bad =
+            |why: String| StoreError::new(StoreErrorKind::Corrupt, format!("deployment manifest: {why}"));
+        let mut lines = text.lines();
+        if lines.next() != Some("presence deployment") {
+            return Err(bad("it does not start with `presence deployment`".into()));
+        }
+        let (mut format, mut shards, mut hash) = (None, None, None);
+        for line in lines.filter(|l| !l.trim().is_empty()) {
+            let (key, value) =
+                line.split_once('=').ok_or_else(|| bad(format!("`{line}` is not key = value")))?;
+            let value = value.trim();
+            match key.trim() {
+                "format" => format = Some(value.to_string()),
+                "shards" => shards = value.parse::<u32>().ok().filter(|&s| s >= 1),
+                "hash" => hash = Some(value.to_string()),
+                _ => {} // Later formats may add keys; what this build needs is checked below.
+            }
+        }
+        match format.as_deref() {
+            Some("1") => {}
+            Some(other) => {
+                return Err(StoreError::new(
+                    StoreErrorKind::UnsupportedVersion,
+                    format!("deployment manifest format {other}: this build reads format 1"),
+                ))
+            }
+            None => return Err(bad("no format".into())),
+        }
+        if hash.as_deref() != Some(Self::HASH) {
+            return Err(bad(format!("hash {hash:?}: this build places users by {}", Self::HASH)));
+        }
+        let shards = shards.ok_or_else(|| bad("no shard count of at least 1".into()))?;
+        Ok(Manifest { shards })
+    }
+
+    /// Checks that a deployment opened with `shards` is this one.
+    pub fn check(&self, shards: u32) -> Result<(), StoreError> {
+        match self.shards == shards {
+            true => Ok(()),
+            false => Err(StoreError::new(
+                StoreErrorKind::Contract,
+                format!(
+                    "this deployment has {} shards and cannot be opened with {shards}: a user's shard \
+                     is fixed when a deployment is created",
+                    self.shards
+                ),
+            )),
+        }
+    }
+}
+
 /// Statuses of users on other shards, with their versions, read for one command by the host
 /// that runs the shards (R9.3): what a `get_status` or a `subscribe` answers for them.
 pub type RemoteStatuses = HashMap<UserId, (UserStatus, u64)>;
@@ -83,6 +155,26 @@ mod tests {
         assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
         assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn a_manifest_reads_back_and_refuses_another_count_or_format() {
+        let manifest = Manifest { shards: 8 };
+        assert_eq!(Manifest::parse(&manifest.to_text()).unwrap(), manifest);
+        assert!(manifest.check(8).is_ok());
+        let other = manifest.check(4).unwrap_err();
+        assert_eq!(other.kind(), StoreErrorKind::Contract);
+        assert!(other.to_string().contains("has 8 shards"), "{other}");
+        let newer = Manifest::parse("presence deployment\nformat = 2\nshards = 8\nhash = fnv1a64\n");
+        assert_eq!(newer.unwrap_err().kind(), StoreErrorKind::UnsupportedVersion);
+        for bad in [
+            "",
+            "shards = 8",
+            "presence deployment\nformat = 1\nshards = 0\nhash = fnv1a64",
+            "presence deployment\nformat = 1\nshards = 2\nhash = xxh3",
+        ] {
+            assert_eq!(Manifest::parse(bad).unwrap_err().kind(), StoreErrorKind::Corrupt, "{bad}");
+        }
     }
 
     #[test]

@@ -35,12 +35,14 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+mod deployment;
 mod fsync;
 mod layout;
 mod options;
 mod recover;
 mod store;
 
+pub use deployment::{is_deployment, open_deployment, shard_dir, MANIFEST_FILE};
 pub use layout::{BATCHES_TREE, META_TREE, SNAPSHOTS_TREE, STORE_FORMAT_VERSION};
 pub use options::{Durability, OpenOptions};
 pub use recover::{DroppedBatch, RepairReport};

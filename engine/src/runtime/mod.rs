@@ -44,7 +44,7 @@ mod worker;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use handle::{Handle, RuntimeError, TrySendError};
 pub use reply::PendingReply;
-pub use sharded::{default_threads, ShardedRuntime};
+pub use sharded::{default_threads, open_shards, ShardedRuntime};
 pub use sink::{ChannelSink, DiscardSink, NoticeSink, OwnedDelivery};
 pub use stats::{Latency, RuntimeStats};
 

@@ -14,9 +14,10 @@ use super::handle::{Handle, Message, Routes, Shared, ThreadQueues};
 use super::peer::PeerRoutes;
 use super::worker::Worker;
 use super::{stopped, Clock, NoticeSink, RuntimeConfig, RuntimeStats};
-use crate::engine::Engine;
+use crate::config::Config;
+use crate::engine::{Engine, EngineOptions};
 use crate::error::Error;
-use crate::shard::ShardMap;
+use crate::shard::{ShardMap, ShardOf};
 use crate::store::EventStore;
 
 type ThreadResult<S> = Result<Vec<(u32, Engine<S>)>, Error>;
@@ -220,6 +221,40 @@ impl<S> Drop for ShardedRuntime<S> {
             let _ = thread.join();
         }
     }
+}
+
+/// Opens the shards of a deployment over `stores` (shard `i` over `stores[i]`), each engine
+/// on its own thread so that their replays run in parallel, with `options` (its `shard` is
+/// set for each). The engines come back in shard order, for [`ShardedRuntime::spawn`].
+///
+/// # Errors
+/// The first shard's failure to open, naming the shard.
+pub fn open_shards<S: EventStore + Send>(
+    config: &Config,
+    stores: Vec<S>,
+    map: &ShardMap,
+    options: &EngineOptions,
+) -> Result<Vec<Engine<S>>, Error> {
+    std::thread::scope(|scope| {
+        let opening: Vec<_> = stores
+            .into_iter()
+            .enumerate()
+            .map(|(index, store)| {
+                let shard = Some(ShardOf { map: map.clone(), index: index as u32 });
+                let options = EngineOptions { shard, ..options.clone() };
+                scope.spawn(move || Engine::open_with(config.clone(), store, options))
+            })
+            .collect();
+        let mut engines = Vec::with_capacity(opening.len());
+        for (index, thread) in opening.into_iter().enumerate() {
+            match thread.join() {
+                Ok(Ok(engine)) => engines.push(engine),
+                Ok(Err(e)) => return Err(e.in_shard(index)),
+                Err(_) => return Err(stopped("opening a shard panicked")),
+            }
+        }
+        Ok(engines)
+    })
 }
 
 /// One runtime thread per core the machine reports (1 if it cannot tell).

@@ -923,8 +923,6 @@ impl<S: EventStore, C: Clock, N: NoticeSink> Worker<S, C, N> {
     }
 }
 
-
-
 /// Hands notices of `engine` to the host's sink.
 fn deliver<S: EventStore>(
     shared: &Shared,

@@ -7,6 +7,7 @@ use std::mem::size_of;
 use super::deadlines::HeartbeatDue;
 use super::{Session, Social, State, UserState};
 use crate::ids::UserKey;
+use crate::status::UserStatus;
 
 /// Heap bytes of the state, split by what they serve.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -69,6 +70,14 @@ impl State {
                 bytes.users_and_sessions += boxed;
             }
         }
+        // The watch table of a shard (R9.5) is there for subscriptions and friendships.
+        bytes.subscriptions += table_bytes(self.watch.capacity(), size_of::<(UserKey, (UserStatus, u64))>())
+            + self
+                .watch
+                .values()
+                .filter(|(s, _)| !s.custom.is_empty())
+                .map(|(s, _)| arc_str_bytes(&s.custom))
+                .sum::<usize>();
         bytes.rate_limits = self.rates.heap_bytes();
         bytes.users_and_sessions += self.owners.heap_bytes();
         bytes
