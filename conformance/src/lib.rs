@@ -29,6 +29,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod fuzzing;
+
 pub mod lockstep;
 pub mod model;
 pub mod observe;
@@ -36,5 +37,5 @@ pub mod subject;
 pub mod trace;
 
 pub use model::Model;
-pub use observe::{FlatNotice, Refusal, Response};
+pub use observe::{FlatNotice, Refusal, Response, ResultStatus};
 pub use subject::{EngineSubject, Subject};

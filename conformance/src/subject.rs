@@ -29,6 +29,14 @@ pub trait Subject {
     /// session is disconnected at that time before anything else (R8.4). Only a storage
     /// failure can refuse it.
     fn restart(&mut self, disconnect_at_ms: Option<u64>) -> Result<(), Refusal>;
+    /// Whether the subject itself broke, as opposed to the system it drives answering wrongly:
+    /// an adapter program that died, answered garbage or did not answer in time
+    /// ([`crate::exec`]). Runners check it after every call, stop at the first fault and report
+    /// it apart from differences (`presence conform` exits with 2). A subject in the same
+    /// process cannot break this way and keeps the default, `None`.
+    fn fault(&self) -> Option<String> {
+        None
+    }
     /// After the last command: rebuilds the state from the event log alone and says how it
     /// differs from the live state, if it does (R8.1). A subject without a log returns `Ok`.
     fn finish(self) -> Result<(), String>

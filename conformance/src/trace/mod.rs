@@ -21,6 +21,7 @@
 mod parse;
 mod run;
 
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -29,7 +30,7 @@ use presence_storage_mem::MemStore;
 use presence_storage_sled::{Durability, SledStore};
 
 pub use parse::{parse, Check, Expectation, ExpectedStatus, Item, Op, ParseError, Trace};
-pub use run::{run_trace, Failure};
+pub use run::{run_trace, run_trace_checked, Failure, SubjectFault, TraceRun};
 
 use crate::model::Model;
 use crate::subject::EngineSubject;

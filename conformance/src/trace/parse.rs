@@ -1,11 +1,11 @@
 //! Reading a trace (docs/TRACE-FORMAT.md) into a [`Trace`]. Never panics, whatever the text.
 
 use presence_engine::{
-    Cause, CauseKind, Command, Config, DeviceId, GeneralStatus, TargetStatus, UserId, UserStatus,
+    Cause, CauseKind, Command, Config, DeviceId, GeneralStatus, UserId, UserStatus,
 };
 use serde_json::{Map, Value};
 
-use crate::observe::FlatNotice;
+use crate::observe::{FlatNotice, ResultStatus};
 
 /// A parsed trace: its configuration and its commands and checks, each with its line number.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,8 +83,8 @@ pub struct ExpectedStatus {
 
 impl ExpectedStatus {
     /// Whether `got` is this status (and this version, when one is stated).
-    pub fn matches(&self, got: &TargetStatus) -> bool {
-        self.user == got.user && self.status == got.status && self.version.is_none_or(|v| v == got.version)
+    pub fn matches(&self, got: &ResultStatus) -> bool {
+        self.user == got.user && self.status == got.status && self.version.is_none_or(|v| got.version == Some(v))
     }
 }
 
