@@ -20,7 +20,7 @@
 
 mod parse;
 mod run;
-
+mod write;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -31,6 +31,9 @@ use presence_storage_sled::{Durability, SledStore};
 
 pub use parse::{parse, Check, Expectation, ExpectedStatus, Item, Op, ParseError, Trace};
 pub use run::{run_trace, run_trace_checked, Failure, SubjectFault, TraceRun};
+pub use write::{
+    check_line, config_line, expectation_line, notice_json, status_json, step_line, TraceWriter,
+};
 
 use crate::model::Model;
 use crate::subject::EngineSubject;
