@@ -29,7 +29,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod fuzzing;
-
+pub mod kit;
 pub mod lockstep;
 pub mod model;
 pub mod observe;

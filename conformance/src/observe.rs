@@ -168,8 +168,10 @@ pub fn multiset_match<W, G>(want: &[W], got: &[G], pairs: impl Fn(&W, &G) -> boo
     if want.len() != got.len() {
         return false;
     }
-    let edges: Vec<Vec<usize>> =
-        want.iter().map(|w| got.iter().enumerate().filter(|(_, g)| pairs(w, g)).map(|(i, _)| i).collect()).collect();
+    let edges: Vec<Vec<usize>> = want
+        .iter()
+        .map(|w| got.iter().enumerate().filter(|(_, g)| pairs(w, g)).map(|(i, _)| i).collect())
+        .collect();
     // partner[g] is the wanted item matched to got item g.
     let mut partner: Vec<Option<usize>> = vec![None; got.len()];
     (0..want.len()).all(|w| augment(w, &edges, &mut partner, &mut vec![false; got.len()]))

@@ -30,8 +30,7 @@ pub trait Subject {
     /// failure can refuse it.
     fn restart(&mut self, disconnect_at_ms: Option<u64>) -> Result<(), Refusal>;
     /// Whether the subject itself broke, as opposed to the system it drives answering wrongly:
-    /// an adapter program that died, answered garbage or did not answer in time
-    /// ([`crate::exec`]). Runners check it after every call, stop at the first fault and report
+    /// an adapter program that died, answered garbage or did not answer in time. Runners check it after every call, stop at the first fault and report
     /// it apart from differences (`presence conform` exits with 2). A subject in the same
     /// process cannot break this way and keeps the default, `None`.
     fn fault(&self) -> Option<String> {

@@ -1,8 +1,6 @@
 //! Reading a trace (docs/TRACE-FORMAT.md) into a [`Trace`]. Never panics, whatever the text.
 
-use presence_engine::{
-    Cause, CauseKind, Command, Config, DeviceId, GeneralStatus, UserId, UserStatus,
-};
+use presence_engine::{Cause, CauseKind, Command, Config, DeviceId, GeneralStatus, UserId, UserStatus};
 use serde_json::{Map, Value};
 
 use crate::observe::{FlatNotice, ResultStatus};
@@ -84,7 +82,9 @@ pub struct ExpectedStatus {
 impl ExpectedStatus {
     /// Whether `got` is this status (and this version, when one is stated).
     pub fn matches(&self, got: &ResultStatus) -> bool {
-        self.user == got.user && self.status == got.status && self.version.is_none_or(|v| got.version == Some(v))
+        self.user == got.user
+            && self.status == got.status
+            && self.version.is_none_or(|v| got.version == Some(v))
     }
 }
 
