@@ -28,6 +28,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod exec;
 pub mod fuzzing;
 pub mod kit;
 pub mod lockstep;

@@ -74,8 +74,8 @@ impl<S: Subject> Subject for Mutant<S> {
     fn friends(&self, user: &str) -> Vec<UserId> {
         self.inner.friends(user)
     }
-    fn restart(&mut self, disconnect_at_ms: Option<u64>) -> Result<(), Refusal> {
-        self.inner.restart(disconnect_at_ms)
+    fn restart(&mut self, at_ms: u64, disconnect: bool) -> Result<(), Refusal> {
+        self.inner.restart(at_ms, disconnect)
     }
     fn finish(self) -> Result<(), String> {
         self.inner.finish()
@@ -206,6 +206,35 @@ fn the_engine_with_a_device_cap_off_by_one_is_caught_and_shrunk() {
     });
 }
 
+#[test]
+fn a_subject_that_reports_no_versions_or_causes_is_not_held_to_them() {
+    // R5.6, R5.7: an implementation may leave versions and causes out; the kit compares them
+    // only where reported, and a trace it writes for such a subject states none.
+    fn plain(r: &mut Response) {
+        for status in r.statuses.iter_mut().flatten() {
+            status.version = None;
+        }
+        for notice in &mut r.notices {
+            if let FlatNotice::Status { version, cause, .. } = notice {
+                (*version, *cause) = (None, None);
+            }
+        }
+    }
+    let options = KitOptions { cases: 100, seed: 8, ops: Ops::all(), ..KitOptions::default() };
+    let report = kit::check(&options, tampered(plain));
+    assert!(report.is_ok(), "{report:#?}");
+    fn plain_and_no_kicks(r: &mut Response) {
+        plain(r);
+        r.notices.retain(|n| !matches!(n, FlatNotice::Kicked { .. }));
+    }
+    let failure = run_on_mutant("plain kick", 9, tampered(plain_and_no_kicks));
+    assert!(
+        !failure.trace.contains("\"version\"") && !failure.trace.contains("\"cause\""),
+        "{}",
+        failure.trace
+    );
+}
+
 /// A system without friendships: it refuses both friend commands.
 struct NoFriends(Model);
 
@@ -233,8 +262,8 @@ impl Subject for NoFriends {
     fn friends(&self, user: &str) -> Vec<UserId> {
         self.0.friends(user)
     }
-    fn restart(&mut self, disconnect_at_ms: Option<u64>) -> Result<(), Refusal> {
-        self.0.restart(disconnect_at_ms);
+    fn restart(&mut self, at_ms: u64, disconnect: bool) -> Result<(), Refusal> {
+        self.0.restart(disconnect.then_some(at_ms));
         Ok(())
     }
     fn finish(self) -> Result<(), String> {
@@ -386,7 +415,7 @@ impl Subject for Panicky {
     fn friends(&self, user: &str) -> Vec<UserId> {
         self.0.friends(user)
     }
-    fn restart(&mut self, _: Option<u64>) -> Result<(), Refusal> {
+    fn restart(&mut self, _: u64, _: bool) -> Result<(), Refusal> {
         Ok(())
     }
     fn finish(self) -> Result<(), String> {
@@ -445,8 +474,8 @@ impl Subject for Breaks<'_> {
     fn friends(&self, user: &str) -> Vec<UserId> {
         self.model.friends(user)
     }
-    fn restart(&mut self, disconnect_at_ms: Option<u64>) -> Result<(), Refusal> {
-        self.model.restart(disconnect_at_ms);
+    fn restart(&mut self, at_ms: u64, disconnect: bool) -> Result<(), Refusal> {
+        self.model.restart(disconnect.then_some(at_ms));
         Ok(())
     }
     fn fault(&self) -> Option<String> {

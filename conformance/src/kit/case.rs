@@ -32,7 +32,7 @@ impl TimedOp {
             Op::Command(command) => subject.execute(command.clone(), self.at_ms),
             Op::Tick => subject.tick(self.at_ms),
             Op::Restart { disconnect } => {
-                subject.restart(disconnect.then_some(self.at_ms)).map(|()| Response::default())
+                subject.restart(self.at_ms, *disconnect).map(|()| Response::default())
             }
         }
     }

@@ -40,6 +40,9 @@
 //!   [`Response`](crate::Response)s out, the four reads, `restart` if it has a store) and pass
 //!   `|config| MySystem::new(config)`. [`EngineSubject`](crate::EngineSubject) is the model to
 //!   copy.
+//! - **A system in another language or another process**: [`crate::exec`] drives an adapter
+//!   program that speaks JSON lines (docs/CONFORMANCE-PROTOCOL.md), and `presence conform
+//!   --exec CMD` runs the kit on it.
 //! - **A sharded deployment, or a cluster of nodes**: implement [`Subject`] over the whole
 //!   deployment as its clients see it. The factory starts every shard or node with the
 //!   configuration; `execute` routes the command to the shard that owns the user (and, for a
@@ -265,12 +268,19 @@ where
             got: "it passed when run once more: the subject does not answer the same way each time".into(),
         },
     };
+    // The operations after the one that differs are not needed to show it.
+    let mut case = case.clone();
+    match difference.part {
+        Part::Finish => {}
+        Part::Config => case.steps.clear(),
+        _ => case.steps.truncate(difference.step.saturating_add(1)),
+    }
     let header = format!(
         "The conformance kit's minimal failing case (seed {seed}, shrunk from {original_steps} operations to {}).\n\
          Every expectation is the reference model's (docs/SPEC.md).",
         case.steps.len()
     );
-    let written = failing_trace(case, &difference, &run.reports, &header);
+    let written = failing_trace(&case, &difference, &run.reports, &header);
     let mut failure = KitFailure {
         case: case.clone(),
         original_steps,

@@ -65,7 +65,7 @@ pub fn run_trace_checked<T: Subject>(trace: &Trace, mut subject: T) -> TraceRun 
                     Op::Command(command) => subject.execute(command.clone(), *at_ms),
                     Op::Tick => subject.tick(*at_ms),
                     Op::Restart { disconnect } => {
-                        subject.restart(disconnect.then_some(*at_ms)).map(|()| Response::default())
+                        subject.restart(*at_ms, *disconnect).map(|()| Response::default())
                     }
                 };
                 if let Some(fault) = broke(&subject, *line) {
