@@ -112,6 +112,30 @@ fn the_python_adapter_passes_every_conformance_trace() {
     assert_eq!(last_line(&output), format!("{} passed, 0 failed", trace_count()));
 }
 
+/// The complete adapter of conformance/README.md, as written there.
+fn readme_adapter(dir: &Path) -> String {
+    require_python();
+    let readme = std::fs::read_to_string(root().join("conformance/README.md")).unwrap();
+    let start =
+        readme.find("```python\n").expect("conformance/README.md has a Python adapter") + "```python\n".len();
+    let end = start + readme[start..].find("```").unwrap();
+    let file = dir.join("adapter.py");
+    std::fs::write(&file, &readme[start..end]).unwrap();
+    format!("python3 '{}' '{}'", file.display(), presence_bin())
+}
+
+#[test]
+fn the_readme_adapter_passes_every_trace_and_random_cases() {
+    let dir = tempfile::tempdir().unwrap();
+    let command = readme_adapter(dir.path());
+    let output = presence(&["conform", "--exec", &command, "conformance/traces"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+    assert_eq!(last_line(&output), format!("{} passed, 0 failed", trace_count()));
+    let output = presence(&["conform", "--exec", &command, "--cases", "20", "--seed", "4", "--ops", "all"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+    assert_eq!(last_line(&output), "20 passed, 0 failed");
+}
+
 #[test]
 fn the_python_adapter_passes_random_cases_with_every_operation() {
     let out = tempfile::tempdir().unwrap();

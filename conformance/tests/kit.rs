@@ -44,6 +44,28 @@ fn the_engine_on_sled_passes_the_kit_with_every_operation() {
     assert_eq!(report.passed, options.cases);
 }
 
+/// conformance/README.md's example of the Rust entry point, verbatim: keep the two in step.
+#[test]
+fn the_readme_example_runs() -> Result<(), Box<dyn std::error::Error>> {
+    use presence_conformance::kit::{self, KitOptions, OpKind, Ops};
+    use presence_conformance::EngineSubject;
+    use presence_storage_mem::MemStore;
+
+    let options = KitOptions {
+        cases: 500,                                // default 256
+        seed: 7,                                   // default 0
+        ops: Ops::default().with(OpKind::Restart), // or Ops::parse("login,logout,tick")?
+        ..KitOptions::default()                    // max_steps 60, shrink_iters 2 000
+    };
+    let report = kit::check(&options, |config| EngineSubject::open(config.clone(), MemStore::new()));
+    if let Some(failure) = &report.failure {
+        std::fs::write("failure.jsonl", &failure.trace)?; // the shrunk case, as a trace
+        eprintln!("{}", failure.message("failure.jsonl")); // FILE:LINE: expected ..., got ...
+    }
+    assert!(report.is_ok(), "{}", report.summary()); // N passed, M failed
+    Ok(())
+}
+
 /// A wrong implementation: the model run with a configuration it was not given, or the model
 /// (or the engine) with its answers tampered with.
 struct Mutant<S> {
