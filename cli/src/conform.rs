@@ -23,6 +23,11 @@ use presence_conformance::exec::{run_traces, Adapter};
 use presence_conformance::kit::{self, KitOptions, Ops};
 use presence_conformance::trace::{run_paths, Target};
 
+/// The most operations `--steps` allows in one case: a case is held in memory and shrunk.
+const STEPS_MAX: usize = 10_000;
+/// The most traces one `--generate` writes.
+const GENERATE_MAX: usize = 1_000_000;
+
 /// Arguments of `presence conform`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -107,15 +112,20 @@ fn dispatch(args: &Args, out: &mut impl Write) -> Result<u8, String> {
         if !args.paths.is_empty() {
             return Err("--generate writes traces; it takes no FILE_OR_DIR".into());
         }
+        if count > GENERATE_MAX {
+            return Err(format!("--generate writes at most {GENERATE_MAX} traces at once"));
+        }
         let dir = args.out.as_deref().ok_or("--generate needs --out DIR")?;
         return generate(args, count, dir, out);
     }
     if let Some(command) = &args.exec {
-        let adapter = Adapter::spawn(command, Duration::from_millis(args.timeout_ms))?;
         if !args.paths.is_empty() {
+            let adapter = Adapter::spawn(command, Duration::from_millis(args.timeout_ms))?;
             return Ok(status(run_traces(&adapter, &args.paths, out)));
         }
-        return random_cases(args, &adapter, command, out);
+        let options = options(args)?;
+        let adapter = Adapter::spawn(command, Duration::from_millis(args.timeout_ms))?;
+        return random_cases(args, &options, &adapter, command, out);
     }
     if args.paths.is_empty() {
         return Err("name traces to run (FILE_OR_DIR), or --exec CMD, or --generate N --out DIR".into());
@@ -142,8 +152,8 @@ fn options(args: &Args) -> Result<KitOptions, String> {
         Some(list) => Ops::parse(list).map_err(|e| format!("--ops: {e}"))?,
         None => Ops::default(),
     };
-    if args.steps == 0 {
-        return Err("--steps must be at least 1".into());
+    if !(1..=STEPS_MAX).contains(&args.steps) {
+        return Err(format!("--steps must be 1 to {STEPS_MAX}"));
     }
     let seed = args.seed.unwrap_or_else(|| {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -152,14 +162,19 @@ fn options(args: &Args) -> Result<KitOptions, String> {
     Ok(KitOptions { cases: args.cases, seed, ops, max_steps: args.steps, ..KitOptions::default() })
 }
 
-fn random_cases(args: &Args, adapter: &Adapter, command: &str, out: &mut impl Write) -> Result<u8, String> {
-    let options = options(args)?;
+fn random_cases(
+    args: &Args,
+    options: &KitOptions,
+    adapter: &Adapter,
+    command: &str,
+    out: &mut impl Write,
+) -> Result<u8, String> {
     let _ = writeln!(
         out,
         "seed {} (--seed {} repeats this run), {} cases of up to {} operations: {}",
         options.seed, options.seed, options.cases, options.max_steps, options.ops
     );
-    let report = kit::check(&options, |config| Ok(adapter.start(config)));
+    let report = kit::check(options, |config| Ok(adapter.start(config)));
     if let Some(fault) = &report.fault {
         let _ = writeln!(out, "{fault}");
         let _ = writeln!(out, "{}", report.summary());

@@ -294,6 +294,8 @@ fn bad_arguments_exit_2_with_a_reason() {
         (vec!["conform", "--generate", "3"], "--generate needs --out DIR"),
         (vec!["conform"], "name traces to run"),
         (vec!["conform", "--exec", ""], "the adapter's command is empty"),
+        (vec!["conform", "--exec", "true", "--steps", "0"], "--steps must be 1 to 10000"),
+        (vec!["conform", "--generate", "2000000", "--out", "x"], "at most 1000000 traces"),
         (vec!["conform", "--exec", "sh -c 'unterminated"], "unterminated '"),
     ] {
         let output = presence(&args);
