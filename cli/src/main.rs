@@ -5,6 +5,7 @@
 mod conform;
 mod inspect;
 mod replay;
+mod shell;
 mod simulate;
 mod stores;
 
@@ -23,8 +24,12 @@ struct Cli {
 /// The subcommands.
 #[derive(Subcommand, Debug)]
 enum Commands {
-    /// Run conformance traces (docs/TRACE-FORMAT.md) against the engine.
+    /// Run conformance traces (docs/TRACE-FORMAT.md) on the engine, or traces and random cases
+    /// on any implementation behind an adapter program (--exec); or generate traces.
     Conform(conform::Args),
+    /// Drive the engine in memory with text requests at explicit times (`at 100 login alice
+    /// phone`, `at 500 tick`, `check status alice`), one a line; `help` lists them.
+    Shell(shell::Args),
     /// Run a simulated load through the runtime on a sled store or a NATS stream and print what
     /// happened.
     Simulate(simulate::Args),
@@ -38,6 +43,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Commands::Conform(args) => conform::run(args),
+        Commands::Shell(args) => shell::run(args),
         Commands::Simulate(args) => simulate::run(args),
         Commands::Inspect(args) => inspect::run(args),
         Commands::Replay(args) => replay::run(args),

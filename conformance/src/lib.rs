@@ -1,6 +1,7 @@
 //! The conformance suite of the presence engine: a reference model of SPEC.md, the engine and
-//! the model in lockstep for model-based tests, and the runner of conformance traces
-//! (docs/TRACE-FORMAT.md).
+//! the model in lockstep for model-based tests, the runner of conformance traces
+//! (docs/TRACE-FORMAT.md), and the conformance kit that runs the model-based tests against any
+//! implementation.
 //!
 //! - [`model::Model`]: SPEC.md written as plainly as possible (maps, vectors, linear scans),
 //!   sharing no logic with the engine, so a bug must be written twice to hide.
@@ -9,7 +10,12 @@
 //! - [`lockstep::Lockstep`]: runs the same steps on the engine and the model and compares
 //!   replies, notices and every read after each step, checking the invariants and, at the
 //!   end, that replaying the log gives the live state.
-//! - [`trace`]: parses and runs traces; `presence conform` is its command line.
+//! - [`trace`]: parses, runs and writes traces; `presence conform` is its command line.
+//! - [`kit`]: the model-based tests against any [`Subject`] built from a configuration:
+//!   random cases compared with the model after every step, the first failure shrunk and
+//!   written as a trace; and traces generated with the model's expectations.
+//! - [`exec`]: any implementation behind an adapter program that speaks JSON lines
+//!   (docs/CONFORMANCE-PROTOCOL.md), as a [`Subject`]; `presence conform --exec`.
 //! - [`fuzzing`]: the logic of the fuzz targets in `fuzz/`, replayed by `cargo test`.
 //!
 //! ```
@@ -28,7 +34,9 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod exec;
 pub mod fuzzing;
+pub mod kit;
 pub mod lockstep;
 pub mod model;
 pub mod observe;
@@ -36,5 +44,5 @@ pub mod subject;
 pub mod trace;
 
 pub use model::Model;
-pub use observe::{FlatNotice, Refusal, Response};
+pub use observe::{FlatNotice, Refusal, Response, ResultStatus};
 pub use subject::{EngineSubject, Subject};

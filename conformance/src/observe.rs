@@ -6,7 +6,9 @@
 use std::cmp::Ordering;
 use std::fmt;
 
-use presence_engine::{Cause, Delivery, GeneralStatus, LogicalState, Names, Notice, Reply, TargetStatus};
+use presence_engine::{
+    Cause, Delivery, GeneralStatus, LogicalState, Names, Notice, Reply, TargetStatus, UserId, UserStatus,
+};
 
 /// One notice for one device, with owned names: the flat view traces and tests compare.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -115,6 +117,34 @@ impl FlatNotice {
         }
     }
 
+    /// Whether `self` and `other` are the same notice where both state a field: a version or a
+    /// cause that either leaves out is not compared. The conformance kit compares the model's
+    /// notices (which state everything) with a subject's this way, so that a subject that does
+    /// not report versions or causes (R5.6, R5.7) is not held to them.
+    pub fn agrees(&self, other: &FlatNotice) -> bool {
+        match (self, other) {
+            (
+                FlatNotice::Status { to, device, about, status, custom, version, cause },
+                FlatNotice::Status {
+                    to: other_to,
+                    device: other_device,
+                    about: other_about,
+                    status: other_status,
+                    custom: other_custom,
+                    version: other_version,
+                    cause: other_cause,
+                },
+            ) => {
+                (to, device, about, status, custom)
+                    == (other_to, other_device, other_about, other_status, other_custom)
+                    && (version.is_none() || other_version.is_none() || version == other_version)
+                    && (cause.is_none() || other_cause.is_none() || cause == other_cause)
+            }
+            (FlatNotice::Kicked { .. }, FlatNotice::Kicked { .. }) => self == other,
+            _ => false,
+        }
+    }
+
     fn key(&self) -> (&str, &str, u8, &str, u8, &str, Option<u64>) {
         match self {
             FlatNotice::Status { to, device, about, status, custom, version, .. } => {
@@ -128,17 +158,42 @@ impl FlatNotice {
 /// Whether `got` is the multiset `want`, each wanted notice matched by a different one got
 /// ([`FlatNotice::matches`]: what `want` leaves out is not compared).
 pub fn notices_match(want: &[FlatNotice], got: &[FlatNotice]) -> bool {
+    multiset_match(want, got, FlatNotice::matches)
+}
+
+/// Whether `got` and `want` pair up one to one, each pair satisfying `pairs(want, got)`: a
+/// perfect matching, found by augmenting paths, so that an item matching several others (a
+/// notice that leaves its version out) never takes the partner another item needed.
+pub fn multiset_match<W, G>(want: &[W], got: &[G], pairs: impl Fn(&W, &G) -> bool) -> bool {
     if want.len() != got.len() {
         return false;
     }
-    let mut used = vec![false; got.len()];
-    want.iter().all(|w| match (0..got.len()).find(|&i| !used[i] && w.matches(&got[i])) {
-        Some(i) => {
-            used[i] = true;
-            true
+    let edges: Vec<Vec<usize>> = want
+        .iter()
+        .map(|w| got.iter().enumerate().filter(|(_, g)| pairs(w, g)).map(|(i, _)| i).collect())
+        .collect();
+    // partner[g] is the wanted item matched to got item g.
+    let mut partner: Vec<Option<usize>> = vec![None; got.len()];
+    (0..want.len()).all(|w| augment(w, &edges, &mut partner, &mut vec![false; got.len()]))
+}
+
+/// Kuhn's step: finds a partner for wanted item `w`, moving earlier pairs along if needed.
+fn augment(w: usize, edges: &[Vec<usize>], partner: &mut [Option<usize>], seen: &mut [bool]) -> bool {
+    for &g in edges.get(w).map(Vec::as_slice).unwrap_or_default() {
+        let Some(visited) = seen.get_mut(g) else { continue };
+        if *visited {
+            continue;
         }
-        None => false,
-    })
+        *visited = true;
+        let current = partner.get(g).copied().flatten();
+        if current.is_none_or(|other| augment(other, edges, partner, seen)) {
+            if let Some(slot) = partner.get_mut(g) {
+                *slot = Some(w);
+            }
+            return true;
+        }
+    }
+    false
 }
 
 impl PartialOrd for FlatNotice {
@@ -194,12 +249,40 @@ pub fn cause_json(cause: &Cause) -> serde_json::Value {
     json
 }
 
+/// One status of a command's result (R4.6, R6.1): the engine's [`TargetStatus`], with the
+/// version optional, since an implementation may not report versions (R5.6).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ResultStatus {
+    /// The target.
+    pub user: UserId,
+    /// Its status.
+    pub status: UserStatus,
+    /// Its version, where reported.
+    pub version: Option<u64>,
+}
+
+impl ResultStatus {
+    /// Whether `self` and `other` are the same status where both state a version (see
+    /// [`FlatNotice::agrees`]).
+    pub fn agrees(&self, other: &ResultStatus) -> bool {
+        self.user == other.user
+            && self.status == other.status
+            && (self.version.is_none() || other.version.is_none() || self.version == other.version)
+    }
+}
+
+impl From<TargetStatus> for ResultStatus {
+    fn from(t: TargetStatus) -> Self {
+        ResultStatus { user: t.user, status: t.status, version: Some(t.version) }
+    }
+}
+
 /// The result of a command (or tick) that succeeded.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Response {
     /// The statuses a `get_status` or `subscribe` returns, in request order (R4.6, R6.1);
     /// `None` for every other command.
-    pub statuses: Option<Vec<TargetStatus>>,
+    pub statuses: Option<Vec<ResultStatus>>,
     /// Every delivery of the notices, sorted ([`FlatNotice`]'s order); the same notice to the
     /// same device twice would show twice.
     pub notices: Vec<FlatNotice>,
@@ -214,7 +297,7 @@ impl Response {
         notices.sort();
         let (statuses, disconnected) = match reply {
             Reply::Done => (None, None),
-            Reply::Statuses(list) => (Some(list), None),
+            Reply::Statuses(list) => (Some(list.into_iter().map(ResultStatus::from).collect()), None),
             Reply::Disconnected { sessions, .. } => (None, Some(sessions)),
         };
         Response { statuses, notices, disconnected }

@@ -25,10 +25,18 @@ pub trait Subject {
     fn subscriptions(&self, user: &str) -> Vec<UserId>;
     /// The friends of `user`, sorted (R5.4).
     fn friends(&self, user: &str) -> Vec<UserId>;
-    /// Stops and starts again over what was stored (R8.2): with `Some(at_ms)`, every restored
-    /// session is disconnected at that time before anything else (R8.4). Only a storage
-    /// failure can refuse it.
-    fn restart(&mut self, disconnect_at_ms: Option<u64>) -> Result<(), Refusal>;
+    /// Stops and starts again over what was stored (R8.2), at `at_ms` (the time of a trace's
+    /// `restart` line): with `disconnect`, every restored session is disconnected at that time
+    /// before anything else (R8.4). Only a storage failure can refuse it.
+    fn restart(&mut self, at_ms: u64, disconnect: bool) -> Result<(), Refusal>;
+    /// Whether the subject itself broke, as opposed to the system it drives answering wrongly:
+    /// an adapter program that died, answered garbage or did not answer in time
+    /// ([`crate::exec`]). Runners check it after every call, stop at the first fault and report
+    /// it apart from differences (`presence conform` exits with 2). A subject in the same
+    /// process cannot break this way and keeps the default, `None`.
+    fn fault(&self) -> Option<String> {
+        None
+    }
     /// After the last command: rebuilds the state from the event log alone and says how it
     /// differs from the live state, if it does (R8.1). A subject without a log returns `Ok`.
     fn finish(self) -> Result<(), String>
@@ -109,9 +117,9 @@ impl<S: EventStore> Subject for EngineSubject<S> {
         self.engine.as_ref().map(|e| e.friends(user)).unwrap_or_default()
     }
 
-    fn restart(&mut self, disconnect_at_ms: Option<u64>) -> Result<(), Refusal> {
+    fn restart(&mut self, at_ms: u64, disconnect: bool) -> Result<(), Refusal> {
         let engine = self.engine.take().ok_or_else(lost)?;
-        self.engine = Some(reopen(engine, disconnect_at_ms)?);
+        self.engine = Some(reopen(engine, disconnect.then_some(at_ms))?);
         Ok(())
     }
 

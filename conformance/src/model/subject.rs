@@ -32,8 +32,8 @@ impl Subject for Model {
         Model::friends(self, user)
     }
 
-    fn restart(&mut self, disconnect_at_ms: Option<u64>) -> Result<(), Refusal> {
-        Model::restart(self, disconnect_at_ms);
+    fn restart(&mut self, at_ms: u64, disconnect: bool) -> Result<(), Refusal> {
+        Model::restart(self, disconnect.then_some(at_ms));
         Ok(())
     }
 

@@ -20,6 +20,7 @@
 
 mod parse;
 mod run;
+mod write;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -28,8 +29,13 @@ use presence_engine::EventStore;
 use presence_storage_mem::MemStore;
 use presence_storage_sled::{Durability, SledStore};
 
+pub(crate) use parse::{check_object, notice_object, status_object, Fields};
 pub use parse::{parse, Check, Expectation, ExpectedStatus, Item, Op, ParseError, Trace};
-pub use run::{run_trace, Failure};
+pub use run::{run_trace, run_trace_checked, Failure, SubjectFault, TraceRun};
+pub(crate) use write::quote;
+pub use write::{
+    check_line, config_line, expectation_line, notice_json, status_json, step_line, TraceWriter,
+};
 
 use crate::model::Model;
 use crate::subject::EngineSubject;
@@ -71,6 +77,9 @@ pub enum Verdict {
     Failed,
     /// The trace could not be read or parsed.
     Unreadable,
+    /// The subject itself broke ([`Subject::fault`](crate::Subject::fault): an adapter died,
+    /// answered garbage or timed out); no trace after it runs.
+    Broken,
 }
 
 /// Runs the traces named by `paths` (files, or directories searched recursively for
@@ -78,8 +87,19 @@ pub enum Verdict {
 /// `N passed, M failed` line to `out`. Returns the exit status: 0, 1 or 2 as described in the
 /// module documentation. Errors writing to `out` are ignored; the status still tells.
 pub fn run_paths<P: AsRef<Path>>(paths: &[P], targets: &[Target], out: &mut impl Write) -> i32 {
+    run_paths_with(paths, out, |name, text, out| run_one(name, text, targets, out))
+}
+
+/// As [`run_paths`], with each trace run by `run_one(name, text, out)`, which writes its
+/// failures and says how it went; after a [`Verdict::Broken`] no other trace runs, and the
+/// status is 2.
+pub fn run_paths_with<P: AsRef<Path>, W: Write>(
+    paths: &[P],
+    out: &mut W,
+    mut run_one: impl FnMut(&str, &str, &mut W) -> Verdict,
+) -> i32 {
     let mut verdicts = Vec::new();
-    for path in paths {
+    'paths: for path in paths {
         let path = path.as_ref();
         match trace_files(path) {
             Ok(files) if files.is_empty() => {
@@ -90,13 +110,16 @@ pub fn run_paths<P: AsRef<Path>>(paths: &[P], targets: &[Target], out: &mut impl
                 for file in files {
                     let name = file.display().to_string();
                     let verdict = match std::fs::read_to_string(&file) {
-                        Ok(text) => run_one(&name, &text, targets, out),
+                        Ok(text) => run_one(&name, &text, out),
                         Err(e) => {
                             let _ = writeln!(out, "{name}: cannot read: {e}");
                             Verdict::Unreadable
                         }
                     };
                     verdicts.push(verdict);
+                    if verdict == Verdict::Broken {
+                        break 'paths;
+                    }
                 }
             }
             Err(e) => {
@@ -119,7 +142,7 @@ fn summarize(verdicts: &[Verdict], out: &mut impl Write) -> i32 {
     let passed = verdicts.iter().filter(|v| **v == Verdict::Passed).count();
     let failed = verdicts.len() - passed;
     let _ = writeln!(out, "{passed} passed, {failed} failed");
-    if verdicts.contains(&Verdict::Unreadable) {
+    if verdicts.iter().any(|v| matches!(v, Verdict::Unreadable | Verdict::Broken)) {
         2
     } else if failed > 0 {
         1

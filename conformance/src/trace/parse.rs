@@ -1,11 +1,9 @@
 //! Reading a trace (docs/TRACE-FORMAT.md) into a [`Trace`]. Never panics, whatever the text.
 
-use presence_engine::{
-    Cause, CauseKind, Command, Config, DeviceId, GeneralStatus, TargetStatus, UserId, UserStatus,
-};
+use presence_engine::{Cause, CauseKind, Command, Config, DeviceId, GeneralStatus, UserId, UserStatus};
 use serde_json::{Map, Value};
 
-use crate::observe::FlatNotice;
+use crate::observe::{FlatNotice, ResultStatus};
 
 /// A parsed trace: its configuration and its commands and checks, each with its line number.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,8 +81,10 @@ pub struct ExpectedStatus {
 
 impl ExpectedStatus {
     /// Whether `got` is this status (and this version, when one is stated).
-    pub fn matches(&self, got: &TargetStatus) -> bool {
-        self.user == got.user && self.status == got.status && self.version.is_none_or(|v| v == got.version)
+    pub fn matches(&self, got: &ResultStatus) -> bool {
+        self.user == got.user
+            && self.status == got.status
+            && self.version.is_none_or(|v| got.version == Some(v))
     }
 }
 
@@ -288,6 +288,24 @@ fn check(fields: &mut Fields) -> Result<Check, String> {
     }
 }
 
+/// A whole check object, as an adapter answers one (docs/CONFORMANCE-PROTOCOL.md).
+pub(crate) fn check_object(object: Map<String, Value>) -> Result<Check, String> {
+    let mut fields = Fields::new(object);
+    let check = check(&mut fields)?;
+    fields.done()?;
+    Ok(check)
+}
+
+/// A status `S` of a result, from a trace or an adapter's answer.
+pub(crate) fn status_object(object: Map<String, Value>) -> Result<ExpectedStatus, String> {
+    expected_status(object)
+}
+
+/// A notice `N`, from a trace or an adapter's answer.
+pub(crate) fn notice_object(object: Map<String, Value>) -> Result<FlatNotice, String> {
+    notice(object)
+}
+
 /// `"status"` and `"custom"` of an `S`, a status notice or a status check.
 fn user_status(fields: &mut Fields) -> Result<UserStatus, String> {
     let name = fields.string("status")?;
@@ -351,24 +369,24 @@ fn cause(value: Value) -> Result<Cause, String> {
 }
 
 /// The fields of one JSON object, taken one by one; [`Fields::done`] refuses the rest.
-struct Fields {
+pub(crate) struct Fields {
     object: Map<String, Value>,
 }
 
 impl Fields {
-    fn new(object: Map<String, Value>) -> Self {
+    pub(crate) fn new(object: Map<String, Value>) -> Self {
         Self { object }
     }
 
-    fn has(&self, key: &str) -> bool {
+    pub(crate) fn has(&self, key: &str) -> bool {
         self.object.contains_key(key)
     }
 
-    fn take(&mut self, key: &str) -> Result<Value, String> {
+    pub(crate) fn take(&mut self, key: &str) -> Result<Value, String> {
         self.object.remove(key).ok_or_else(|| format!("missing {key:?}"))
     }
 
-    fn string(&mut self, key: &str) -> Result<String, String> {
+    pub(crate) fn string(&mut self, key: &str) -> Result<String, String> {
         match self.take(key)? {
             Value::String(s) => Ok(s),
             other => Err(format!("{key:?} must be a string, not {other}")),
@@ -376,7 +394,7 @@ impl Fields {
     }
 
     /// `key` if present: a string.
-    fn optional_string(&mut self, key: &str) -> Result<Option<String>, String> {
+    pub(crate) fn optional_string(&mut self, key: &str) -> Result<Option<String>, String> {
         match self.has(key) {
             true => self.string(key).map(Some),
             false => Ok(None),
@@ -384,14 +402,14 @@ impl Fields {
     }
 
     /// `key` if present: a non-negative integer.
-    fn optional_u64(&mut self, key: &str) -> Result<Option<u64>, String> {
+    pub(crate) fn optional_u64(&mut self, key: &str) -> Result<Option<u64>, String> {
         match self.has(key) {
             true => self.u64(key).map(Some),
             false => Ok(None),
         }
     }
 
-    fn u64(&mut self, key: &str) -> Result<u64, String> {
+    pub(crate) fn u64(&mut self, key: &str) -> Result<u64, String> {
         match self.take(key)? {
             Value::Number(n) => {
                 n.as_u64().ok_or_else(|| format!("{key:?} must be a non-negative integer, not {n}"))
@@ -400,14 +418,14 @@ impl Fields {
         }
     }
 
-    fn array(&mut self, key: &str) -> Result<Vec<Value>, String> {
+    pub(crate) fn array(&mut self, key: &str) -> Result<Vec<Value>, String> {
         match self.take(key)? {
             Value::Array(list) => Ok(list),
             other => Err(format!("{key:?} must be an array, not {other}")),
         }
     }
 
-    fn strings(&mut self, key: &str) -> Result<Vec<String>, String> {
+    pub(crate) fn strings(&mut self, key: &str) -> Result<Vec<String>, String> {
         let list = self.array(key)?;
         list.into_iter()
             .map(|v| match v {
@@ -417,7 +435,7 @@ impl Fields {
             .collect()
     }
 
-    fn objects(&mut self, key: &str) -> Result<Vec<Map<String, Value>>, String> {
+    pub(crate) fn objects(&mut self, key: &str) -> Result<Vec<Map<String, Value>>, String> {
         let list = self.array(key)?;
         list.into_iter()
             .map(|v| match v {
@@ -427,7 +445,7 @@ impl Fields {
             .collect()
     }
 
-    fn done(self) -> Result<(), String> {
+    pub(crate) fn done(self) -> Result<(), String> {
         match self.object.keys().next() {
             None => Ok(()),
             Some(key) => Err(format!("unknown field {key:?}")),

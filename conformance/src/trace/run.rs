@@ -1,10 +1,10 @@
 //! Running a parsed [`Trace`] against a [`Subject`] and saying what did not hold.
 
-use presence_engine::{TargetStatus, UserStatus};
+use presence_engine::UserStatus;
 use serde_json::json;
 
 use super::parse::{Check, Expectation, ExpectedStatus, Item, Op, Trace};
-use crate::observe::{notices_match, FlatNotice, Refusal, Response};
+use crate::observe::{notices_match, FlatNotice, Refusal, Response, ResultStatus};
 use crate::subject::Subject;
 
 /// One expectation or check that did not hold: `FILE:LINE: expected ..., got ...`.
@@ -19,26 +19,70 @@ pub struct Failure {
 }
 
 /// Runs `trace` on `subject` to its end, then the subject's replay check (R8.1), and returns
-/// every failure in line order (the replay check reports at the trace's last line).
-pub fn run_trace<T: Subject>(trace: &Trace, mut subject: T) -> Vec<Failure> {
+/// every failure in line order (the replay check reports at the trace's last line). If the
+/// subject breaks ([`Subject::fault`]), the run stops there and the fault is the last failure.
+pub fn run_trace<T: Subject>(trace: &Trace, subject: T) -> Vec<Failure> {
+    let TraceRun { mut failures, fault } = run_trace_checked(trace, subject);
+    if let Some(fault) = fault {
+        failures.push(Failure {
+            line: fault.line,
+            expected: "the subject to keep answering".into(),
+            got: fault.message,
+        });
+    }
+    failures
+}
+
+/// What running a trace found: the failures, and whether the subject broke.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceRun {
+    /// Every expectation or check that did not hold, in line order, up to the fault if any.
+    pub failures: Vec<Failure>,
+    /// Where the subject broke ([`Subject::fault`]), if it did; the run stopped there.
+    pub fault: Option<SubjectFault>,
+}
+
+/// A subject that broke while running a trace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubjectFault {
+    /// The line being run (1-based).
+    pub line: usize,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// As [`run_trace`], with the subject's fault kept apart from the failures.
+pub fn run_trace_checked<T: Subject>(trace: &Trace, mut subject: T) -> TraceRun {
     let mut failures = Vec::new();
+    let broke = |subject: &T, line: usize| subject.fault().map(|message| SubjectFault { line, message });
+    if let Some(fault) = broke(&subject, 1) {
+        return TraceRun { failures, fault: Some(fault) };
+    }
     for item in &trace.items {
-        match item {
+        let line = match item {
             Item::Step { line, at_ms, op, expectations } => {
                 let result = match op {
                     Op::Command(command) => subject.execute(command.clone(), *at_ms),
                     Op::Tick => subject.tick(*at_ms),
                     Op::Restart { disconnect } => {
-                        subject.restart(disconnect.then_some(*at_ms)).map(|()| Response::default())
+                        subject.restart(*at_ms, *disconnect).map(|()| Response::default())
                     }
                 };
+                if let Some(fault) = broke(&subject, *line) {
+                    return TraceRun { failures, fault: Some(fault) };
+                }
                 check_step(*line, &result, expectations, &mut failures);
+                *line
             }
             Item::Check { line, check } => {
                 if let Some((expected, got)) = check_state(&subject, check) {
                     failures.push(Failure { line: *line, expected, got });
                 }
+                *line
             }
+        };
+        if let Some(fault) = broke(&subject, line) {
+            return TraceRun { failures, fault: Some(fault) };
         }
     }
     if let Err(difference) = subject.finish() {
@@ -48,7 +92,7 @@ pub fn run_trace<T: Subject>(trace: &Trace, mut subject: T) -> Vec<Failure> {
             got: difference.replace('\n', " "),
         });
     }
-    failures
+    TraceRun { failures, fault: None }
 }
 
 fn check_step(
@@ -144,13 +188,16 @@ fn status_text(status: &UserStatus) -> String {
     json!({"status": status.general.name(), "custom": &*status.custom}).to_string()
 }
 
-fn statuses_text(list: &[TargetStatus]) -> String {
+fn statuses_text(list: &[ResultStatus]) -> String {
     let items: Vec<String> = list
         .iter()
         .map(|t| {
-            json!({"user": t.user.as_str(), "status": t.status.general.name(), "custom": &*t.status.custom,
-                   "version": t.version})
-            .to_string()
+            let mut item =
+                json!({"user": t.user.as_str(), "status": t.status.general.name(), "custom": &*t.status.custom});
+            if let Some(version) = t.version {
+                item["version"] = version.into();
+            }
+            item.to_string()
         })
         .collect();
     format!("[{}]", items.join(", "))
