@@ -1,7 +1,7 @@
 //! `presence conform`: conformance traces on the engine or the model, the same traces or
 //! random cases on any implementation behind an adapter program, and generated traces.
 //!
-//! - `presence conform FILE_OR_DIR... [--store mem|sled|model]`: the traces on this engine.
+//! - `presence conform FILE_OR_DIR... [--store mem|sled|model|sharded:N]`: the traces on this engine.
 //! - `presence conform --exec CMD FILE_OR_DIR...`: the traces on the adapter `CMD`.
 //! - `presence conform --exec CMD [--cases N] [--seed S] [--ops LIST] [--out DIR]`: random
 //!   cases on the adapter against the reference model; the first failure is shrunk and saved
@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::ValueEnum;
 use presence_conformance::exec::{run_traces, Adapter};
 use presence_conformance::kit::{self, KitOptions, Ops};
 use presence_conformance::trace::{run_paths, Target};
@@ -35,9 +34,11 @@ pub struct Args {
     #[arg(value_name = "FILE_OR_DIR")]
     paths: Vec<PathBuf>,
     /// Where to run each trace; repeat for several. Default: every storage backend.
-    /// `model` runs the reference model instead of the engine.
-    #[arg(long, value_enum, value_name = "STORE", conflicts_with_all = ["exec", "generate"])]
-    store: Vec<StoreArg>,
+    /// `mem`, `sled`: the engine on that store; `model`: the reference model instead of the
+    /// engine; `sharded:N`: a sharded deployment of N shards in memory (docs/SPEC.md R9),
+    /// each step waiting until the shards are at rest.
+    #[arg(long, value_name = "STORE", value_parser = Target::parse, conflicts_with_all = ["exec", "generate"])]
+    store: Vec<Target>,
     /// An adapter program to check instead of this engine, speaking JSON lines on its standard
     /// input and output (docs/CONFORMANCE-PROTOCOL.md). Split into words as a shell would, but
     /// run without one. With traces, runs them; without, runs random cases.
@@ -69,27 +70,6 @@ pub struct Args {
     /// How long the adapter may take to answer one request, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 10_000)]
     timeout_ms: u64,
-}
-
-/// The values of `--store`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum StoreArg {
-    /// The engine over the in-memory store.
-    Mem,
-    /// The engine over a temporary sled store.
-    Sled,
-    /// The reference model of the conformance crate.
-    Model,
-}
-
-impl StoreArg {
-    fn target(self) -> Target {
-        match self {
-            StoreArg::Mem => Target::Mem,
-            StoreArg::Sled => Target::Sled,
-            StoreArg::Model => Target::Model,
-        }
-    }
 }
 
 /// Runs the subcommand and returns the exit status.
@@ -132,8 +112,8 @@ fn dispatch(args: &Args, out: &mut impl Write) -> Result<u8, String> {
     }
     let mut targets: Vec<Target> = Vec::new();
     for store in &args.store {
-        if !targets.contains(&store.target()) {
-            targets.push(store.target());
+        if !targets.contains(store) {
+            targets.push(*store);
         }
     }
     if targets.is_empty() {

@@ -22,7 +22,7 @@ fn last_line(output: &Output) -> String {
 #[test]
 fn the_conformance_traces_pass_on_every_store() {
     let count = std::fs::read_dir(traces_dir()).unwrap().count();
-    for store in [None, Some("mem"), Some("sled"), Some("model")] {
+    for store in [None, Some("mem"), Some("sled"), Some("model"), Some("sharded:3")] {
         let dir = traces_dir();
         let mut args = vec!["conform", dir.to_str().unwrap()];
         if let Some(store) = store {
@@ -31,6 +31,17 @@ fn the_conformance_traces_pass_on_every_store() {
         let output = presence(&args);
         assert_eq!(output.status.code(), Some(0), "{store:?}: {}", String::from_utf8_lossy(&output.stdout));
         assert_eq!(last_line(&output), format!("{count} passed, 0 failed"));
+    }
+}
+
+#[test]
+fn an_unknown_store_is_refused_with_the_ones_there_are() {
+    for bad in ["sharded:0", "sharded:x", "sharded", "postgres"] {
+        let dir = traces_dir();
+        let output = presence(&["conform", dir.to_str().unwrap(), "--store", bad]);
+        assert_eq!(output.status.code(), Some(2), "{bad}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("mem, sled, model or sharded:N"), "{bad}: {stderr}");
     }
 }
 

@@ -40,6 +40,7 @@ pub mod kit;
 pub mod lockstep;
 pub mod model;
 pub mod observe;
+pub mod sharded;
 pub mod subject;
 pub mod trace;
 

@@ -44,6 +44,20 @@ fn every_trace_passes_on_the_engine_and_the_model() {
     }
 }
 
+/// R9.4: every trace also passes on sharded deployments, each step waiting until the shards
+/// are at rest (what `presence conform --store sharded:N` runs).
+#[test]
+fn every_trace_passes_on_sharded_deployments() {
+    let files = trace_files();
+    for target in [Target::Sharded(2), Target::Sharded(3), Target::Sharded(8)] {
+        let mut out = Vec::new();
+        let status = presence_conformance::trace::run_paths(&[traces_dir()], &[target], &mut out);
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(status, 0, "on {}:\n{out}", target.name());
+        assert_eq!(out.lines().last(), Some(format!("{} passed, 0 failed", files.len()).as_str()));
+    }
+}
+
 /// The rule ids of docs/SPEC.md (`R` digits `.` digits), without a regex crate.
 fn rule_ids(text: &str) -> BTreeSet<String> {
     let mut ids = BTreeSet::new();

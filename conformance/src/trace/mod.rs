@@ -25,7 +25,7 @@ mod write;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use presence_engine::EventStore;
+use presence_engine::{EventStore, ShardMap};
 use presence_storage_mem::MemStore;
 use presence_storage_sled::{Durability, SledStore};
 
@@ -38,6 +38,7 @@ pub use write::{
 };
 
 use crate::model::Model;
+use crate::sharded::ShardedSubject;
 use crate::subject::EngineSubject;
 
 /// What a trace runs on.
@@ -49,15 +50,32 @@ pub enum Target {
     Sled,
     /// The reference model (no store; the replay check does not apply).
     Model,
+    /// A sharded deployment of this many shards in memory, on two runtime threads, users
+    /// placed by the hash (R9): every step waits until the shards are at rest (R9.4).
+    Sharded(u32),
 }
 
 impl Target {
     /// The name used in messages and on the command line.
-    pub fn name(self) -> &'static str {
+    pub fn name(self) -> String {
         match self {
-            Target::Mem => "mem",
-            Target::Sled => "sled",
-            Target::Model => "model",
+            Target::Mem => "mem".into(),
+            Target::Sled => "sled".into(),
+            Target::Model => "model".into(),
+            Target::Sharded(shards) => format!("sharded:{shards}"),
+        }
+    }
+
+    /// Reads a name: `mem`, `sled`, `model` or `sharded:N` (N from 1 to 1024).
+    pub fn parse(name: &str) -> Result<Target, String> {
+        match name {
+            "mem" => Ok(Target::Mem),
+            "sled" => Ok(Target::Sled),
+            "model" => Ok(Target::Model),
+            _ => match name.strip_prefix("sharded:").map(str::parse::<u32>) {
+                Some(Ok(shards @ 1..=1024)) => Ok(Target::Sharded(shards)),
+                _ => Err(format!("{name:?}: a target is mem, sled, model or sharded:N (N from 1 to 1024)")),
+            },
         }
     }
 
@@ -196,6 +214,13 @@ pub fn run_on(trace: &Trace, target: Target) -> Result<Vec<Failure>, String> {
             let subject = EngineSubject::open(trace.config.clone(), store).map_err(|e| e.to_string())?;
             Ok(run_trace(trace, subject))
         }
+        Target::Sharded(shards) => {
+            let stores = (0..shards).map(|_| MemStore::new()).collect();
+            let map = ShardMap::new(shards);
+            let subject =
+                ShardedSubject::open(trace.config.clone(), map, stores, 2).map_err(|e| e.to_string())?;
+            Ok(run_trace(trace, subject))
+        }
     }
 }
 
@@ -207,6 +232,7 @@ pub fn open_store(target: Target) -> Result<Box<dyn EventStore>, String> {
             Ok(Box::new(SledStore::temporary(Durability::GroupCommit).map_err(|e| e.to_string())?))
         }
         Target::Model => Err("the model has no store".into()),
+        Target::Sharded(_) => Err("a sharded deployment has a store per shard".into()),
     }
 }
 

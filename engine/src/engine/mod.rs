@@ -48,7 +48,7 @@ pub struct Engine<S> {
     config: Config,
     store: S,
     state: State,
-    recovery: Recovery,
+    pub(crate) recovery: Recovery,
     /// Fan-out scratch: users already listed as recipients of the notice being built (R5.2).
     recipient_marks: Marks,
     /// Users an event of the current step touched (R5.1), with where they are in its list.
@@ -190,6 +190,16 @@ impl<S: EventStore> Engine<S> {
     /// that status and its version.
     pub fn watch_table(&self) -> Vec<(UserId, crate::UserStatus, u64)> {
         self.view().watch_table()
+    }
+
+    /// Fixes the recovery time (R8.2) at `at_ms` if no command or tick has fixed it since the
+    /// engine was opened: for a host that runs several engines as one deployment, whose
+    /// recovery time is that of the first command or tick any of them takes (R9.4).
+    pub fn resume_at(&mut self, at_ms: u64) {
+        self.discard_leaked_group();
+        if self.state.recovered_at_ms.is_none() {
+            self.state.recovered_at_ms = Some(at_ms.min(TIME_MS_MAX));
+        }
     }
 
     /// Which engine a [`SessionHandle`] came from.

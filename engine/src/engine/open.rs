@@ -112,7 +112,7 @@ impl<S: EventStore> Engine<S> {
 
     /// Disconnects every connected session at `at_ms` (R8.4), in as many batches as it takes.
     /// Nobody is left connected to hear of it, so there are no notices to hand out.
-    fn disconnect_restored(&mut self, at_ms: u64) -> Result<u64, Error> {
+    pub(crate) fn disconnect_restored(&mut self, at_ms: u64) -> Result<u64, Error> {
         let mut disconnected = 0;
         loop {
             let mut group = self.group();

@@ -29,6 +29,8 @@ pub enum RuntimeError {
     /// The queue was full (only from the calls that do not wait: [`Handle::try_submit`] and
     /// the like hand the request back in a [`TrySendError`] instead).
     Full,
+    /// [`Handle::quiesce`] gave up: the deployment did not come to rest in time.
+    TimedOut,
 }
 
 impl RuntimeError {
@@ -47,6 +49,7 @@ impl fmt::Display for RuntimeError {
             RuntimeError::Refused(e) => write!(f, "{e}"),
             RuntimeError::Stopped => f.write_str("the presence runtime has stopped"),
             RuntimeError::Full => f.write_str("the presence runtime's queue is full"),
+            RuntimeError::TimedOut => f.write_str("the presence runtime did not come to rest in time"),
         }
     }
 }
@@ -130,9 +133,11 @@ pub(crate) struct Shared {
     pub in_flight: AtomicUsize,
     /// Messages between the threads of a sharded deployment not yet handled.
     pub peer_pending: AtomicU64,
-    /// The latest time a host gave a request (R1.3 across shards: a shard that did not see
-    /// that request still counts an earlier time as this one).
+    /// The latest time any shard adopted (R1.3 across shards: a command or tick that comes
+    /// with an earlier time runs at this one, whichever shard adopted it).
     pub latest_ms: AtomicU64,
+    /// The first time a shard adopted since the deployment started (`u64::MAX` before).
+    pub recovery_ms: AtomicU64,
     pub queue_capacity: usize,
 }
 
@@ -144,13 +149,26 @@ impl Shared {
             in_flight: AtomicUsize::new(0),
             peer_pending: AtomicU64::new(0),
             latest_ms: AtomicU64::new(0),
+            recovery_ms: AtomicU64::new(u64::MAX),
             queue_capacity,
         }
     }
 
-    /// `at_ms`, or the latest time a host gave a request if that is later (R1.3).
-    pub(crate) fn latest(&self, at_ms: u64) -> u64 {
-        self.latest_ms.fetch_max(at_ms, Ordering::SeqCst).max(at_ms)
+    /// `at_ms`, or the latest time adopted if that is later (R1.3).
+    pub(crate) fn at_least_latest(&self, at_ms: u64) -> u64 {
+        self.latest_ms.load(Ordering::Relaxed).max(at_ms)
+    }
+
+    /// A shard adopted `at_ms` (a command that succeeded, a tick). The first time adopted
+    /// is the deployment's recovery time (R8.2).
+    pub(crate) fn adopt(&self, at_ms: u64) {
+        self.latest_ms.fetch_max(at_ms, Ordering::Relaxed);
+        let _ = self.recovery_ms.compare_exchange(u64::MAX, at_ms, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// The deployment's recovery time, once a shard has adopted a time.
+    pub(crate) fn recovery(&self) -> Option<u64> {
+        Some(self.recovery_ms.load(Ordering::Relaxed)).filter(|&t| t != u64::MAX)
     }
 
     /// Starts queueing a request, unless the runtime has stopped. A request left in a queue
@@ -282,9 +300,11 @@ impl Handle {
     }
 
     fn send_maybe_at(&self, command: Command, at_ms: Option<u64>) -> Result<PendingReply, RuntimeError> {
-        let at_ms = at_ms.map(|at| self.shared.latest(at));
         if let Command::DisconnectSessions { .. } = command {
-            // Every shard disconnects its own sessions; the replies add up.
+            // Every shard disconnects its own sessions, and the replies add up. Like a tick it
+            // is a barrier (R9.4: recipients once the whole command is applied, R5.3), so it
+            // reaches every thread in the ticks' order.
+            let _order = self.routes.tick_order.lock().unwrap_or_else(PoisonError::into_inner);
             return self.broadcast(Gather::disconnected(), |reply, shard| Message::Command {
                 shard,
                 command: command.clone(),
@@ -463,7 +483,6 @@ impl Handle {
     /// A tick of every shard. In a deployment of several threads, ticks are queued to every
     /// thread in one order (R9.4: a tick is a barrier across shards).
     pub(crate) fn tick_maybe_at(&self, at_ms: Option<u64>) -> Result<PendingReply<()>, RuntimeError> {
-        let at_ms = at_ms.map(|at| self.shared.latest(at));
         let _order = self.routes.tick_order.lock().unwrap_or_else(PoisonError::into_inner);
         self.broadcast(Gather::unit(), |reply, _| Message::Tick { at_ms, reply })
     }
@@ -482,19 +501,23 @@ impl Handle {
     /// arriving from elsewhere it may take a while; it gives up after `timeout`.
     pub fn quiesce(&self, timeout: Duration) -> Result<(), RuntimeError> {
         let deadline = Instant::now() + timeout;
+        let mut pause = Duration::from_micros(50);
         loop {
             let barrier = self.broadcast(Gather::unit(), |reply, _| Message::Barrier { reply })?;
             let left = deadline.saturating_duration_since(Instant::now());
             match barrier.wait_timeout(left) {
                 Ok(result) => result?,
-                Err(_) => return Err(RuntimeError::Full),
+                Err(_) => return Err(RuntimeError::TimedOut),
             }
             if self.shared.peer_pending.load(Ordering::SeqCst) == 0 {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(RuntimeError::Full);
+                return Err(RuntimeError::TimedOut);
             }
+            // The shards are still talking: give them the processor rather than a barrier.
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(5));
         }
     }
 

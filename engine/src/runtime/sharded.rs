@@ -15,7 +15,7 @@ use super::peer::PeerRoutes;
 use super::worker::Worker;
 use super::{stopped, Clock, NoticeSink, RuntimeConfig, RuntimeStats};
 use crate::config::Config;
-use crate::engine::{Engine, EngineOptions};
+use crate::engine::{Engine, EngineOptions, RestoredSessions};
 use crate::error::Error;
 use crate::shard::{ShardMap, ShardOf};
 use crate::store::EventStore;
@@ -93,6 +93,9 @@ impl<S: EventStore + Send + 'static> ShardedRuntime<S> {
     ) -> (ShardedRuntime<S>, Handle) {
         let queue_capacity = config.queue_capacity.max(1);
         let shared = Arc::new(Shared::new(queue_capacity));
+        // R1.3 across shards: the latest time is the newest any shard has seen.
+        let latest = engines.iter().map(Engine::now_ms).max().unwrap_or(0);
+        shared.latest_ms.store(latest, std::sync::atomic::Ordering::Relaxed);
         let thread_of: Vec<usize> = (0..engines.len()).map(|s| s % threads).collect();
         let shard_of_instance: FxHashMap<u32, u32> =
             engines.iter().enumerate().map(|(s, e)| (e.instance(), s as u32)).collect();
@@ -227,6 +230,10 @@ impl<S> Drop for ShardedRuntime<S> {
 /// on its own thread so that their replays run in parallel, with `options` (its `shard` is
 /// set for each). The engines come back in shard order, for [`ShardedRuntime::spawn`].
 ///
+/// [`RestoredSessions::Disconnect`] disconnects every shard's sessions at the deployment's
+/// time: the given time, or the latest any shard has logged if that is later (R1.3), as one
+/// engine would.
+///
 /// # Errors
 /// The first shard's failure to open, naming the shard.
 pub fn open_shards<S: EventStore + Send>(
@@ -241,7 +248,8 @@ pub fn open_shards<S: EventStore + Send>(
             .enumerate()
             .map(|(index, store)| {
                 let shard = Some(ShardOf { map: map.clone(), index: index as u32 });
-                let options = EngineOptions { shard, ..options.clone() };
+                let options =
+                    EngineOptions { shard, restored_sessions: RestoredSessions::Keep, ..options.clone() };
                 scope.spawn(move || Engine::open_with(config.clone(), store, options))
             })
             .collect();
@@ -251,6 +259,13 @@ pub fn open_shards<S: EventStore + Send>(
                 Ok(Ok(engine)) => engines.push(engine),
                 Ok(Err(e)) => return Err(e.in_shard(index)),
                 Err(_) => return Err(stopped("opening a shard panicked")),
+            }
+        }
+        if let RestoredSessions::Disconnect { at_ms } = options.restored_sessions {
+            let at_ms = engines.iter().map(Engine::now_ms).fold(at_ms, u64::max);
+            for (index, engine) in engines.iter_mut().enumerate() {
+                let disconnected = engine.disconnect_restored(at_ms).map_err(|e| e.in_shard(index))?;
+                engine.recovery.sessions_disconnected = disconnected;
             }
         }
         Ok(engines)

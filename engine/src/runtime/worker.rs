@@ -89,9 +89,23 @@ impl<S> Slot<S> {
 
 /// A request that waits until every shard of the thread is idle: ticks are barriers (R9.4).
 enum Global {
-    Tick { at_ms: Option<u64>, reply: ReplyTo<()> },
-    Snapshot { reply: ReplyTo<u64> },
-    Barrier { reply: ReplyTo<()> },
+    Tick {
+        at_ms: Option<u64>,
+        reply: ReplyTo<()>,
+    },
+    /// `disconnect_sessions`, which every shard runs on its own sessions.
+    Disconnect {
+        command: Command,
+        at_ms: Option<u64>,
+        reply: ReplyTo<Reply>,
+        queued_at: Instant,
+    },
+    Snapshot {
+        reply: ReplyTo<u64>,
+    },
+    Barrier {
+        reply: ReplyTo<()>,
+    },
     Shutdown,
 }
 
@@ -356,14 +370,7 @@ impl<S: EventStore, C: Clock, N: NoticeSink> Worker<S, C, N> {
                 reply,
                 queued_at,
                 ..
-            } => {
-                // Every shard of the thread disconnects its own sessions; the replies add up.
-                let parts = reply.split(self.slots.len(), add_disconnected);
-                for (slot, reply) in self.slots.iter_mut().zip(parts) {
-                    let command = command.clone();
-                    slot.queue.push_back(Work::Command { command, at_ms, reply, queued_at, mirrored: false });
-                }
-            }
+            } => self.global = Some(Global::Disconnect { command, at_ms, reply, queued_at }),
             Message::Command { shard, command, at_ms, reply, queued_at } => {
                 let work = Work::Command { command, at_ms, reply, queued_at, mirrored: false };
                 self.file(shard, work);
@@ -410,6 +417,19 @@ impl<S: EventStore, C: Clock, N: NoticeSink> Worker<S, C, N> {
                 }
                 Ok(None)
             }
+            Some(Global::Disconnect { command, at_ms, reply, queued_at }) => {
+                // A barrier as a tick is: what it changes reaches other shards once they have
+                // run it too (R9.4, R5.3).
+                self.epoch += 1;
+                let parts = reply.split(self.slots.len(), add_disconnected);
+                for (i, reply) in parts.into_iter().enumerate() {
+                    let command = command.clone();
+                    let work = Work::Command { command, at_ms, reply, queued_at, mirrored: false };
+                    self.turn(i, vec![work], &RemoteStatuses::new(), 0)?;
+                }
+                self.release_early()?;
+                Ok(None)
+            }
             Some(Global::Snapshot { reply }) => {
                 let parts = reply.split(self.slots.len(), |a, b| a.saturating_add(b));
                 for (i, reply) in parts.into_iter().enumerate() {
@@ -435,6 +455,10 @@ impl<S: EventStore, C: Clock, N: NoticeSink> Worker<S, C, N> {
     fn run_read(&mut self, (shard, read): (u32, ReadJob)) {
         SharedStats::add(&self.shared.stats.reads, 1);
         let Some(&i) = self.slot_of.get(&shard) else { return };
+        if let Some(recovery) = self.shared.recovery() {
+            // Another shard may have fixed the deployment's recovery time (R8.2).
+            self.slots[i].engine.resume_at(recovery);
+        }
         let view = self.slots[i].engine.view();
         // A panicking read loses its own reply (answered `Stopped`), nothing else.
         if catch_unwind(AssertUnwindSafe(|| read(&view))).is_err() {
@@ -646,6 +670,9 @@ impl<S: EventStore, C: Clock, N: NoticeSink> Worker<S, C, N> {
         let _entered = span.enter();
         let now_ms = self.clock.now_ms();
         let slot = &mut self.slots[i];
+        if let Some(recovery) = self.shared.recovery() {
+            slot.engine.resume_at(recovery);
+        }
         // A new group starts when this little room is left in a batch of the store, so that
         // no command's events find the batch full.
         let split_below = slot.engine.store().batch_bytes_max() / 4;
@@ -670,12 +697,15 @@ impl<S: EventStore, C: Clock, N: NoticeSink> Worker<S, C, N> {
                         }
                         _ => None,
                     };
-                    let result =
-                        group.execute_with_remote(command, at_ms.unwrap_or(now_ms), remote).map(|outcome| {
-                            output.notices.extend(outcome.notices);
-                            output.changes.extend(outcome.changes);
-                            outcome.reply
-                        });
+                    let at_ms = self.shared.at_least_latest(at_ms.unwrap_or(now_ms));
+                    let result = group.execute_with_remote(command, at_ms, remote).map(|outcome| {
+                        output.notices.extend(outcome.notices);
+                        output.changes.extend(outcome.changes);
+                        outcome.reply
+                    });
+                    if result.is_ok() {
+                        self.shared.adopt(group.engine().now_ms());
+                    }
                     if let (Some(command), true) = (mirror, result.is_ok()) {
                         output.mirrors.push((command, group.engine().now_ms()));
                     }
@@ -687,7 +717,12 @@ impl<S: EventStore, C: Clock, N: NoticeSink> Worker<S, C, N> {
                     (queued_at, Answer::Command(reply, result))
                 }
                 Work::Heartbeat { session, at_ms, reply, queued_at } => {
-                    (queued_at, Answer::Heartbeat(reply, group.heartbeat(session, at_ms.unwrap_or(now_ms))))
+                    let at_ms = self.shared.at_least_latest(at_ms.unwrap_or(now_ms));
+                    let result = group.heartbeat(session, at_ms);
+                    if result.is_ok() {
+                        self.shared.adopt(group.engine().now_ms());
+                    }
+                    (queued_at, Answer::Heartbeat(reply, result))
                 }
             };
             answers.push((index, queued_at, answer));
@@ -801,10 +836,14 @@ impl<S: EventStore, C: Clock, N: NoticeSink> Worker<S, C, N> {
     /// A tick of every shard of the thread, at `at_ms` or the clock's time; then the messages
     /// from shards that were a tick ahead.
     fn tick_all(&mut self, at_ms: Option<u64>) -> Result<(), Error> {
-        let at_ms = at_ms.unwrap_or_else(|| self.clock.now_ms());
+        let at_ms = self.shared.at_least_latest(at_ms.unwrap_or_else(|| self.clock.now_ms()));
+        self.shared.adopt(at_ms);
         self.epoch += 1;
         let mut failed = None;
         for i in 0..self.slots.len() {
+            if let Some(recovery) = self.shared.recovery() {
+                self.slots[i].engine.resume_at(recovery);
+            }
             let bytes_before = self.slots[i].engine.bytes_appended;
             let mut group = self.slots[i].engine.group();
             let mut output = TurnOutput::default();
