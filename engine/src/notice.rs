@@ -6,8 +6,8 @@
 //! one [`Delivery`] per device, with names, only when the host asks.
 
 use crate::change::Cause;
-use crate::ids::{DeviceId, DeviceKey, UserId, UserKey};
-use crate::state::Interner;
+use crate::ids::{DeviceId, DeviceKey, OwnerId, UserId, UserKey};
+use crate::state::{Interner, Owners};
 use crate::status::UserStatus;
 
 /// One connected device that must be told something, as interned handles. Resolve it to
@@ -79,11 +79,22 @@ pub enum Delivery<'a> {
 pub struct Names<'a> {
     users: &'a Interner<UserId>,
     devices: &'a Interner<DeviceId>,
+    owners: &'a Owners,
 }
 
 impl<'a> Names<'a> {
-    pub(crate) fn new(users: &'a Interner<UserId>, devices: &'a Interner<DeviceId>) -> Self {
-        Self { users, devices }
+    pub(crate) fn new(
+        users: &'a Interner<UserId>,
+        devices: &'a Interner<DeviceId>,
+        owners: &'a Owners,
+    ) -> Self {
+        Self { users, devices, owners }
+    }
+
+    /// The connection owner (R8.5) of a recipient's session, if its login named one: the
+    /// node that holds the device's socket, where a cluster sends the notice.
+    pub fn owner(&self, recipient: Recipient) -> Option<&'a OwnerId> {
+        self.owners.get(recipient.user, recipient.device)
     }
 
     /// The user and device behind a recipient.

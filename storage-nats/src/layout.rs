@@ -32,6 +32,8 @@ pub const HEADER_SNAPSHOT_ID: &str = "Presence-Snapshot-Id";
 pub const HEADER_CHUNK: &str = "Presence-Chunk";
 /// Header of the format marker: [`STORE_FORMAT_VERSION`] in decimal.
 pub const HEADER_FORMAT: &str = "Presence-Format";
+/// On a claim of the log (a format marker that names its new owner): the owner's name.
+pub const HEADER_OWNER: &str = "Presence-Owner";
 
 /// JetStream's de-duplication header.
 pub(crate) const NATS_MSG_ID: &str = "Nats-Msg-Id";

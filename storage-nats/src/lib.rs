@@ -59,11 +59,13 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 mod api;
+mod deployment;
 mod layout;
 mod options;
 mod read;
 mod store;
 
+pub use deployment::{manifest_stream, open_nats_deployment, shard_stream};
 pub use layout::{
     validate_stream_name, SnapshotCommit, Subjects, HEADER_CHUNK, HEADER_COUNT, HEADER_FIRST_SEQ,
     HEADER_FORMAT, HEADER_SNAPSHOT_ID, HEADROOM_BYTES, STORE_FORMAT_VERSION, STREAM_NAME_BYTES_MAX,

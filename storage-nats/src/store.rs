@@ -13,7 +13,7 @@ use crate::api::{
 use crate::layout::BatchPos;
 use crate::layout::{
     meta_payload, stored_header, validate_stream_name, SnapshotCommit, SnapshotPart, Subjects, HEADER_CHUNK,
-    HEADER_COUNT, HEADER_FIRST_SEQ, HEADER_FORMAT, HEADER_SNAPSHOT_ID, HEADROOM_BYTES,
+    HEADER_COUNT, HEADER_FIRST_SEQ, HEADER_FORMAT, HEADER_OWNER, HEADER_SNAPSHOT_ID, HEADROOM_BYTES,
     NATS_EXPECTED_LAST_SEQ, NATS_MSG_ID, STORE_FORMAT_VERSION,
 };
 use crate::options::NatsOptions;
@@ -88,7 +88,7 @@ fn parse_urls(url: &str) -> Result<Vec<ServerAddr>, StoreError> {
     }
 }
 
-async fn connect(options: &NatsOptions) -> Result<async_nats::Client, StoreError> {
+pub(crate) async fn connect(options: &NatsOptions) -> Result<async_nats::Client, StoreError> {
     let addrs = parse_urls(&options.url)?;
     let connect_options = ConnectOptions::new()
         .name("presence-storage-nats")
@@ -516,6 +516,55 @@ impl NatsStore {
     fn stored_as(&self, seq: u64, msg_id: &str) -> Result<bool, StoreError> {
         let msg = self.get("check an earlier try of a write", MsgGet::at(seq))?;
         Ok(msg.is_some_and(|m| m.header(NATS_MSG_ID) == Some(msg_id)))
+    }
+
+    /// The batches stored after stream sequence number `after`, at most `max` of them, each
+    /// with its stream sequence number: for a reader that follows the log as it grows (a
+    /// cluster node learning another shard's status changes from its batches' outboxes,
+    /// docs/SPEC.md R9.2). Start from [`NatsStore::last_stream_seq`] to follow from now, or
+    /// from 0 for the whole log; pass the last number returned to go on. One request when
+    /// nothing is new.
+    pub fn batches_after(&self, after: u64, max: usize) -> Result<Vec<(u64, StoredBatch)>, StoreError> {
+        let subject = self.subjects.batch();
+        let mut batches = Vec::new();
+        let mut next = after.saturating_add(1);
+        while batches.len() < max {
+            let Some(msg) = self.get("follow the log", MsgGet::next(&subject, next))? else { break };
+            next = msg.seq.saturating_add(1);
+            let seq = msg.seq;
+            let pos = BatchPos::of(&msg)?;
+            let header = stored_header(pos.first_seq, msg.seq, &msg.payload)?;
+            batches.push((
+                seq,
+                StoredBatch { first_seq: pos.first_seq, count: header.count, bytes: msg.payload },
+            ));
+        }
+        Ok(batches)
+    }
+
+    /// Claims the log for `owner` (a node of a cluster taking a shard over, docs/SPEC.md R9.6):
+    /// publishes a format marker naming the owner, fenced like every write, so that any
+    /// other writer that opened the stream before this store did is fenced from now on: its
+    /// next write fails with [`StoreErrorKind::Fenced`]. Fails with `Fenced` itself when
+    /// another writer has appended since this store opened (reopen, replay what it wrote, and
+    /// claim again). Returns the claim's stream sequence number.
+    pub fn claim(&mut self, owner: &str) -> Result<u64, StoreError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(HEADER_FORMAT, STORE_FORMAT_VERSION.to_string().as_str());
+        headers.insert(HEADER_OWNER, owner);
+        let seq =
+            self.publish_fenced(&self.subjects.meta(), headers, &meta_payload(), "a claim of the log")?;
+        self.meta_present = true;
+        Ok(seq)
+    }
+
+    /// The owner named by the newest claim of the log ([`NatsStore::claim`]), with its stream
+    /// sequence number; `None` if nobody has claimed it.
+    pub fn owner(&self) -> Result<Option<(String, u64)>, StoreError> {
+        let Some(msg) = self.get("read the log's owner", MsgGet::last(&self.subjects.meta()))? else {
+            return Ok(None);
+        };
+        Ok(msg.header(HEADER_OWNER).map(|owner| (owner.to_string(), msg.seq)))
     }
 
     /// Writes the format marker before the first batch or snapshot of a new stream.

@@ -210,17 +210,7 @@ impl<S: EventStore> Engine<S> {
     /// The users of other shards that a local user watches (R9.5): whose changes this shard
     /// must hear, and whose statuses an opened shard asks for to rebuild its watch table.
     pub fn remote_watched(&self) -> Vec<UserId> {
-        let friends = self.config.friend_notifications;
-        let state = &self.state;
-        (0..state.users.len() as u32)
-            .map(UserKey)
-            .filter(|&u| {
-                let user = state.user(u);
-                (!user.subscribers().is_empty() || (friends && !user.friends().is_empty()))
-                    && state.is_remote(state.user_name(u))
-            })
-            .map(|u| state.user_name(u).clone())
-            .collect()
+        self.view().remote_watched()
     }
 
     /// Advances time to `at_ms`: disconnects sessions whose heartbeat is `heartbeat_timeout_ms`

@@ -81,6 +81,28 @@ impl<'a> EngineView<'a> {
         self.state.versioned_status_of(user).0
     }
 
+    /// The users of other shards that a local user watches (R9.5): whose changes this shard
+    /// must hear, and whose statuses an opened shard asks for to rebuild its watch table.
+    pub fn remote_watched(&self) -> Vec<UserId> {
+        let friends = self.config.friend_notifications;
+        let state = self.state;
+        (0..state.users.len() as u32)
+            .map(UserKey)
+            .filter(|&u| {
+                let user = state.user(u);
+                (!user.subscribers().is_empty() || (friends && !user.friends().is_empty()))
+                    && state.is_remote(state.user_name(u))
+            })
+            .map(|u| state.user_name(u).clone())
+            .collect()
+    }
+
+    /// The connection owners (R8.5) of the connected sessions, each once, sorted: the nodes
+    /// whose loss would disconnect someone here.
+    pub fn owners(&self) -> Vec<crate::OwnerId> {
+        self.state.owners.names_in_use()
+    }
+
     /// The watch table (R9.5): each user of another shard this shard has a status of, with
     /// that status and its version, by user.
     pub fn watch_table(&self) -> Vec<(UserId, UserStatus, u64)> {
@@ -192,7 +214,7 @@ impl<'a> EngineView<'a> {
 
     /// A resolver for recipient handles that borrows only the name tables.
     pub fn names(&self) -> Names<'a> {
-        Names::new(&self.state.user_ids, &self.state.device_ids)
+        Names::new(&self.state.user_ids, &self.state.device_ids, &self.state.owners)
     }
 
     /// The handle of `user`'s session on `device`, if it exists (see

@@ -13,10 +13,13 @@ use rustc_hash::FxHashMap;
 
 use super::reply::{self, Gather, GatherPart, PendingReply, ReplyTo};
 use super::stats::{RuntimeStats, SharedStats};
+use crate::change::StatusChange;
 use crate::command::{Command, Reply};
 use crate::engine::{EngineView, SessionHandle};
 use crate::error::Error;
-use crate::shard::ShardMap;
+use crate::ids::UserId;
+use crate::shard::{RemoteStatuses, ShardMap};
+use crate::status::UserStatus;
 
 /// Why a request sent to the runtime did not succeed.
 #[derive(Debug)]
@@ -106,6 +109,20 @@ pub(crate) enum Message {
         reply: ReplyTo<()>,
         queued_at: Instant,
     },
+    /// A command with the statuses of other shards' users the host read for it (R9.3).
+    CommandWithStatuses {
+        shard: u32,
+        command: Box<(Command, RemoteStatuses)>,
+        at_ms: Option<u64>,
+        reply: ReplyTo<Reply>,
+        queued_at: Instant,
+    },
+    /// From outside the deployment, for every shard of the thread: other shards' changes to
+    /// take in (R9.2), statuses to learn (R9.3), or the deployment's recovery time (R8.2).
+    Remote {
+        remote: RemoteWork,
+        reply: ReplyTo<()>,
+    },
     /// A tick of every shard of the thread. Every thread receives the ticks in one order, and
     /// counts them: the count is the epoch that orders status changes against ticks (R9.4).
     Tick {
@@ -121,6 +138,16 @@ pub(crate) enum Message {
         reply: ReplyTo<()>,
     },
     Shutdown,
+}
+
+/// What a host that runs the shards of a deployment over several processes hands a runtime
+/// (see [`Handle::observe_remote`] and the calls after it).
+#[derive(Clone, Debug)]
+pub(crate) enum RemoteWork {
+    Observe(Arc<Vec<StatusChange>>),
+    Learn(Arc<Vec<(UserId, UserStatus, u64)>>),
+    Resume(u64),
+    DisconnectRestored(u64),
 }
 
 /// What the runtime's threads and its handles share.
@@ -339,6 +366,72 @@ impl Handle {
             | Command::Unsubscribe { user, .. } => map.shard_of(user),
             Command::DisconnectSessions { .. } => 0,
         }
+    }
+
+    /// [`Handle::send`] (or, with `at_ms`, [`Handle::send_at`]) with the statuses of users of
+    /// other shards that the host read for the command from their shards (R9.3): what a
+    /// `get_status` or `subscribe` answers for them, unless the shard knows a newer one. For a
+    /// host that runs the shards of one deployment in several processes (a cluster node).
+    pub fn send_with_statuses(
+        &self,
+        command: Command,
+        at_ms: Option<u64>,
+        statuses: RemoteStatuses,
+    ) -> Result<PendingReply, RuntimeError> {
+        if let Command::DisconnectSessions { .. } = command {
+            return self.send_maybe_at(command, at_ms);
+        }
+        let (reply, pending) = reply::channel();
+        let shard = self.shard_of_command(&command);
+        let message = Message::CommandWithStatuses {
+            shard,
+            command: Box::new((command, statuses)),
+            at_ms,
+            reply: ReplyTo::One(reply),
+            queued_at: Instant::now(),
+        };
+        self.queue(shard, message)?;
+        Ok(pending)
+    }
+
+    /// Hands every shard status changes of users of shards that other processes run, in
+    /// each user's version order (R9.2): each shard keeps the newest in its watch table and
+    /// notifies its users' devices that watch them. Changes it has already seen, and changes
+    /// of users nobody on it watches, change nothing. The reply comes once every shard has
+    /// taken them in.
+    pub fn observe_remote(&self, changes: Vec<StatusChange>) -> Result<PendingReply<()>, RuntimeError> {
+        let remote = RemoteWork::Observe(Arc::new(changes));
+        self.broadcast(Gather::unit(), |reply, _| Message::Remote { remote: remote.clone(), reply })
+    }
+
+    /// Hands every shard the statuses of users of shards that other processes run, as their
+    /// shards answered (R9.3, R9.5): a shard that watches one of them and has no status of it
+    /// yet keeps it, without notifying anyone. What a shard opened after a restart needs to
+    /// rebuild its watch table ([`EngineView::remote_watched`] lists whom to ask for).
+    pub fn learn_remote(
+        &self,
+        statuses: Vec<(UserId, UserStatus, u64)>,
+    ) -> Result<PendingReply<()>, RuntimeError> {
+        let remote = RemoteWork::Learn(Arc::new(statuses));
+        self.broadcast(Gather::unit(), |reply, _| Message::Remote { remote: remote.clone(), reply })
+    }
+
+    /// Fixes every shard's recovery time (R8.2) at `at_ms`, if no command or tick has fixed
+    /// it since it opened: for a deployment over several processes, whose recovery time is
+    /// the first time any of its shards takes.
+    pub fn resume_at(&self, at_ms: u64) -> Result<PendingReply<()>, RuntimeError> {
+        let remote = RemoteWork::Resume(at_ms);
+        self.broadcast(Gather::unit(), |reply, _| Message::Remote { remote: remote.clone(), reply })
+    }
+
+    /// Disconnects every connected session of every shard at `at_ms`, logged as restarts
+    /// (R8.4), before the shards take any other request: for a host that reopens a
+    /// deployment over several processes and disconnects at the deployment's time (the
+    /// latest any shard logged, which only the host can know). The reply comes once it is
+    /// durable.
+    pub fn disconnect_restored(&self, at_ms: u64) -> Result<PendingReply<()>, RuntimeError> {
+        let remote = RemoteWork::DisconnectRestored(at_ms);
+        self.broadcast(Gather::unit(), |reply, _| Message::Remote { remote: remote.clone(), reply })
     }
 
     /// Sends a command without waiting: its reply to await, or the command back when the

@@ -13,7 +13,7 @@ use crossbeam_channel::{select, Receiver};
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
-use super::handle::{Message, ReadJob, Shared};
+use super::handle::{Message, ReadJob, RemoteWork, Shared};
 use super::peer::{Peer, PeerRoutes};
 use super::reply::{add_disconnected, ReplyTo};
 use super::stats::SharedStats;
@@ -36,6 +36,8 @@ enum Work {
         queued_at: Instant,
         /// A friendship the other shard ordered (it is not handed on again).
         mirrored: bool,
+        /// Statuses of other shards' users the host read for this command (R9.3).
+        given: Option<Box<RemoteStatuses>>,
     },
     Heartbeat {
         session: SessionHandle,
@@ -372,17 +374,58 @@ impl<S: EventStore, C: Clock, N: NoticeSink> Worker<S, C, N> {
                 ..
             } => self.global = Some(Global::Disconnect { command, at_ms, reply, queued_at }),
             Message::Command { shard, command, at_ms, reply, queued_at } => {
-                let work = Work::Command { command, at_ms, reply, queued_at, mirrored: false };
+                let work = Work::Command { command, at_ms, reply, queued_at, mirrored: false, given: None };
                 self.file(shard, work);
             }
             Message::Heartbeat { shard, session, at_ms, reply, queued_at } => {
                 self.file(shard, Work::Heartbeat { session, at_ms, reply, queued_at });
+            }
+            Message::CommandWithStatuses { shard, command, at_ms, reply, queued_at } => {
+                let (command, statuses) = *command;
+                let given = Some(Box::new(statuses));
+                let work = Work::Command { command, at_ms, reply, queued_at, mirrored: false, given };
+                self.file(shard, work);
+            }
+            Message::Remote { remote, reply } => {
+                let mut result = Ok(());
+                for i in 0..self.slots.len() {
+                    if let Err(e) = self.take_in_remote(i, &remote) {
+                        result = Err(e);
+                    }
+                }
+                reply.send(result);
             }
             Message::Tick { at_ms, reply } => self.global = Some(Global::Tick { at_ms, reply }),
             Message::Snapshot { reply } => self.global = Some(Global::Snapshot { reply }),
             Message::Barrier { reply } => self.global = Some(Global::Barrier { reply }),
             Message::Shutdown => self.global = Some(Global::Shutdown),
         }
+    }
+
+    /// What a host that runs other shards in other processes hands this thread's shard `i`.
+    fn take_in_remote(&mut self, i: usize, remote: &RemoteWork) -> Result<(), Error> {
+        match remote {
+            RemoteWork::Observe(changes) => {
+                let mut notices = Vec::new();
+                for change in changes.iter() {
+                    notices.extend(self.slots[i].engine.observe_remote(change).notices);
+                }
+                deliver(&self.shared, &mut self.sink, &self.slots[i].engine, &notices);
+            }
+            RemoteWork::Learn(statuses) => {
+                for (user, status, version) in statuses.iter() {
+                    self.slots[i].engine.learn_remote(user, status, *version);
+                }
+            }
+            RemoteWork::Resume(at_ms) => self.slots[i].engine.resume_at(*at_ms),
+            RemoteWork::DisconnectRestored(at_ms) => {
+                let engine = &mut self.slots[i].engine;
+                let disconnected = engine.disconnect_restored(*at_ms)?;
+                engine.recovery.sessions_disconnected += disconnected;
+                engine.sync()?;
+            }
+        }
+        Ok(())
     }
 
     fn file(&mut self, shard: u32, work: Work) {
@@ -424,7 +467,8 @@ impl<S: EventStore, C: Clock, N: NoticeSink> Worker<S, C, N> {
                 let parts = reply.split(self.slots.len(), add_disconnected);
                 for (i, reply) in parts.into_iter().enumerate() {
                     let command = command.clone();
-                    let work = Work::Command { command, at_ms, reply, queued_at, mirrored: false };
+                    let work =
+                        Work::Command { command, at_ms, reply, queued_at, mirrored: false, given: None };
                     self.turn(i, vec![work], &RemoteStatuses::new(), 0)?;
                 }
                 self.release_early()?;
@@ -551,6 +595,7 @@ impl<S: EventStore, C: Clock, N: NoticeSink> Worker<S, C, N> {
                     reply: ReplyTo::None,
                     queued_at: Instant::now(),
                     mirrored: true,
+                    given: None,
                 });
                 slot.queued_peers += 1;
             }
@@ -597,13 +642,23 @@ impl<S: EventStore, C: Clock, N: NoticeSink> Worker<S, C, N> {
             let peer_done =
                 batch.iter().filter(|w| matches!(w, Work::Command { mirrored: true, .. })).count() as u64;
             self.slots[i].queued_peers -= peer_done.min(self.slots[i].queued_peers);
+            let mut given = RemoteStatuses::new();
+            for work in &batch {
+                if let Work::Command { given: Some(statuses), .. } = work {
+                    for (user, (status, version)) in statuses.iter() {
+                        match given.get(user) {
+                            Some((_, known)) if known >= version => {}
+                            _ => _ = given.insert(user.clone(), (status.clone(), *version)),
+                        }
+                    }
+                }
+            }
             let reads = self.ask_remote(i, &batch);
             if reads == 0 {
-                self.turn(i, batch, &RemoteStatuses::new(), peer_done)?;
+                self.turn(i, batch, &given, peer_done)?;
                 ran = true;
             } else {
-                self.slots[i].parked =
-                    Some(Parked { batch, waiting: reads, remote: RemoteStatuses::new(), peer_done });
+                self.slots[i].parked = Some(Parked { batch, waiting: reads, remote: given, peer_done });
             }
         }
         Ok(ran)
@@ -690,7 +745,7 @@ impl<S: EventStore, C: Clock, N: NoticeSink> Worker<S, C, N> {
             let index = outcomes.len();
             let output = &mut outputs[index];
             let (queued_at, answer) = match work {
-                Work::Command { command, at_ms, reply, queued_at, mirrored } => {
+                Work::Command { command, at_ms, reply, queued_at, mirrored, .. } => {
                     let mirror = match (&command, mirrored) {
                         (Command::AddFriend { .. } | Command::RemoveFriend { .. }, false) => {
                             Some(command.clone())

@@ -49,6 +49,16 @@ impl Owners {
         self.by_session.iter().filter(move |(_, k)| Some(**k) == key).map(|(&session, _)| session)
     }
 
+    /// The owners of at least one session, each once, sorted.
+    pub(crate) fn names_in_use(&self) -> Vec<OwnerId> {
+        let mut keys: Vec<u32> = self.by_session.values().copied().collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut names: Vec<OwnerId> = keys.into_iter().map(|k| self.names.name(k).clone()).collect();
+        names.sort();
+        names
+    }
+
     /// Bytes reserved by the map and the tags.
     pub(crate) fn heap_bytes(&self) -> usize {
         super::memory::table_bytes(

@@ -1,0 +1,224 @@
+//! [`ClusterClient`]: a host's side of a cluster, blocking (it runs its own small async
+//! runtime), for hosts, tools and tests.
+
+use std::fmt;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use presence_engine::{Command, Reply, ShardMap};
+
+use crate::node::shard_of_command;
+use crate::wire::{
+    Alive, CommandAnswer, CommandRequest, Control, ControlAnswer, NoticeBatch, Subjects, ViewAnswer, ViewRead,
+};
+
+/// Why a request to the cluster did not succeed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientError {
+    /// The engine refused the command, or its store failed: nothing changed (R7.1).
+    Refused {
+        /// The error's code (R7.1).
+        code: u32,
+        /// What went wrong.
+        message: String,
+    },
+    /// No node served the shard until the client gave up (no owner yet, or moving): nothing
+    /// was done.
+    Unavailable(String),
+    /// No answer came in time: the command may or may not have been done.
+    Unknown(String),
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Refused { code, message } => write!(f, "refused ({code}): {message}"),
+            ClientError::Unavailable(m) => write!(f, "unavailable: {m}"),
+            ClientError::Unknown(m) => write!(f, "outcome unknown: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// A connection to a cluster's NATS servers, sending commands to the owners of their shards.
+pub struct ClusterClient {
+    runtime: tokio::runtime::Runtime,
+    client: async_nats::Client,
+    subjects: Subjects,
+    map: ShardMap,
+    /// How long one request waits for its answer.
+    pub request_timeout: Duration,
+    /// How long a command is asked again while no node serves its shard.
+    pub retry_for: Duration,
+}
+
+impl ClusterClient {
+    /// Connects to the NATS servers at `nats_url` for deployment `deployment` of `shards`
+    /// shards.
+    pub fn connect(nats_url: &str, deployment: &str, shards: u32) -> Result<ClusterClient, String> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("presence-cluster-client")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the client's thread: {e}"))?;
+        let addrs: Vec<async_nats::ServerAddr> = nats_url
+            .split(',')
+            .map(|u| u.trim().parse())
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{nats_url}: {e}"))?;
+        let client = runtime
+            .block_on(async_nats::connect_with_options(
+                addrs,
+                async_nats::ConnectOptions::new().name("presence-client"),
+            ))
+            .map_err(|e| format!("cannot connect to NATS at {nats_url}: {e}"))?;
+        Ok(ClusterClient {
+            runtime,
+            client,
+            subjects: Subjects::new(deployment),
+            map: ShardMap::new(shards),
+            request_timeout: Duration::from_secs(5),
+            retry_for: Duration::from_secs(30),
+        })
+    }
+
+    /// The shard of `user`.
+    pub fn shard_of(&self, user: &str) -> u32 {
+        self.map.shard_of(user)
+    }
+
+    /// One request and its answer's bytes. `Ok(None)`: nobody listens on the subject.
+    fn ask(&self, subject: String, body: Vec<u8>) -> Result<Option<Bytes>, ClientError> {
+        let timeout = self.request_timeout;
+        let client = self.client.clone();
+        self.runtime.block_on(async move {
+            let request = async_nats::Request::new().payload(Bytes::from(body)).timeout(Some(timeout));
+            match client.send_request(subject.clone(), request).await {
+                Ok(message) => Ok(Some(message.payload)),
+                Err(e) => match e.kind() {
+                    async_nats::RequestErrorKind::NoResponders => Ok(None),
+                    async_nats::RequestErrorKind::TimedOut => {
+                        Err(ClientError::Unknown(format!("{subject}: no answer within {timeout:?}")))
+                    }
+                    _ => Err(ClientError::Unknown(format!("{subject}: {e}"))),
+                },
+            }
+        })
+    }
+
+    /// Sends `command` (at `at_ms`, or the owner's clock) to the owner of its shard and
+    /// returns the reply, once its events are durable. While no node serves the shard it asks
+    /// again, for [`ClusterClient::retry_for`]. `disconnect_sessions` goes to every shard and
+    /// the counts add up.
+    pub fn execute(&self, command: Command, at_ms: Option<u64>) -> Result<Reply, ClientError> {
+        let Some(shard) = shard_of_command(&command, &self.map) else {
+            let (mut sessions, mut remaining) = (0, 0);
+            for shard in 0..self.map.count() {
+                if let Reply::Disconnected { sessions: s, remaining: r } =
+                    self.execute_on(shard, &command, at_ms)?
+                {
+                    sessions += s;
+                    remaining += r;
+                }
+            }
+            return Ok(Reply::Disconnected { sessions, remaining });
+        };
+        self.execute_on(shard, &command, at_ms)
+    }
+
+    fn execute_on(&self, shard: u32, command: &Command, at_ms: Option<u64>) -> Result<Reply, ClientError> {
+        let body =
+            serde_json::to_vec(&CommandRequest { command: command.clone(), at_ms }).unwrap_or_default();
+        let deadline = Instant::now() + self.retry_for;
+        loop {
+            let why = match self.ask(self.subjects.command(shard), body.clone())? {
+                None => format!("no node serves shard {shard}"),
+                Some(payload) => match serde_json::from_slice::<CommandAnswer>(&payload) {
+                    Ok(CommandAnswer::Done(reply)) => return Ok(reply),
+                    Ok(CommandAnswer::Refused { code, message }) => {
+                        return Err(ClientError::Refused { code, message })
+                    }
+                    Ok(CommandAnswer::Unavailable { message }) => message,
+                    Err(e) => {
+                        return Err(ClientError::Unknown(format!("an answer that does not parse: {e}")))
+                    }
+                },
+            };
+            if Instant::now() >= deadline {
+                return Err(ClientError::Unavailable(why));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// What the owner of `user`'s shard knows of the user (R6.4).
+    pub fn view(&self, user: &str) -> Result<ViewAnswer, ClientError> {
+        let body = serde_json::to_vec(&ViewRead { user: user.into() }).unwrap_or_default();
+        let shard = self.map.shard_of(user);
+        let deadline = Instant::now() + self.retry_for;
+        loop {
+            if let Some(payload) = self.ask(self.subjects.view(shard), body.clone())? {
+                if let Ok(answer) = serde_json::from_slice(&payload) {
+                    return Ok(answer);
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(ClientError::Unavailable(format!("no node serves shard {shard}")));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The nodes heard saying they are alive within `listen`, sorted, with the shards each
+    /// serves.
+    pub fn nodes(&self, listen: Duration) -> Vec<Alive> {
+        let client = self.client.clone();
+        let subject = self.subjects.alive();
+        self.runtime.block_on(async move {
+            let Ok(mut subscriber) = client.subscribe(subject).await else { return Vec::new() };
+            let mut nodes = std::collections::BTreeMap::new();
+            let until = tokio::time::Instant::now() + listen;
+            while let Ok(Some(message)) = tokio::time::timeout_at(until, subscriber.next()).await {
+                if let Ok(alive) = serde_json::from_slice::<Alive>(&message.payload) {
+                    nodes.insert(alive.node.clone(), alive);
+                }
+            }
+            nodes.into_values().collect()
+        })
+    }
+
+    /// Sends a control request to `node` and returns its answer.
+    pub fn control(&self, node: &str, control: &Control) -> Result<ControlAnswer, ClientError> {
+        let body = serde_json::to_vec(control).unwrap_or_default();
+        match self.ask(self.subjects.control(node), body)? {
+            Some(payload) => serde_json::from_slice(&payload)
+                .map_err(|e| ClientError::Unknown(format!("an answer that does not parse: {e}"))),
+            None => Err(ClientError::Unavailable(format!("node {node} does not answer"))),
+        }
+    }
+
+    /// Every notice batch the nodes publish from now on, with its subject (which names the
+    /// owner of the devices, [`Subjects::notices`]).
+    pub fn notices(&self) -> Result<mpsc::Receiver<(String, NoticeBatch)>, String> {
+        let (sender, receiver) = mpsc::channel();
+        let client = self.client.clone();
+        let subject = self.subjects.all_notices();
+        let mut subscriber = self.runtime.block_on(client.subscribe(subject)).map_err(|e| e.to_string())?;
+        // Everything published after this point reaches the subscription.
+        self.runtime.block_on(self.client.flush()).map_err(|e| e.to_string())?;
+        self.runtime.spawn(async move {
+            while let Some(message) = subscriber.next().await {
+                if let Ok(batch) = serde_json::from_slice::<NoticeBatch>(&message.payload) {
+                    if sender.send((message.subject.to_string(), batch)).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(receiver)
+    }
+}

@@ -1,0 +1,25 @@
+//! Presence over several machines (docs/SPEC.md R9, docs/DESIGN.md, the cluster): nodes that
+//! connect to NATS, own the shards of a deployment whose logs are JetStream streams
+//! (`presence-storage-nats`), serve their commands by request and reply, follow each other's
+//! logs for status changes and friendships, and take the shards of a lost node over with a
+//! fenced claim, disconnecting the sessions whose sockets it held.
+//!
+//! - [`run_node`]: a node, what `presence node` runs.
+//! - [`ClusterClient`]: a host's side: commands routed to their shard's owner, the nodes'
+//!   control requests, and the notices for a node's devices.
+//! - [`wire`]: the subjects and the JSON on them.
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+mod client;
+mod config;
+mod node;
+mod ownership;
+pub mod wire;
+
+pub use client::{ClientError, ClusterClient};
+pub use config::NodeConfig;
+pub use node::{run_node, shard_of_command, NodeOptions};
+pub use ownership::{owner_of, Membership};
