@@ -4,6 +4,7 @@
 
 mod conform;
 mod inspect;
+mod node;
 mod replay;
 mod shell;
 mod simulate;
@@ -37,12 +38,16 @@ enum Commands {
     Inspect(inspect::Args),
     /// Rebuild the state from the log alone and check it against snapshot + tail.
     Replay(replay::Args),
+    /// Run one node of a cluster over NATS JetStream: it owns a share of the shards and takes
+    /// over those of nodes that are lost, until SIGINT or SIGTERM.
+    Node(node::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Commands::Conform(args) => conform::run(args),
+        Commands::Node(args) => node::run(args),
         Commands::Shell(args) => shell::run(args),
         Commands::Simulate(args) => simulate::run(args),
         Commands::Inspect(args) => inspect::run(args),

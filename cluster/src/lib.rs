@@ -22,4 +22,4 @@ pub mod wire;
 pub use client::{ClientError, ClusterClient};
 pub use config::NodeConfig;
 pub use node::{run_node, shard_of_command, NodeOptions};
-pub use ownership::{owner_of, Membership};
+pub use ownership::{assign, owner_of, Membership};

@@ -21,7 +21,7 @@ use presence_storage_nats::{open_nats_deployment, shard_stream, NatsOptions, Nat
 use tokio::sync::mpsc;
 
 use crate::config::NodeConfig;
-use crate::ownership::{owner_of, Membership};
+use crate::ownership::{assign, Membership};
 use crate::wire::{
     is_token, Alive, CommandAnswer, CommandRequest, Control, ControlAnswer, FriendsAnswer, FriendsRead,
     NoticeBatch, NoticeOut, SessionAnswer, StatusAnswer, StatusRead, Subjects, ViewAnswer, ViewRead,
@@ -354,8 +354,9 @@ async fn own_shards(inner: Arc<Inner>) {
                 disconnect_owner(&served.handle, &node).await;
             }
         }
+        let assignment = assign(inner.config.shards, alive.iter().map(String::as_str));
         for shard in 0..inner.config.shards {
-            let should = owner_of(shard, alive.iter().map(String::as_str)) == Some(inner.id.as_str());
+            let should = assignment[shard as usize] == Some(inner.id.as_str());
             let serves = inner.served(shard).is_some();
             if lock(&inner.busy).contains(&shard) {
                 continue;

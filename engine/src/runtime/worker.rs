@@ -787,17 +787,15 @@ impl<S: EventStore, C: Clock, N: NoticeSink> Worker<S, C, N> {
         let synced = self.commit_turn(i, &outcomes, bytes_before, sync_started);
         let sync_failure = synced.as_ref().err().map(|e| {
             tracing::error!(error = %e, "the store could not sync a turn; the presence runtime stops");
-            format!("the turn could not be made durable, the runtime stopped: {e}")
+            Failure::of(e, "the turn could not be made durable, the runtime stopped")
         });
-        let group_failures: Vec<Option<String>> = outcomes
+        let group_failures: Vec<Option<Failure>> = outcomes
             .iter()
-            .map(|o| {
-                o.as_ref().err().map(|e| format!("the store refused the turn, nothing of it was kept: {e}"))
-            })
+            .map(|o| o.as_ref().err().map(|e| Failure::of(e, "the store refused the turn, nothing of it was kept")))
             .collect();
         let mut waits = Vec::with_capacity(answers.len());
         for (index, queued_at, answer) in answers {
-            let failure = group_failures[index].as_deref().or(sync_failure.as_deref());
+            let failure = group_failures[index].as_ref().or(sync_failure.as_ref());
             let ok = answer.is_ok() && failure.is_none();
             let counter = if ok { &self.shared.stats.commands } else { &self.shared.stats.refused };
             SharedStats::add(counter, 1);
@@ -1035,6 +1033,23 @@ fn deliver<S: EventStore>(
     }
 }
 
+/// Why a turn's commands fail though each succeeded on its own: the store's failure, its kind
+/// kept (a fenced store says so to the host), with what it means for the turn.
+struct Failure {
+    kind: StoreErrorKind,
+    message: String,
+}
+
+impl Failure {
+    fn of(error: &Error, meaning: &str) -> Failure {
+        let kind = match error {
+            Error::Storage(e) => e.kind(),
+            _ => StoreErrorKind::Io,
+        };
+        Failure { kind, message: format!("{meaning}: {error}") }
+    }
+}
+
 /// Where one request's answer goes, and what it was.
 enum Answer {
     Command(ReplyTo<Reply>, Result<Reply, Error>),
@@ -1050,8 +1065,8 @@ impl Answer {
     }
 
     /// Sends the answer, or `failure` instead of a success.
-    fn send(self, failure: Option<&str>) {
-        let fail = |why: &str| Error::Storage(StoreError::new(StoreErrorKind::Io, why));
+    fn send(self, failure: Option<&Failure>) {
+        let fail = |why: &Failure| Error::Storage(StoreError::new(why.kind, why.message.clone()));
         match self {
             Answer::Command(reply, result) => {
                 let result = match (failure, result) {
