@@ -8,11 +8,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use presence_cluster::wire::{NoticeBatch, NoticeOut};
-use presence_cluster::{ClientError, ClusterClient, NodeConfig};
+use presence_cluster::wire::NoticeOut;
+use presence_cluster::{ClientError, ClusterClient, NodeConfig, Notices};
 use presence_engine::{codec, Command, EventKind, EventStore, GeneralStatus, Reply};
 use presence_storage_nats::{shard_stream, NatsOptions, NatsStore};
 use presence_testkit::process::{wait_until, ServerProcess};
@@ -43,7 +43,8 @@ impl Cluster {
         };
         let path = dir.path().join("node.json");
         std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
-        let mut cluster = Cluster { nats, dir, config: path, nodes: BTreeMap::new(), deployment: deployment.into() };
+        let mut cluster =
+            Cluster { nats, dir, config: path, nodes: BTreeMap::new(), deployment: deployment.into() };
         for node in nodes {
             cluster.start_node(node);
         }
@@ -85,7 +86,12 @@ impl Cluster {
 
     /// Waits until every shard is served by the node of `nodes` that should own it
     /// (`presence_cluster::assign`), and by no other.
-    fn wait_served(&self, client: &ClusterClient, nodes: &[&str], timeout: Duration) -> BTreeMap<u32, String> {
+    fn wait_served(
+        &self,
+        client: &ClusterClient,
+        nodes: &[&str],
+        timeout: Duration,
+    ) -> BTreeMap<u32, String> {
         let mut owners = BTreeMap::new();
         let want: BTreeMap<u32, String> = presence_cluster::assign(SHARDS, nodes.iter().copied())
             .into_iter()
@@ -129,7 +135,13 @@ impl Cluster {
 }
 
 /// Users whose shards are owned by `node` and by other nodes.
-fn user_on(client: &ClusterClient, owners: &BTreeMap<u32, String>, node: &str, want: bool, prefix: &str) -> String {
+fn user_on(
+    client: &ClusterClient,
+    owners: &BTreeMap<u32, String>,
+    node: &str,
+    want: bool,
+    prefix: &str,
+) -> String {
     (0..10_000)
         .map(|i| format!("{prefix}{i}"))
         .find(|u| (owners[&client.shard_of(u)] == node) == want)
@@ -137,13 +149,13 @@ fn user_on(client: &ClusterClient, owners: &BTreeMap<u32, String>, node: &str, w
 }
 
 fn wait_for_notice(
-    notices: &mpsc::Receiver<(String, NoticeBatch)>,
+    notices: &Notices,
     timeout: Duration,
     mut wanted: impl FnMut(&str, &NoticeOut) -> bool,
 ) -> Option<Duration> {
     let started = Instant::now();
     while let Some(left) = timeout.checked_sub(started.elapsed()) {
-        let Ok((subject, batch)) = notices.recv_timeout(left) else { return None };
+        let (subject, batch) = notices.recv_timeout(left)?;
         if batch.notices.iter().any(|n| wanted(&subject, n)) {
             return Some(started.elapsed());
         }
@@ -249,7 +261,12 @@ fn a_killed_node_loses_nothing_acknowledged_and_its_devices_go_offline() {
         }
     }
     let lost: Vec<_> = acked.iter().filter(|(u, d)| !logged.contains(&(u.clone(), d.clone()))).collect();
-    assert!(lost.is_empty(), "{} acknowledged logins are not in the logs: {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged logins are not in the logs: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
 }
 
 // R9.6: a paused node whose shards moved meanwhile is fenced when it wakes: it writes nothing
@@ -284,7 +301,11 @@ fn a_paused_node_is_fenced_and_rejoins_without_writing() {
         let store = NatsStore::open(options).unwrap();
         let owner = store.owner().unwrap().map(|(o, _)| o);
         if after[i] != before[i] {
-            assert_eq!(owner.as_deref(), Some("b"), "shard {shard} was written after b woke, but not by a claim of b");
+            assert_eq!(
+                owner.as_deref(),
+                Some("b"),
+                "shard {shard} was written after b woke, but not by a claim of b"
+            );
         }
     }
     let served = cluster.wait_served(&client, &["a", "b", "c"], Duration::from_secs(60));

@@ -2,7 +2,6 @@
 //! runtime), for hosts, tools and tests.
 
 use std::fmt;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -203,22 +202,57 @@ impl ClusterClient {
 
     /// Every notice batch the nodes publish from now on, with its subject (which names the
     /// owner of the devices, [`Subjects::notices`]).
-    pub fn notices(&self) -> Result<mpsc::Receiver<(String, NoticeBatch)>, String> {
-        let (sender, receiver) = mpsc::channel();
-        let client = self.client.clone();
-        let subject = self.subjects.all_notices();
-        let mut subscriber = self.runtime.block_on(client.subscribe(subject)).map_err(|e| e.to_string())?;
+    pub fn notices(&self) -> Result<Notices, String> {
+        let subscriber = self
+            .runtime
+            .block_on(self.client.subscribe(self.subjects.all_notices()))
+            .map_err(|e| e.to_string())?;
         // Everything published after this point reaches the subscription.
         self.runtime.block_on(self.client.flush()).map_err(|e| e.to_string())?;
-        self.runtime.spawn(async move {
-            while let Some(message) = subscriber.next().await {
+        Ok(Notices {
+            runtime: self.runtime.handle().clone(),
+            client: self.client.clone(),
+            subscriber: std::sync::Mutex::new(subscriber),
+        })
+    }
+}
+
+/// The notices the nodes publish, from [`ClusterClient::notices`] (while that client lives).
+pub struct Notices {
+    runtime: tokio::runtime::Handle,
+    client: async_nats::Client,
+    subscriber: std::sync::Mutex<async_nats::Subscriber>,
+}
+
+impl Notices {
+    /// The next batch, waiting at most `timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> Option<(String, NoticeBatch)> {
+        let mut subscriber = self.subscriber.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.runtime.block_on(async {
+            let until = tokio::time::Instant::now() + timeout;
+            while let Ok(Some(message)) = tokio::time::timeout_at(until, subscriber.next()).await {
                 if let Ok(batch) = serde_json::from_slice::<NoticeBatch>(&message.payload) {
-                    if sender.send((message.subject.to_string(), batch)).is_err() {
-                        return;
-                    }
+                    return Some((message.subject.to_string(), batch));
                 }
             }
-        });
-        Ok(receiver)
+            None
+        })
+    }
+
+    /// Every batch the server sent before now (a round trip to it makes sure), without
+    /// waiting for more: after a [`Control::Quiesce`] of every node, all a step caused.
+    pub fn drain(&self) -> Vec<(String, NoticeBatch)> {
+        let mut subscriber = self.subscriber.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let client = self.client.clone();
+        self.runtime.block_on(async {
+            let _ = client.flush().await;
+            let mut batches = Vec::new();
+            while let Some(Some(message)) = futures_util::FutureExt::now_or_never(subscriber.next()) {
+                if let Ok(batch) = serde_json::from_slice::<NoticeBatch>(&message.payload) {
+                    batches.push((message.subject.to_string(), batch));
+                }
+            }
+            batches
+        })
     }
 }

@@ -66,7 +66,7 @@ struct Inner {
     lost: Mutex<BTreeSet<String>>,
     /// Full passes of the follower over every stream.
     follow_passes: AtomicU64,
-    notices: mpsc::UnboundedSender<(String, Bytes)>,
+    notices: mpsc::UnboundedSender<Outgoing>,
     stopping: AtomicBool,
 }
 
@@ -249,9 +249,10 @@ pub async fn run_node(
     ];
     let follower = {
         let inner = Arc::clone(&inner);
+        let runtime = tokio::runtime::Handle::current();
         std::thread::Builder::new()
             .name("presence-follow".into())
-            .spawn(move || follow(inner))
+            .spawn(move || follow(inner, runtime))
             .map_err(|e| format!("cannot start the follower thread: {e}"))?
     };
     stop.await;
@@ -268,11 +269,27 @@ pub async fn run_node(
     Ok(())
 }
 
+/// What the notice publisher is asked to do.
+enum Outgoing {
+    /// Publish one batch.
+    Notices(String, Bytes),
+    /// Answer once everything before is handed to the server.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
 /// Publishes the notices of every shard's turns, in order.
-async fn publish_notices(client: async_nats::Client, mut notices: mpsc::UnboundedReceiver<(String, Bytes)>) {
-    while let Some((subject, payload)) = notices.recv().await {
-        if let Err(e) = client.publish(subject, payload).await {
-            tracing::warn!(error = %e, "cannot publish notices");
+async fn publish_notices(client: async_nats::Client, mut notices: mpsc::UnboundedReceiver<Outgoing>) {
+    while let Some(outgoing) = notices.recv().await {
+        match outgoing {
+            Outgoing::Notices(subject, payload) => {
+                if let Err(e) = client.publish(subject, payload).await {
+                    tracing::warn!(error = %e, "cannot publish notices");
+                }
+            }
+            Outgoing::Flush(done) => {
+                let _ = client.flush().await;
+                let _ = done.send(());
+            }
         }
     }
 }
@@ -334,8 +351,9 @@ async fn own_shards(inner: Arc<Inner>) {
                 release(&inner, shard, false).await;
             }
         }
-        if !inner.lease_ok() {
-            // Cut off, or just woken from a pause: serve nothing, claim nothing.
+        if !inner.lease_ok() || now < timeout {
+            // Cut off, or just woken from a pause: serve nothing, claim nothing. And a node
+            // that just started first listens for a timeout's length, to hear the others.
             continue;
         }
         // Nodes lost since the last round: their devices' sessions go offline (R9.6).
@@ -438,16 +456,33 @@ async fn claim(inner: &Arc<Inner>, shard: u32) -> Result<(), String> {
             let _ = pending.await;
         }
     }
-    // R9.6: the sessions of nodes that are gone.
+    // R9.6: the sessions held by nodes this node has seen and that are gone (owners that are
+    // not nodes, such as gateways apart, are the host's to disconnect).
     let alive = inner.alive();
+    let gone: Vec<String> = lock(&inner.seen).iter().filter(|n| !alive.contains(n)).cloned().collect();
     if let Ok(owners) = served.handle.read(|view| view.owners()).map_err(|e| e.to_string())?.await {
-        for owner in owners.iter().filter(|o| !alive.iter().any(|a| a.as_str() == o.as_ref())) {
+        for owner in owners.iter().filter(|o| gone.iter().any(|g| g.as_str() == o.as_ref())) {
             disconnect_owner(&served.handle, owner).await;
         }
     }
     tokio::spawn(reconcile_friends(Arc::clone(inner), shard, Arc::clone(&served)));
     tracing::info!(shard, claim_seq, took_ms = started.elapsed().as_millis() as u64, "shard taken over");
     Ok(())
+}
+
+/// R9.5: a shard just opened asks the owners of the users its users watch on other shards for
+/// their statuses.
+async fn rebuild_watch_table(inner: &Inner, served: &Served) {
+    let Ok(pending) = served.handle.read(|view| view.remote_watched()) else { return };
+    let Ok(watched) = pending.await else { return };
+    if watched.is_empty() {
+        return;
+    }
+    let statuses = inner.read_remote(watched).await;
+    let statuses = statuses.into_iter().map(|(user, (status, version))| (user, status, version)).collect();
+    if let Ok(pending) = served.handle.learn_remote(statuses) {
+        let _ = pending.await;
+    }
 }
 
 /// Friendships are ordered by the lower of the two shards (R9.1): a node that takes a shard
@@ -755,13 +790,34 @@ async fn control_answer(inner: &Arc<Inner>, control: Control) -> ControlAnswer {
                 let handle = served.handle.clone();
                 let _ = tokio::task::spawn_blocking(move || handle.quiesce(Duration::from_secs(10))).await;
             }
+            // And their notices published before this answer.
+            let (done, flushed) = tokio::sync::oneshot::channel();
+            if inner.notices.send(Outgoing::Flush(done)).is_ok() {
+                let _ = flushed.await;
+            }
         }
-        Control::Restart { disconnect_at_ms } => {
+        Control::Restart => {
             for (shard, served) in &served {
-                match restart(inner, *shard, served, disconnect_at_ms).await {
+                match restart(inner, *shard, served).await {
                     Ok(latest) => latest_ms = latest_ms.max(latest),
                     Err(e) => error = Some(e),
                 }
+            }
+        }
+        Control::DisconnectRestored { at_ms } => {
+            for (_, served) in &served {
+                let done = match served.handle.disconnect_restored(at_ms) {
+                    Ok(pending) => pending.await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = done {
+                    error = Some(e.to_string());
+                }
+            }
+        }
+        Control::Rebuild => {
+            for (_, served) in &served {
+                rebuild_watch_table(inner, served).await;
             }
         }
         Control::Resume { at_ms } => {
@@ -776,14 +832,9 @@ async fn control_answer(inner: &Arc<Inner>, control: Control) -> ControlAnswer {
     answer_of(inner, latest_ms, error)
 }
 
-/// Closes and reopens one shard over its store (R8.2, R8.4): the engine replays its log.
+/// Closes and reopens one shard over its store (R8.2): the engine replays its log.
 /// Returns the latest time it logged.
-async fn restart(
-    inner: &Arc<Inner>,
-    shard: u32,
-    served: &Arc<Served>,
-    disconnect_at_ms: Option<u64>,
-) -> Result<u64, String> {
+async fn restart(inner: &Arc<Inner>, shard: u32, served: &Arc<Served>) -> Result<u64, String> {
     let runtime = lock(&served.runtime).take().ok_or("the shard is not running")?;
     let map = inner.map.clone();
     let engine_config = inner.config.engine.clone();
@@ -801,10 +852,7 @@ async fn restart(
     }
     lock(&inner.served).remove(&shard);
     let restarted = start_serving(inner, shard, engine, served.claim_seq).await?;
-    if let Some(at_ms) = disconnect_at_ms {
-        let pending = restarted.handle.disconnect_restored(at_ms).map_err(|e| e.to_string())?;
-        pending.await.map_err(|e| e.to_string())?;
-    }
+    rebuild_watch_table(inner, &restarted).await;
     Ok(latest)
 }
 
@@ -813,7 +861,7 @@ async fn restart(
 struct NatsSink {
     shard: u32,
     subjects: Subjects,
-    out: mpsc::UnboundedSender<(String, Bytes)>,
+    out: mpsc::UnboundedSender<Outgoing>,
 }
 
 impl NoticeSink for NatsSink {
@@ -848,7 +896,8 @@ impl NoticeSink for NatsSink {
         }
         for (subject, notices) in by_owner {
             let batch = NoticeBatch { shard: self.shard, notices };
-            let _ = self.out.send((subject, Bytes::from(serde_json::to_vec(&batch).unwrap_or_default())));
+            let payload = Bytes::from(serde_json::to_vec(&batch).unwrap_or_default());
+            let _ = self.out.send(Outgoing::Notices(subject, payload));
         }
     }
 }
@@ -857,7 +906,7 @@ impl NoticeSink for NatsSink {
 /// the shards this node serves, and each friendship a lower shard ordered goes to the other
 /// user's shard if this node serves it (R9.1). A node that was cut off goes on from where it
 /// was, so nothing is lost to a brief disconnect.
-fn follow(inner: Arc<Inner>) {
+fn follow(inner: Arc<Inner>, runtime: tokio::runtime::Handle) {
     let shards = inner.config.shards as usize;
     let mut stores: Vec<Option<NatsStore>> = (0..shards).map(|_| None).collect();
     let mut after: Vec<Option<u64>> = vec![None; shards];
@@ -880,7 +929,7 @@ fn follow(inner: Arc<Inner>) {
             match store.batches_after(from, 256) {
                 Ok(batches) => {
                     for (seq, batch) in batches {
-                        take_in(&inner, shard as u32, &batch.bytes);
+                        take_in(&inner, &runtime, shard as u32, &batch.bytes);
                         after[shard] = Some(seq);
                     }
                 }
@@ -896,7 +945,7 @@ fn follow(inner: Arc<Inner>) {
 }
 
 /// One batch of shard `from`, taken in by the shards this node serves.
-fn take_in(inner: &Inner, from: u32, bytes: &[u8]) {
+fn take_in(inner: &Inner, runtime: &tokio::runtime::Handle, from: u32, bytes: &[u8]) {
     let changes = codec::decode_outbox(bytes).unwrap_or_default();
     let events = match codec::decode_batch(bytes) {
         Ok((_, events)) => events,
@@ -923,8 +972,18 @@ fn take_in(inner: &Inner, from: u32, bytes: &[u8]) {
         if a == b || from != a.min(b) {
             continue;
         }
-        if let Some(served) = inner.served(a.max(b)) {
-            let _ = served.handle.send_at(command, event.at_ms);
+        let other = a.max(b);
+        if let Some(served) = inner.served(other) {
+            // As for a friendship made here: the friend's status, so that its shard watches it
+            // from now on (R9.3).
+            let friends = inner.config.engine.friend_notifications;
+            let users = remote_users(&command, &inner.map, other, friends);
+            let statuses = if users.is_empty() {
+                RemoteStatuses::new()
+            } else {
+                runtime.block_on(inner.read_remote(users))
+            };
+            let _ = served.handle.send_with_statuses(command, Some(event.at_ms), statuses);
         }
     }
 }

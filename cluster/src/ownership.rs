@@ -29,9 +29,9 @@ pub fn assign<'a>(shards: u32, alive: impl IntoIterator<Item = &'a str>) -> Vec<
     let mut held = vec![0usize; nodes.len()];
     (0..shards)
         .map(|shard| {
-            let best = (0..nodes.len())
-                .filter(|&i| held[i] < cap)
-                .max_by(|&a, &b| score(nodes[a], shard).cmp(&score(nodes[b], shard)).then_with(|| nodes[b].cmp(nodes[a])))?;
+            let best = (0..nodes.len()).filter(|&i| held[i] < cap).max_by(|&a, &b| {
+                score(nodes[a], shard).cmp(&score(nodes[b], shard)).then_with(|| nodes[b].cmp(nodes[a]))
+            })?;
             held[best] += 1;
             Some(nodes[best])
         })
@@ -105,7 +105,9 @@ mod tests {
             assert!(counts.values().all(|&n| n <= cap && n + 2 >= cap), "{counts:?}");
             let staying: Vec<&str> = names[1..].to_vec();
             let after = assign(shards, staying.iter().copied());
-            let kept = (0..shards as usize).filter(|&s| before[s] != Some(names[0]) && before[s] == after[s]).count();
+            let kept = (0..shards as usize)
+                .filter(|&s| before[s] != Some(names[0]) && before[s] == after[s])
+                .count();
             let others = before.iter().filter(|o| **o != Some(names[0])).count();
             assert!(kept * 10 >= others * 6, "{kept} of {others} kept their owner");
             assert!(after.iter().all(|o| *o != Some(names[0])));

@@ -194,13 +194,19 @@ pub enum Control {
     /// Answer once the node has taken in every change the streams held when it was asked,
     /// and its shards have run everything queued.
     Quiesce,
-    /// Close and reopen every shard the node serves (R8.2), keeping their sessions; with
-    /// `disconnect_at_ms`, disconnecting them at that time first (R8.4). Answers the latest
-    /// time any of its shards logged.
-    Restart {
-        /// When to disconnect the restored sessions, if they are to be.
-        disconnect_at_ms: Option<u64>,
+    /// Close and reopen every shard the node serves (R8.2), keeping their sessions. Answers
+    /// the latest time any of its shards logged: the deployment's time after a restart is the
+    /// latest of every node's (R1.3), which only the host can gather.
+    Restart,
+    /// Disconnect every session of every shard the node serves at `at_ms`, logged as
+    /// restarts (R8.4): after a [`Control::Restart`] of every node, at the deployment's time.
+    DisconnectRestored {
+        /// The time.
+        at_ms: u64,
     },
+    /// Rebuild the watch table of every shard the node serves from the owners of the users
+    /// they watch (R9.5): after a [`Control::Restart`] of every node, once all serve again.
+    Rebuild,
     /// Fix the recovery time of every shard the node serves (R8.2).
     Resume {
         /// The time.

@@ -95,6 +95,11 @@ enum Global {
         at_ms: Option<u64>,
         reply: ReplyTo<()>,
     },
+    /// What a host that runs other shards in other processes hands every shard.
+    Remote {
+        remote: RemoteWork,
+        reply: ReplyTo<()>,
+    },
     /// `disconnect_sessions`, which every shard runs on its own sessions.
     Disconnect {
         command: Command,
@@ -386,15 +391,8 @@ impl<S: EventStore, C: Clock, N: NoticeSink> Worker<S, C, N> {
                 let work = Work::Command { command, at_ms, reply, queued_at, mirrored: false, given };
                 self.file(shard, work);
             }
-            Message::Remote { remote, reply } => {
-                let mut result = Ok(());
-                for i in 0..self.slots.len() {
-                    if let Err(e) = self.take_in_remote(i, &remote) {
-                        result = Err(e);
-                    }
-                }
-                reply.send(result);
-            }
+            // In order with the commands queued before it: a barrier, as a tick is.
+            Message::Remote { remote, reply } => self.global = Some(Global::Remote { remote, reply }),
             Message::Tick { at_ms, reply } => self.global = Some(Global::Tick { at_ms, reply }),
             Message::Snapshot { reply } => self.global = Some(Global::Snapshot { reply }),
             Message::Barrier { reply } => self.global = Some(Global::Barrier { reply }),
@@ -472,6 +470,16 @@ impl<S: EventStore, C: Clock, N: NoticeSink> Worker<S, C, N> {
                     self.turn(i, vec![work], &RemoteStatuses::new(), 0)?;
                 }
                 self.release_early()?;
+                Ok(None)
+            }
+            Some(Global::Remote { remote, reply }) => {
+                let mut result = Ok(());
+                for i in 0..self.slots.len() {
+                    if let Err(e) = self.take_in_remote(i, &remote) {
+                        result = Err(e);
+                    }
+                }
+                reply.send(result);
                 Ok(None)
             }
             Some(Global::Snapshot { reply }) => {
@@ -791,7 +799,9 @@ impl<S: EventStore, C: Clock, N: NoticeSink> Worker<S, C, N> {
         });
         let group_failures: Vec<Option<Failure>> = outcomes
             .iter()
-            .map(|o| o.as_ref().err().map(|e| Failure::of(e, "the store refused the turn, nothing of it was kept")))
+            .map(|o| {
+                o.as_ref().err().map(|e| Failure::of(e, "the store refused the turn, nothing of it was kept"))
+            })
             .collect();
         let mut waits = Vec::with_capacity(answers.len());
         for (index, queued_at, answer) in answers {
