@@ -153,12 +153,12 @@ impl<S: EventStore + Send + 'static> Gateway<S> {
             .build()?;
         let listener = runtime.block_on(TcpListener::bind(addr))?;
         let addr = listener.local_addr()?;
-        let handle = self.handle();
+        let shared = Arc::clone(&self.shared);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = runtime.spawn(self.serve(listener, async move {
             let _ = stopped.await;
         }));
-        Ok(RunningGateway { runtime: Some(runtime), task: Some(task), stop: Some(stop), addr, handle })
+        Ok(RunningGateway { runtime: Some(runtime), task: Some(task), stop: Some(stop), addr, shared })
     }
 }
 
@@ -193,7 +193,7 @@ pub struct RunningGateway {
     task: Option<tokio::task::JoinHandle<Result<ServeReport, GatewayError>>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     addr: SocketAddr,
-    handle: Handle,
+    shared: Arc<Shared>,
 }
 
 impl RunningGateway {
@@ -204,7 +204,12 @@ impl RunningGateway {
 
     /// The runtime's handle.
     pub fn handle(&self) -> Handle {
-        self.handle.clone()
+        self.shared.handle.clone()
+    }
+
+    /// The gateway's counters.
+    pub fn stats(&self) -> GatewayStats {
+        self.shared.counters.read()
     }
 
     /// Stops it as `serve` does at shutdown and waits until it has.
