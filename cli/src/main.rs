@@ -5,8 +5,10 @@
 mod conform;
 mod inspect;
 mod replay;
+mod serve;
 mod simulate;
 mod stores;
+mod token;
 
 use std::process::ExitCode;
 
@@ -32,6 +34,10 @@ enum Commands {
     Inspect(inspect::Args),
     /// Rebuild the state from the log alone and check it against snapshot + tail.
     Replay(replay::Args),
+    /// Serve devices over WebSockets (the page at /, the socket at /ws) until SIGINT or SIGTERM.
+    Serve(serve::Args),
+    /// Print a signed login token for a user, or the host's bearer.
+    Token(token::Args),
 }
 
 fn main() -> ExitCode {
@@ -41,5 +47,7 @@ fn main() -> ExitCode {
         Commands::Simulate(args) => simulate::run(args),
         Commands::Inspect(args) => inspect::run(args),
         Commands::Replay(args) => replay::run(args),
+        Commands::Serve(args) => serve::run(args),
+        Commands::Token(args) => token::run(args),
     }
 }
