@@ -4,6 +4,8 @@
 
 mod conform;
 mod inspect;
+mod load;
+mod redis_peer;
 mod replay;
 mod serve;
 mod simulate;
@@ -38,6 +40,11 @@ enum Commands {
     Serve(serve::Args),
     /// Print a signed login token for a user, or the host's bearer.
     Token(token::Args),
+    /// Drive simulated devices over WebSockets against the gateway and the Redis design, and
+    /// compare throughput, notice latency and server CPU.
+    Load(load::Args),
+    /// Serve the gateway's protocol the usual Redis way (the load test's baseline).
+    RedisPeer(redis_peer::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,5 +56,7 @@ fn main() -> ExitCode {
         Commands::Replay(args) => replay::run(args),
         Commands::Serve(args) => serve::run(args),
         Commands::Token(args) => token::run(args),
+        Commands::Load(args) => load::run(args),
+        Commands::RedisPeer(args) => redis_peer::run(args),
     }
 }

@@ -76,7 +76,7 @@ pub fn run(args: Args) -> ExitCode {
     };
     let local = listener.local_addr().map_or_else(|_| args.addr.to_string(), |a| a.to_string());
     println!("presence serve: listening on http://{local} (node {node}, store {address})");
-    let served = runtime.block_on(gateway.serve(listener, stop_signal()));
+    let served = runtime.block_on(gateway.serve(listener, stop_signal("presence serve")));
     match served {
         Ok(report) => {
             println!(
@@ -92,8 +92,8 @@ pub fn run(args: Args) -> ExitCode {
     }
 }
 
-/// SIGINT (Ctrl-C) or SIGTERM.
-async fn stop_signal() {
+/// SIGINT (Ctrl-C) or SIGTERM; `name` says who stops.
+pub(crate) async fn stop_signal(name: &'static str) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut terminate = signal(SignalKind::terminate()).ok();
     let term = async {
@@ -108,5 +108,5 @@ async fn stop_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term => {}
     }
-    eprintln!("presence serve: stopping: closing sockets, draining and syncing");
+    eprintln!("{name}: stopping: closing sockets, draining and syncing");
 }
