@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use presence_engine::runtime::{Clock, Handle, Runtime, SystemClock};
 use presence_engine::{Command, Engine, EngineOptions, EventStore, Reply, RestoredSessions};
 use tokio::net::TcpListener;
@@ -115,6 +116,10 @@ impl<S: EventStore + Send + 'static> Gateway<S> {
             shutdown.await;
             shared.begin_shutdown();
         };
+        // Small frames go out at once (no Nagle delay waiting for an acknowledgement).
+        let listener = listener.tap_io(|socket| {
+            let _ = socket.set_nodelay(true);
+        });
         let served = axum::serve(listener, http::router(Arc::clone(&self.shared)))
             .with_graceful_shutdown(signal)
             .await;

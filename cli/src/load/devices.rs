@@ -174,7 +174,9 @@ async fn session(
     rng: &mut Rng,
     tally: &mut Tally,
 ) -> Result<(), ()> {
-    let (socket, _) = tokio_tungstenite::connect_async(plan.url.as_str()).await.map_err(|_| ())?;
+    // TCP_NODELAY, as the servers: a small frame goes out at once.
+    let (socket, _) =
+        tokio_tungstenite::connect_async_with_config(plan.url.as_str(), None, true).await.map_err(|_| ())?;
     let (mut sink, mut stream) = socket.split();
     let mut next_id = 0u64;
     let mut request = |op: Value| {

@@ -33,6 +33,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::Router;
 use futures_util::StreamExt;
 use presence_gateway::Secret;
@@ -103,6 +104,9 @@ pub async fn serve(
         }
     });
     let router = Router::new().route("/ws", get(upgrade)).with_state(Arc::clone(&shared));
+    let listener = listener.tap_io(|socket| {
+        let _ = socket.set_nodelay(true);
+    });
     let served = axum::serve(listener, router).with_graceful_shutdown(shutdown).await;
     dispatcher.abort();
     served.map_err(PeerError::Io)

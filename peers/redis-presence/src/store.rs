@@ -49,6 +49,9 @@ pub struct Store {
     ttl_s: u64,
 }
 
+/// How long a command waits for Redis's reply before it fails (9000).
+const RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 fn status_key(user: &str) -> String {
     format!("presence:s:{user}")
 }
@@ -66,7 +69,10 @@ impl Store {
     /// the subscription's messages, for [`Store::dispatch`].
     pub(crate) async fn connect(url: &str) -> RedisResult<(Store, PubSubStream)> {
         let client = redis::Client::open(url)?;
-        let commands = client.get_multiplexed_async_connection().await?;
+        // The client's default gives up on a reply after 500 ms; the gateway never gives up on
+        // the engine's, so neither does this peer (a slow Redis shows as latency, not errors).
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let commands = client.get_multiplexed_async_connection_with_config(&config).await?;
         let (sink, stream) = client.get_async_pubsub().await?.split();
         let store = Store {
             commands,
