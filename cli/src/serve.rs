@@ -24,7 +24,7 @@ pub struct Args {
     /// 16 bytes; `head -c 32 /dev/urandom | base64 > FILE` makes one).
     #[arg(long)]
     secret_file: PathBuf,
-    /// A TOML file of [engine], [runtime] and [gateway] settings (docs/PROTOCOL.md lists every
+    /// A TOML file of `[engine]`, `[runtime]` and `[gateway]` settings (docs/PROTOCOL.md lists every
     /// key); unknown keys are an error.
     #[arg(long)]
     config: Option<PathBuf>,

@@ -37,9 +37,8 @@ use axum::serve::ListenerExt;
 use axum::Router;
 use futures_util::StreamExt;
 use presence_gateway::Secret;
+use store::Store;
 use tokio::net::TcpListener;
-
-pub use store::Store;
 
 /// The peer's limits.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -39,7 +39,7 @@ impl Local {
 }
 
 /// The connection to Redis, and who watches which user on this peer.
-pub struct Store {
+pub(crate) struct Store {
     commands: MultiplexedConnection,
     /// The SUBSCRIBE connection's sink, held across each (un)subscribe so that they reach
     /// Redis in the order the local watch list changed.
