@@ -8,7 +8,9 @@
 //!   each custom status; `INCR presence:v:{user}` numbers the changes (the versions of R5.6);
 //! - a change is `PUBLISH presence:{user}` of the notice; each peer process holds one
 //!   `SUBSCRIBE` connection and fans the messages out to its local watchers (the device's
-//!   own user, and the users it subscribed to);
+//!   own user, and the users it subscribed to); a channel, once subscribed, stays subscribed
+//!   (messages nobody here watches any more are dropped locally), so that a SUBSCRIBE is never
+//!   overtaken by an older UNSUBSCRIBE;
 //! - reads are one `MGET` of the status and version keys of every target;
 //! - a socket that closes without `logout` publishes OFFLINE and deletes the key.
 //!

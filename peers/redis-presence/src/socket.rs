@@ -72,7 +72,7 @@ pub(crate) async fn serve(socket: WebSocket, shared: Arc<Shared>) {
             let _ = socket.shared.store.change(&me.user, GeneralStatus::Offline, "").await;
         }
     }
-    let _ = socket.shared.store.unwatch(socket.local.id, None).await;
+    socket.shared.store.unwatch(socket.local.id, None);
     drop(socket);
     let _ = writer.await;
 }
@@ -173,11 +173,11 @@ impl Socket {
                     false => targets.into_iter().filter(|t| *t != own).collect(),
                 };
                 let users = (!targets.is_empty()).then_some(targets.as_slice());
-                let result = store.unwatch(self.local.id, users).await;
+                store.unwatch(self.local.id, users);
                 // Clearing the list keeps its own user's notices.
-                let result = match (result, users) {
-                    (Ok(()), None) => store.watch(&self.local, &[own]).await,
-                    (result, _) => result,
+                let result = match users {
+                    None => store.watch(&self.local, &[own]).await,
+                    Some(_) => Ok(()),
                 };
                 result.map(|()| protocol::ok(id)).map_err(|e| redis_failure(&e))
             }

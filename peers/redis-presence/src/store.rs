@@ -10,6 +10,9 @@ use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{Msg, RedisResult};
 use tokio::sync::{mpsc, watch};
 
+/// How long a command waits for Redis's reply before it fails (9000).
+const RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// What a socket's writer is given.
 #[derive(Debug)]
 pub(crate) enum Out {
@@ -41,16 +44,16 @@ impl Local {
 /// The connection to Redis, and who watches which user on this peer.
 pub(crate) struct Store {
     commands: MultiplexedConnection,
-    /// The SUBSCRIBE connection's sink, held across each (un)subscribe so that they reach
-    /// Redis in the order the local watch list changed.
-    subscriptions: tokio::sync::Mutex<PubSubSink>,
+    /// The SUBSCRIBE connection's sink (clones share the connection; requests are pipelined).
+    subscriptions: PubSubSink,
     /// user -> the local sockets watching it.
     watchers: Mutex<HashMap<String, Vec<Local>>>,
+    /// The users whose channel this peer subscribed to (true once Redis confirmed). A channel
+    /// is never unsubscribed, so that no SUBSCRIBE can be overtaken by an older UNSUBSCRIBE;
+    /// messages for users nobody here watches any more are dropped by `dispatch`.
+    channels: Mutex<HashMap<String, watch::Receiver<bool>>>,
     ttl_s: u64,
 }
-
-/// How long a command waits for Redis's reply before it fails (9000).
-const RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn status_key(user: &str) -> String {
     format!("presence:s:{user}")
@@ -64,6 +67,10 @@ fn channel(user: &str) -> String {
     format!("presence:{user}")
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Store {
     /// Connects (one multiplexed connection for commands, one for SUBSCRIBE); the stream is
     /// the subscription's messages, for [`Store::dispatch`].
@@ -73,11 +80,12 @@ impl Store {
         // the engine's, so neither does this peer (a slow Redis shows as latency, not errors).
         let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT));
         let commands = client.get_multiplexed_async_connection_with_config(&config).await?;
-        let (sink, stream) = client.get_async_pubsub().await?.split();
+        let (subscriptions, stream) = client.get_async_pubsub().await?.split();
         let store = Store {
             commands,
-            subscriptions: tokio::sync::Mutex::new(sink),
+            subscriptions,
             watchers: Mutex::new(HashMap::new()),
+            channels: Mutex::new(HashMap::new()),
             ttl_s: 400,
         };
         Ok((store, stream))
@@ -88,55 +96,61 @@ impl Store {
         self.ttl_s = ttl_s.max(1);
     }
 
-    fn watchers(&self) -> MutexGuard<'_, HashMap<String, Vec<Local>>> {
-        self.watchers.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// `socket` watches `users`; the peer SUBSCRIBEs to the users nobody here watched yet.
+    /// `socket` watches `users`. The peer SUBSCRIBEs to the users it never subscribed to, and
+    /// returns once every one of them is confirmed (by this call or an earlier one), so that
+    /// every change published afterwards reaches the socket.
     pub(crate) async fn watch(&self, socket: &Local, users: &[String]) -> RedisResult<()> {
-        let mut subscriptions = self.subscriptions.lock().await;
-        let new: Vec<String> = {
-            let mut watchers = self.watchers();
-            let mut new = Vec::new();
+        let (mut new, mut senders, mut pending) = (Vec::new(), Vec::new(), Vec::new());
+        {
+            let mut watchers = lock(&self.watchers);
+            let mut channels = lock(&self.channels);
             for user in users {
                 let list = watchers.entry(user.clone()).or_default();
-                if list.is_empty() {
-                    new.push(channel(user));
-                }
                 if !list.iter().any(|w| w.id == socket.id) {
                     list.push(socket.clone());
                 }
+                match channels.get(user) {
+                    Some(confirmed) => pending.push(confirmed.clone()),
+                    None => {
+                        let (sender, confirmed) = watch::channel(false);
+                        channels.insert(user.clone(), confirmed);
+                        new.push(channel(user));
+                        senders.push(sender);
+                    }
+                }
             }
-            new
-        };
+        }
         if !new.is_empty() {
-            subscriptions.subscribe(&new).await?;
+            if let Err(error) = self.subscriptions.clone().subscribe(&new).await {
+                // Forget them, so that the next watch tries again; their waiters see the error.
+                let mut channels = lock(&self.channels);
+                for user in users {
+                    if new.contains(&channel(user)) {
+                        channels.remove(user);
+                    }
+                }
+                return Err(error);
+            }
+            for sender in senders {
+                sender.send_replace(true);
+            }
+        }
+        for mut confirmed in pending {
+            if confirmed.wait_for(|done| *done).await.is_err() {
+                return Err(redis::RedisError::from((redis::ErrorKind::Io, "a SUBSCRIBE failed")));
+            }
         }
         Ok(())
     }
 
-    /// Socket `id` stops watching `users` (every user, for `None`); the peer UNSUBSCRIBEs
-    /// from the users nobody here watches any more.
-    pub(crate) async fn unwatch(&self, id: u64, users: Option<&[String]>) -> RedisResult<()> {
-        let mut subscriptions = self.subscriptions.lock().await;
-        let gone: Vec<String> = {
-            let mut watchers = self.watchers();
-            let mut gone = Vec::new();
-            watchers.retain(|user, list| {
-                if users.is_none_or(|users| users.contains(user)) {
-                    list.retain(|w| w.id != id);
-                }
-                if list.is_empty() {
-                    gone.push(channel(user));
-                }
-                !list.is_empty()
-            });
-            gone
-        };
-        if !gone.is_empty() {
-            subscriptions.unsubscribe(&gone).await?;
-        }
-        Ok(())
+    /// Socket `id` stops watching `users` (every user, for `None`).
+    pub(crate) fn unwatch(&self, id: u64, users: Option<&[String]>) {
+        lock(&self.watchers).retain(|user, list| {
+            if users.is_none_or(|users| users.contains(user)) {
+                list.retain(|w| w.id != id);
+            }
+            !list.is_empty()
+        });
     }
 
     /// A message of the subscription: queued on each local socket watching its user.
@@ -144,7 +158,7 @@ impl Store {
         let Some(user) = message.get_channel_name().strip_prefix("presence:") else { return };
         let Ok(text) = std::str::from_utf8(message.get_payload_bytes()) else { return };
         let text = Utf8Bytes::from(text);
-        let watchers = self.watchers();
+        let watchers = lock(&self.watchers);
         for socket in watchers.get(user).into_iter().flatten() {
             socket.push(Out::Text(text.clone()));
         }
