@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the programs the tests run as real servers are installed, from Debian's packages.
 #
-#   scripts/install-programs.sh nats-server [PROGRAM...]
+#   scripts/install-programs.sh nats-server redis-server chromium [PROGRAM...]
 #
 # For each program named: nothing to do when it is already on PATH; otherwise, as root,
 # `apt-get update` (once per run) and `apt-get install -y PACKAGE`; not as root, it prints the
@@ -19,8 +19,12 @@ apt_updated=0
 package_of() {
     case "$1" in
         nats-server) echo nats-server ;;
-        # redis-server) echo redis-server ;;
-        # chromium) echo chromium ;;
+        # The Redis design the load test races against (`presence load --against redis`).
+        redis-server) echo redis-server ;;
+        # The browser test of the gateway's page drives headless Chromium over the DevTools
+        # protocol; chromedriver is only for those who prefer WebDriver (no test needs it).
+        chromium) echo chromium ;;
+        chromedriver) echo chromium-driver ;;
         *)
             echo "install-programs.sh: no rule to install '$1' (add a case to package_of)" >&2
             return 1
@@ -32,6 +36,7 @@ package_of() {
 stop_service_of() {
     case "$1" in
         nats-server) echo nats-server ;;
+        redis-server) echo redis-server ;;
         *) echo "" ;;
     esac
 }
@@ -79,7 +84,7 @@ ensure() {
 }
 
 if [ "$#" -eq 0 ]; then
-    echo "usage: scripts/install-programs.sh PROGRAM... (known: nats-server)" >&2
+    echo "usage: scripts/install-programs.sh PROGRAM... (known: nats-server, redis-server, chromium, chromedriver)" >&2
     exit 2
 fi
 for program in "$@"; do

@@ -4,11 +4,15 @@
 
 mod conform;
 mod inspect;
+mod load;
 mod node;
+mod redis_peer;
 mod replay;
+mod serve;
 mod shell;
 mod simulate;
 mod stores;
+mod token;
 
 use std::process::ExitCode;
 
@@ -41,6 +45,15 @@ enum Commands {
     /// Run one node of a cluster over NATS JetStream: it owns a share of the shards and takes
     /// over those of nodes that are lost, until SIGINT or SIGTERM.
     Node(node::Args),
+    /// Serve devices over WebSockets (the page at /, the socket at /ws) until SIGINT or SIGTERM.
+    Serve(serve::Args),
+    /// Print a signed login token for a user, or the host's bearer.
+    Token(token::Args),
+    /// Drive simulated devices over WebSockets against the gateway and the Redis design, and
+    /// compare throughput, notice latency and server CPU.
+    Load(load::Args),
+    /// Serve the gateway's protocol the usual Redis way (the load test's baseline).
+    RedisPeer(redis_peer::Args),
 }
 
 fn main() -> ExitCode {
@@ -52,5 +65,9 @@ fn main() -> ExitCode {
         Commands::Simulate(args) => simulate::run(args),
         Commands::Inspect(args) => inspect::run(args),
         Commands::Replay(args) => replay::run(args),
+        Commands::Serve(args) => serve::run(args),
+        Commands::Token(args) => token::run(args),
+        Commands::Load(args) => load::run(args),
+        Commands::RedisPeer(args) => redis_peer::run(args),
     }
 }

@@ -42,7 +42,7 @@ impl ClusterSubject {
             deployment: deployment.into(),
             shards: SHARDS,
             replicas: 1,
-            node_timeout_ms: 1_000,
+            node_timeout_ms: 2_000,
             tick_interval_ms: 0,
             follow_interval_ms: 5,
             engine,
@@ -60,7 +60,7 @@ impl ClusterSubject {
         }
         let client = ClusterClient::connect(url, deployment, SHARDS).unwrap();
         let want: Vec<Option<&str>> = assign(SHARDS, NODES);
-        let served = wait_until(Duration::from_secs(30), "every shard served by its owner", || {
+        let served = wait_until(Duration::from_secs(60), "every shard served by its owner", || {
             let mut owners = vec![None; SHARDS as usize];
             for alive in client.nodes(Duration::from_millis(300)) {
                 for (shard, _) in alive.shards {

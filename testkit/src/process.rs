@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// The script that installs the programs tests run, named in every "not installed" error.
@@ -105,6 +105,21 @@ impl ServerProcess {
     /// Kills it with SIGKILL (no clean shutdown) and waits for it.
     pub fn kill(mut self) {
         self.kill_now();
+    }
+
+    /// Sends it SIGTERM (a clean shutdown) and waits at most `timeout` for it to exit: its
+    /// exit status, or `None` if it was still running (it is then killed when dropped).
+    pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let sent = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "cannot send SIGTERM to {}", self.child.id());
+        let started = Instant::now();
+        while started.elapsed() < timeout {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     fn kill_now(&mut self) {

@@ -1,0 +1,278 @@
+//! The gateway's configuration: the engine's rules, the runtime's batching and snapshots, and
+//! the gateway's own limits, read from one TOML file (`presence serve --config FILE`). Every
+//! key has a default; an unknown key is an error, so that a typo never passes silently.
+//!
+//! ```toml
+//! [engine]                      # presence_engine::Config: docs/SPEC.md's table
+//! heartbeat_timeout_ms = 400000
+//! friend_notifications = true
+//!
+//! [runtime]                     # the engine thread
+//! queue_capacity = 4096
+//!
+//! [gateway]                     # sockets
+//! node_id = "gw-1"
+//! max_frame_bytes = 65536
+//! ```
+
+use std::time::Duration;
+
+use presence_engine::runtime::{RuntimeConfig, SnapshotPolicy};
+use presence_engine::{Config, OWNER_BYTES_MAX};
+use serde::Deserialize;
+
+/// The most bytes a request frame may be allowed to take (`max_frame_bytes`).
+pub const FRAME_BYTES_LIMIT: usize = 1 << 20;
+/// The fewest bytes `max_frame_bytes` may be: room for a login with the longest token.
+pub const FRAME_BYTES_MIN: usize = 1 << 10;
+/// A frame up to this many times `max_frame_bytes` is read whole and refused with a reply
+/// (code 8003), the connection going on; a longer one closes the connection (1009), since
+/// the transport would have to buffer it all first.
+pub const FRAME_HARD_LIMIT_FACTOR: usize = 16;
+/// The most messages an outbound queue may be configured to hold.
+pub const OUTBOUND_QUEUE_LIMIT: usize = 1 << 20;
+/// The most connections a gateway may be configured to serve at once.
+pub const CONNECTIONS_LIMIT: usize = 1 << 20;
+
+/// Everything `presence serve` can be told, in three sections.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// The engine's rules (docs/SPEC.md's configuration table).
+    pub engine: Config,
+    /// The runtime thread's batching, ticking and snapshots.
+    pub runtime: RuntimeSettings,
+    /// The gateway's own settings.
+    pub gateway: GatewaySettings,
+}
+
+/// The runtime's settings ([`RuntimeConfig`]). The gateway always ticks by itself and
+/// always syncs each turn before it replies (R8.3), so those two are not settings here.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeSettings {
+    /// Commands that may wait for the engine; beyond it requests are answered `Busy` (8008).
+    pub queue_capacity: usize,
+    /// Reads (session handles, friend lists) that may wait for the next turn.
+    pub read_queue_capacity: usize,
+    /// The most commands in one turn (one append, one sync).
+    pub max_batch: usize,
+    /// How often an idle runtime ticks (expiring silent sessions, R2.4).
+    pub tick_interval_ms: u64,
+    /// Snapshot after this many events (0: never by count).
+    pub snapshot_every_events: u64,
+    /// Snapshot after this many bytes of log (0: never by size).
+    pub snapshot_every_bytes: u64,
+    /// Snapshot after this long, if anything was logged (0: never by time).
+    pub snapshot_every_ms: u64,
+    /// Remove the log a snapshot covers.
+    pub compact: bool,
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        let runtime = RuntimeConfig::default();
+        let snapshots = SnapshotPolicy::default();
+        Self {
+            queue_capacity: runtime.queue_capacity,
+            read_queue_capacity: runtime.read_queue_capacity,
+            max_batch: runtime.max_batch,
+            tick_interval_ms: runtime.tick_interval_ms,
+            snapshot_every_events: snapshots.every_events.unwrap_or(0),
+            snapshot_every_bytes: snapshots.every_bytes.unwrap_or(0),
+            snapshot_every_ms: snapshots.every_ms.unwrap_or(0),
+            compact: snapshots.compact,
+        }
+    }
+}
+
+impl RuntimeSettings {
+    /// The runtime's configuration.
+    pub fn runtime_config(&self) -> RuntimeConfig {
+        let nonzero = |n: u64| (n > 0).then_some(n);
+        RuntimeConfig {
+            queue_capacity: self.queue_capacity,
+            read_queue_capacity: self.read_queue_capacity,
+            max_batch: self.max_batch,
+            tick_interval_ms: self.tick_interval_ms,
+            auto_tick: true,
+            sync_each_turn: true,
+            snapshots: SnapshotPolicy {
+                every_events: nonzero(self.snapshot_every_events),
+                every_bytes: nonzero(self.snapshot_every_bytes),
+                every_ms: nonzero(self.snapshot_every_ms),
+                compact: self.compact,
+            },
+        }
+    }
+}
+
+/// The gateway's own settings.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewaySettings {
+    /// This gateway's name, the connection owner of every session it logs in (R8.5): give
+    /// each node of a cluster its own, so that a lost node's sessions can be disconnected.
+    pub node_id: String,
+    /// Sockets served at once; an upgrade beyond it is answered 503.
+    pub max_connections: usize,
+    /// The longest request frame, in bytes; longer ones are refused (8003, or close 1009).
+    pub max_frame_bytes: usize,
+    /// Messages (replies and notices) waiting to be written to one socket; a socket whose
+    /// queue is full is closed (4002) rather than holding up anyone else.
+    pub outbound_queue: usize,
+    /// A socket that has not logged in this long after it opened is closed (4003).
+    pub login_timeout_ms: u64,
+    /// A socket silent this long (no frame, no ping) is closed (4004); 0 means the engine's
+    /// `heartbeat_timeout_ms`, after which its session is disconnected anyway (R2.4).
+    pub idle_timeout_ms: u64,
+    /// How long the gateway waits to write a close frame, or for its sockets to end at
+    /// shutdown, before it drops them.
+    pub close_timeout_ms: u64,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self {
+            node_id: "gateway".into(),
+            max_connections: 10_000,
+            max_frame_bytes: 64 << 10,
+            outbound_queue: 256,
+            login_timeout_ms: 10_000,
+            idle_timeout_ms: 0,
+            close_timeout_ms: 2_000,
+        }
+    }
+}
+
+/// A configuration that does not parse or holds a value out of range.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl GatewayConfig {
+    /// Reads a TOML configuration (every key optional, none unknown) and checks it.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: GatewayConfig = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value: the engine's (as [`Config::validate`] does) and the gateway's.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.engine.validate().map_err(|e| ConfigError(format!("[engine] {e}")))?;
+        let r = &self.runtime;
+        for (name, value) in [
+            ("queue_capacity", r.queue_capacity),
+            ("read_queue_capacity", r.read_queue_capacity),
+            ("max_batch", r.max_batch),
+        ] {
+            if value == 0 || value > OUTBOUND_QUEUE_LIMIT {
+                return Err(ConfigError(format!("[runtime] {name} must be 1 to {OUTBOUND_QUEUE_LIMIT}")));
+            }
+        }
+        if r.tick_interval_ms == 0 {
+            return Err(ConfigError("[runtime] tick_interval_ms must be at least 1".into()));
+        }
+        let g = &self.gateway;
+        let node = &g.node_id;
+        if node.is_empty() || node.len() > OWNER_BYTES_MAX || node.chars().any(char::is_control) {
+            return Err(ConfigError(format!(
+                "[gateway] node_id must be 1 to {OWNER_BYTES_MAX} bytes of UTF-8 without control characters"
+            )));
+        }
+        if !(FRAME_BYTES_MIN..=FRAME_BYTES_LIMIT).contains(&g.max_frame_bytes) {
+            return Err(ConfigError(format!(
+                "[gateway] max_frame_bytes must be {FRAME_BYTES_MIN} to {FRAME_BYTES_LIMIT}"
+            )));
+        }
+        if g.outbound_queue == 0 || g.outbound_queue > OUTBOUND_QUEUE_LIMIT {
+            return Err(ConfigError(format!("[gateway] outbound_queue must be 1 to {OUTBOUND_QUEUE_LIMIT}")));
+        }
+        if g.max_connections == 0 || g.max_connections > CONNECTIONS_LIMIT {
+            return Err(ConfigError(format!("[gateway] max_connections must be 1 to {CONNECTIONS_LIMIT}")));
+        }
+        for (name, value) in
+            [("login_timeout_ms", g.login_timeout_ms), ("close_timeout_ms", g.close_timeout_ms)]
+        {
+            if value == 0 {
+                return Err(ConfigError(format!("[gateway] {name} must be at least 1")));
+            }
+        }
+        Ok(())
+    }
+
+    /// How long a socket may stay silent: `idle_timeout_ms`, or the engine's heartbeat timeout.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(match self.gateway.idle_timeout_ms {
+            0 => self.engine.heartbeat_timeout_ms,
+            ms => ms,
+        })
+    }
+
+    /// The longest frame the transport reads before it gives up on the connection.
+    pub fn frame_hard_limit(&self) -> usize {
+        self.gateway.max_frame_bytes.saturating_mul(FRAME_HARD_LIMIT_FACTOR)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_is_the_defaults() {
+        assert_eq!(GatewayConfig::from_toml("").unwrap(), GatewayConfig::default());
+    }
+
+    #[test]
+    fn every_section_reads_and_unknown_keys_are_errors() {
+        let config = GatewayConfig::from_toml(
+            "[engine]\nheartbeat_timeout_ms = 5000\nedition = \"standard\"\n\
+             [runtime]\nqueue_capacity = 8\nsnapshot_every_events = 0\n\
+             [gateway]\nnode_id = \"gw-7\"\noutbound_queue = 3\n",
+        )
+        .unwrap();
+        assert_eq!(config.engine.heartbeat_timeout_ms, 5_000);
+        assert_eq!(config.runtime.queue_capacity, 8);
+        assert_eq!(config.runtime.runtime_config().snapshots.every_events, None);
+        assert_eq!(config.gateway.node_id, "gw-7");
+        assert_eq!(config.gateway.outbound_queue, 3);
+        assert_eq!(config.idle_timeout(), Duration::from_millis(5_000));
+
+        for bad in [
+            "[engine]\nheartbeat_timeout = 5\n",
+            "[gateway]\nnode = \"x\"\n",
+            "[runtime]\nqueue = 1\n",
+            "[other]\n",
+            "top = 1\n",
+        ] {
+            let error = GatewayConfig::from_toml(bad).unwrap_err().to_string();
+            assert!(error.contains("unknown"), "{bad:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn values_out_of_range_are_errors_naming_the_key() {
+        for (bad, key) in [
+            ("[engine]\nmax_subscriptions = 0\n", "max_subscriptions"),
+            ("[runtime]\nqueue_capacity = 0\n", "queue_capacity"),
+            ("[gateway]\nnode_id = \"\"\n", "node_id"),
+            ("[gateway]\nmax_frame_bytes = 10\n", "max_frame_bytes"),
+            ("[gateway]\noutbound_queue = 0\n", "outbound_queue"),
+            ("[gateway]\nmax_connections = 0\n", "max_connections"),
+            ("[gateway]\nlogin_timeout_ms = 0\n", "login_timeout_ms"),
+            ("[gateway]\nmax_frame_bytes = \"big\"\n", "max_frame_bytes"),
+        ] {
+            let error = GatewayConfig::from_toml(bad).unwrap_err().to_string();
+            assert!(error.contains(key), "{bad:?}: {error}");
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! `presence serve`: a WebSocket gateway over the presence runtime.
+//!
+//! Devices log in with a token the host signed (token.rs, like Tencent's UserSig), then
+//! send JSON requests over a WebSocket at `/ws` and receive their replies and pushed
+//! notices there (docs/PROTOCOL.md). A page at `/` does the same in a browser. The host
+//! manages friendships over HTTP with a bearer derived from the same secret.
+//!
+//! ```no_run
+//! use presence_gateway::{Gateway, GatewayConfig, Secret};
+//! use presence_storage_sled::{Durability, SledStore};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let secret = Secret::from_file("presence.secret".as_ref())?;
+//! let store = SledStore::open("presence-data", Durability::GroupCommit)?;
+//! let gateway = Gateway::open(store, GatewayConfig::default(), secret.clone())?;
+//! println!("a token for alice: {}", secret.mint_for("alice", 3_600));
+//! let running = gateway.spawn("127.0.0.1:7878".parse()?)?; // or `gateway.serve(listener, signal).await`
+//! // ... until the host stops it: the sockets close, their sessions are disconnected, the
+//! // engine drains and syncs.
+//! running.stop()?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! How it is wired (docs/DESIGN.md, "The gateway"):
+//! - **One socket** (`connection.rs`): a reader task answers requests in order, each queued
+//!   on the runtime with `try_send` (a full queue is answered `Busy`, 8008, never waited
+//!   for) and awaited without blocking a thread; a writer task drains the socket's bounded
+//!   outbound queue. WebSocket pings are heartbeats by session handle (R2.4).
+//! - **Notices** (`routes.rs`): the runtime's [`NoticeSink`](presence_engine::runtime::NoticeSink)
+//!   resolves each recipient to the socket registered for its (user, device) and queues the
+//!   notice there without waiting; a socket whose queue is full is closed (4002).
+//! - **Sessions follow sockets**: a socket that closes without `logout` disconnects its
+//!   session (R2.2), unless the device has logged in again through another socket since;
+//!   every session is logged in with the gateway's `node_id` as its connection owner (R8.5);
+//!   at shutdown the node's sessions are disconnected, and at the next start whatever the log
+//!   still says is connected is disconnected (R8.4).
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod config;
+mod connection;
+mod http;
+pub mod protocol;
+mod routes;
+mod server;
+mod shared;
+mod stats;
+pub mod token;
+
+pub use config::{ConfigError, GatewayConfig, GatewaySettings, RuntimeSettings};
+pub use server::{Gateway, GatewayError, RunningGateway, ServeReport};
+pub use stats::GatewayStats;
+pub use token::{Secret, TokenError};
