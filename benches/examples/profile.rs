@@ -15,6 +15,7 @@
 //! - `mix USERS N`, `heartbeat USERS N`, `set-status USERS N`, `subscribe USERS N`: the
 //!   `commands` benchmark's workloads, one `execute` each.
 //! - `spread USERS N`: the `fanout` benchmark's spread fan-out 10, N status changes.
+//! - `tick-expire USERS`: the `tick` benchmark's tick that disconnects USERS sessions.
 #![allow(missing_docs)]
 
 use std::hint::black_box;
@@ -76,6 +77,11 @@ fn measured_commands(engine: &mut Engine<MemStore>, commands: &[Command]) -> usi
     told
 }
 
+#[inline(never)]
+fn measured_tick(engine: &mut Engine<MemStore>, at_ms: u64) -> u64 {
+    engine.tick(at_ms).map_or(0, |out| out.events as u64)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let what = args.get(1).map(String::as_str).unwrap_or_else(|| usage());
@@ -88,6 +94,11 @@ fn main() {
             let path = replay_store(users);
             started = Instant::now();
             count = measured_replay(&path, what == "replay-log");
+        }
+        "tick-expire" => {
+            let mut engine = engine_with_users(users);
+            started = Instant::now();
+            count = measured_tick(&mut engine, bench_config().heartbeat_timeout_ms);
         }
         _ => {
             let n = arg(&args, 3) as usize;
