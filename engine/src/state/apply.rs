@@ -61,7 +61,7 @@ impl State {
             None => state.sessions.push(opened),
         }
         self.set_owner(u, d, owner);
-        let due = HeartbeatDue { heartbeat_at_ms: at_ms, user: u, device: d, incarnation };
+        let due = HeartbeatDue { heartbeat_at_ms: at_ms, user: u, incarnation };
         self.deadlines.push_heartbeat(due);
         Ok(())
     }
