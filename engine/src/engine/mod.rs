@@ -280,7 +280,7 @@ impl<S: EventStore> Engine<S> {
         }
         #[cfg(debug_assertions)]
         for event in events {
-            if let Some(u) = self.state.user_key(event.kind.user()) {
+            if let Some(u) = self.state.user_key(event.kind.user().as_str()) {
                 self.state.check_invariants(u);
             }
         }
