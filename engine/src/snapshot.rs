@@ -302,7 +302,9 @@ impl SnapshotWire<'_> {
             let i = i as u32;
             let sessions = self.sessions_of(wire);
             let devices = sessions.iter().map(|s| s.device);
-            if !strictly_increasing(devices) || sessions.iter().any(|s| s.device as usize >= self.devices.len()) {
+            if !strictly_increasing(devices)
+                || sessions.iter().any(|s| s.device as usize >= self.devices.len())
+            {
                 return Err(format!("sessions of {user} are not sorted and unique"));
             }
             let owner_in_range =

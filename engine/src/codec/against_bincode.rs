@@ -229,10 +229,12 @@ fn events_decode_as_bincode_decodes_them_whatever_the_bytes() {
         let v1 = bincode::serde::encode_to_vec(&v1, standard()).unwrap();
         for bytes in std::iter::once(v2.clone()).chain(damaged(&v2, &mut rng)) {
             let reference =
-                bincode::serde::borrow_decode_from_slice(&bytes, limited::<{ super::BATCH_BYTES_MAX }>()).map(as_refs);
+                bincode::serde::borrow_decode_from_slice(&bytes, limited::<{ super::BATCH_BYTES_MAX }>())
+                    .map(as_refs);
             let mine = ours(&bytes, super::BATCH_BYTES_MAX, |r| events::decode_events(r, 2));
             assert_eq!(outcome(mine), outcome(reference), "format 2, round {round}: {bytes:?}");
-            let reference = bincode::serde::borrow_decode_from_slice(&bytes, limited::<SMALL_LIMIT>()).map(as_refs);
+            let reference =
+                bincode::serde::borrow_decode_from_slice(&bytes, limited::<SMALL_LIMIT>()).map(as_refs);
             let mine = ours(&bytes, SMALL_LIMIT, |r| events::decode_events(r, 2));
             assert_eq!(outcome(mine), outcome(reference), "format 2, small limit, round {round}: {bytes:?}");
         }
@@ -281,7 +283,8 @@ fn outboxes_match_bincode_both_ways() {
         let reference = bincode::serde::encode_to_vec(&outbox, standard()).unwrap();
         assert_eq!(encoded(|w| events::encode_outbox(&outbox, w)), reference);
         for bytes in std::iter::once(reference.clone()).chain(damaged(&reference, &mut rng)) {
-            let theirs = bincode::serde::decode_from_slice::<Vec<OutboxWire>, _>(&bytes, limited::<SMALL_LIMIT>());
+            let theirs =
+                bincode::serde::decode_from_slice::<Vec<OutboxWire>, _>(&bytes, limited::<SMALL_LIMIT>());
             let mine = ours(&bytes, SMALL_LIMIT, events::decode_outbox);
             assert_eq!(outcome(mine), outcome(theirs), "round {round}: {bytes:?}");
         }
@@ -490,23 +493,21 @@ fn snapshots_match_bincode_both_ways() {
         assert_eq!(encoded(|w| snapshot::encode_snapshot(&snapshot.wire(), w)), v2);
         for bytes in std::iter::once(v2.clone()).chain(damaged(&v2, &mut rng)) {
             let theirs = bincode::serde::decode_from_slice::<SnapshotV2, _>(&bytes, limited::<SMALL_LIMIT>());
-            let mine =
-                ours(&bytes, SMALL_LIMIT, |r| snapshot::decode_snapshot(r, 2).map(|w| SnapshotV2::from_wire(&w)));
+            let mine = ours(&bytes, SMALL_LIMIT, |r| {
+                snapshot::decode_snapshot(r, 2).map(|w| SnapshotV2::from_wire(&w))
+            });
             assert_eq!(outcome(mine), outcome(theirs), "format 2, round {round}: {bytes:?}");
         }
         let (v1, upcast) = snapshot.v1();
         let v1 = bincode::serde::encode_to_vec(&v1, standard()).unwrap();
-        let read = ours(&v1, SMALL_LIMIT, |r| snapshot::decode_snapshot(r, 1).map(|w| SnapshotV2::from_wire(&w)));
+        let read =
+            ours(&v1, SMALL_LIMIT, |r| snapshot::decode_snapshot(r, 1).map(|w| SnapshotV2::from_wire(&w)));
         assert_eq!(read.map(|(s, _)| s).ok(), Some(upcast));
         for bytes in damaged(&v1, &mut rng) {
             let theirs = bincode::serde::decode_from_slice::<SnapshotV1, _>(&bytes, limited::<SMALL_LIMIT>())
                 .map(|(_, used)| used);
             let mine = ours(&bytes, SMALL_LIMIT, |r| snapshot::decode_snapshot(r, 1)).map(|(_, used)| used);
-            assert_eq!(
-                format!("{:?}", mine),
-                format!("{:?}", theirs),
-                "format 1, round {round}: {bytes:?}"
-            );
+            assert_eq!(format!("{:?}", mine), format!("{:?}", theirs), "format 1, round {round}: {bytes:?}");
         }
     }
 }

@@ -22,7 +22,9 @@ impl State {
             &EventKind::SessionDisconnected { user, device, .. } => {
                 self.apply_session_disconnected(user, device, at_ms)?
             }
-            &EventKind::SessionClosed { user, device, .. } => self.apply_session_closed(user, device, at_ms)?,
+            &EventKind::SessionClosed { user, device, .. } => {
+                self.apply_session_closed(user, device, at_ms)?
+            }
             &EventKind::CustomStatusSet { user, custom, .. } => self.apply_custom_status_set(user, custom)?,
             EventKind::Subscribed { user, targets } => self.apply_subscribed(*user, targets)?,
             EventKind::Unsubscribed { user, targets, .. } => self.apply_unsubscribed(*user, targets)?,
@@ -68,7 +70,12 @@ impl State {
     }
 
     /// R2.2, R2.4: a connected session becomes disconnected.
-    fn apply_session_disconnected(&mut self, user: Text<'_>, device: Text<'_>, at_ms: u64) -> Result<(), String> {
+    fn apply_session_disconnected(
+        &mut self,
+        user: Text<'_>,
+        device: Text<'_>,
+        at_ms: u64,
+    ) -> Result<(), String> {
         let (u, d) = self.existing_session(user, device)?;
         if !self.user(u).session(d).is_some_and(Session::connected) {
             return Err(format!("{user}/{device} is not connected"));

@@ -21,7 +21,12 @@ pub(crate) struct Owners {
 impl Owners {
     /// Sets the owner of a session (none: forgets it); returns the one it replaced, for
     /// [`Owners::restore`].
-    pub(crate) fn replace(&mut self, user: UserKey, device: DeviceKey, owner: Option<Text<'_>>) -> Option<u32> {
+    pub(crate) fn replace(
+        &mut self,
+        user: UserKey,
+        device: DeviceKey,
+        owner: Option<Text<'_>>,
+    ) -> Option<u32> {
         match owner {
             Some(owner) => {
                 let key = match self.names.get(owner.as_bytes()) {
