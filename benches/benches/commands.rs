@@ -5,7 +5,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use presence_benches::{engine_with_users, user, Rng};
+use presence_benches::{engine_with_users, mix, user, Rng};
 use presence_engine::{Command, Engine, SessionHandle};
 use presence_storage_mem::MemStore;
 
@@ -33,36 +33,11 @@ fn run(c: &mut Criterion, name: &str, engine: &mut Engine<MemStore>, commands: &
     group.finish();
 }
 
-/// A realistic mix for users who are all logged in at the start: mostly heartbeats, some
-/// status changes and subscriptions, and users leaving and coming back.
-fn mix(rng: &mut Rng, len: usize) -> Vec<Command> {
-    let mut online = vec![true; USERS as usize];
-    (0..len)
-        .map(|_| {
-            let u = rng.below(USERS);
-            let name = user(u);
-            if !online[u as usize] {
-                online[u as usize] = true;
-                return Command::login(name, "d0");
-            }
-            match rng.below(100) {
-                0..=69 => Command::heartbeat(name, "d0"),
-                70..=81 => Command::set_status(name, "d0", if rng.below(2) == 0 { "busy" } else { "" }),
-                82..=89 => Command::subscribe(name, "d0", [user(rng.below(USERS))]),
-                _ => {
-                    online[u as usize] = false;
-                    Command::logout(name, "d0")
-                }
-            }
-        })
-        .collect()
-}
-
 fn benches(c: &mut Criterion) {
     let mut rng = Rng::new(42);
     let mut engine = engine_with_users(USERS);
 
-    let commands = mix(&mut rng, 2_000_000);
+    let commands = mix(&mut rng, USERS, 2_000_000);
     run(c, "mix_over_1000000_users", &mut engine, &commands);
 
     let mut engine = engine_with_users(USERS);

@@ -6,7 +6,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use presence_benches::{engine_with_users, run_grouped, subscribe_all, user, Rng};
+use presence_benches::{engine_with_users, spread_subscriptions, subscribe_all, user};
 use presence_engine::Command;
 
 fn one_star(c: &mut Criterion) {
@@ -38,24 +38,9 @@ fn spread(c: &mut Criterion) {
     const FAN_OUT: u64 = 10;
     const PER_ITER: usize = 1_000;
     let mut engine = engine_with_users(USERS);
-    // Ten random permutations: subscriber s watches perm_k(s) for k in 0..10, so every user
-    // has about ten subscribers scattered over the whole id space.
-    let mut rng = Rng::new(7);
-    let perms: Vec<Vec<u64>> = (0..FAN_OUT)
-        .map(|_| {
-            let mut p: Vec<u64> = (0..USERS).collect();
-            for i in (1..p.len()).rev() {
-                p.swap(i, rng.below(i as u64 + 1) as usize);
-            }
-            p
-        })
-        .collect();
-    let subscribes = (0..USERS).map(|s| {
-        let targets: Vec<String> =
-            perms.iter().map(|p| p[s as usize]).filter(|&t| t != s).map(user).collect();
-        Command::subscribe(user(s), "d0", targets)
-    });
-    run_grouped(&mut engine, subscribes, 0);
+    // Subscriber s watches perm_k(s) for k in 0..10, so every user has about ten subscribers
+    // scattered over the whole id space.
+    let perms = spread_subscriptions(&mut engine, USERS, FAN_OUT);
     // The users whose status changes, in random order, with their exact delivery counts.
     let changers: Vec<String> = perms[0][..PER_ITER].iter().map(|&u| user(u)).collect();
     let deliveries: u64 = changers.iter().map(|u| engine.subscriber_count(u) as u64 + 1).sum();

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use presence_benches::{bench_config, login_users, run_grouped, user};
-use presence_engine::{Command, Engine, ReadOnlyStore};
+use presence_benches::{bench_config, replay_log};
+use presence_engine::{Engine, ReadOnlyStore};
 use presence_storage_sled::{Durability, OpenOptions, SledStore};
 
 const USERS: u64 = 1_000_000;
@@ -20,33 +20,14 @@ fn cached_store() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("replay-10m-events")
 }
 
-/// 1 000 000 users log in, subscribe to five others, change their status four times and
-/// reconnect twice: 10 000 000 events. A snapshot is taken after 8 500 000.
+/// The log of [`replay_log`] for 1 000 000 users: 10 000 000 events, a snapshot after
+/// 8 500 000.
 fn generate(path: &Path) {
     let started = Instant::now();
     let options = OpenOptions { fsync: false, ..OpenOptions::new(Durability::Buffered) };
     let (store, _) = SledStore::open_with(path, options).unwrap();
     let mut engine = Engine::open(bench_config(), store).unwrap();
-    login_users(&mut engine, USERS, 0);
-    let subscribes = (0..USERS).map(|s| {
-        let targets: Vec<String> = (1..=5).map(|k| user((s + k * 7_919) % USERS)).collect();
-        Command::subscribe(user(s), "d0", targets)
-    });
-    run_grouped(&mut engine, subscribes, 1);
-    for round in 0..4u64 {
-        let custom = ["busy", "", "in a meeting", "gaming"][round as usize];
-        run_grouped(&mut engine, (0..USERS).map(|u| Command::set_status(user(u), "d0", custom)), 2 + round);
-    }
-    for round in 0..2u64 {
-        if round == 1 {
-            run_grouped(&mut engine, (0..USERS / 2).map(|u| Command::disconnect(user(u), "d0")), 10);
-            engine.snapshot().unwrap();
-            run_grouped(&mut engine, (USERS / 2..USERS).map(|u| Command::disconnect(user(u), "d0")), 10);
-        } else {
-            run_grouped(&mut engine, (0..USERS).map(|u| Command::disconnect(user(u), "d0")), 10);
-        }
-        run_grouped(&mut engine, (0..USERS).map(|u| Command::login(user(u), "d0")), 11 + round);
-    }
+    replay_log(&mut engine, USERS);
     assert_eq!(engine.last_seq(), EVENTS, "the generator's arithmetic");
     engine.sync().unwrap();
     drop(engine);

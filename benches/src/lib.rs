@@ -125,3 +125,82 @@ pub fn commit_latencies<S: EventStore>(
         at(1.0).as_secs_f64() * 1e3
     )
 }
+
+/// The log the replay benchmarks recover from: `users` users log in, subscribe to five
+/// others, change their status four times and reconnect twice (ten events each), with a
+/// snapshot after eight and a half events a user.
+pub fn replay_log<S: EventStore>(engine: &mut Engine<S>, users: u64) {
+    login_users(engine, users, 0);
+    let subscribes = (0..users).map(|s| {
+        let targets: Vec<String> = (1..=5).map(|k| user((s + k * 7_919) % users)).collect();
+        Command::subscribe(user(s), "d0", targets)
+    });
+    run_grouped(engine, subscribes, 1);
+    for round in 0..4u64 {
+        let custom = ["busy", "", "in a meeting", "gaming"][round as usize];
+        run_grouped(engine, (0..users).map(|u| Command::set_status(user(u), "d0", custom)), 2 + round);
+    }
+    for round in 0..2u64 {
+        if round == 1 {
+            run_grouped(engine, (0..users / 2).map(|u| Command::disconnect(user(u), "d0")), 10);
+            engine.snapshot().unwrap_or_else(|e| panic!("set-up snapshot failed: {e}"));
+            run_grouped(engine, (users / 2..users).map(|u| Command::disconnect(user(u), "d0")), 10);
+        } else {
+            run_grouped(engine, (0..users).map(|u| Command::disconnect(user(u), "d0")), 10);
+        }
+        run_grouped(engine, (0..users).map(|u| Command::login(user(u), "d0")), 11 + round);
+    }
+}
+
+/// The command mix of the `commands` benchmark, for `users` users who are all logged in at
+/// the start: mostly heartbeats, some status changes and subscriptions, and users leaving and
+/// coming back.
+pub fn mix(rng: &mut Rng, users: u64, len: usize) -> Vec<Command> {
+    let mut online = vec![true; users as usize];
+    (0..len)
+        .map(|_| {
+            let u = rng.below(users);
+            let name = user(u);
+            if !online[u as usize] {
+                online[u as usize] = true;
+                return Command::login(name, "d0");
+            }
+            match rng.below(100) {
+                0..=69 => Command::heartbeat(name, "d0"),
+                70..=81 => Command::set_status(name, "d0", if rng.below(2) == 0 { "busy" } else { "" }),
+                82..=89 => Command::subscribe(name, "d0", [user(rng.below(users))]),
+                _ => {
+                    online[u as usize] = false;
+                    Command::logout(name, "d0")
+                }
+            }
+        })
+        .collect()
+}
+
+/// Makes every user of `0..users` subscribe to `fan_out` others drawn from as many random
+/// permutations, so that every user has about `fan_out` subscribers scattered over the whole
+/// id space (the spread fan-out benchmark). Returns the permutations.
+pub fn spread_subscriptions<S: EventStore>(
+    engine: &mut Engine<S>,
+    users: u64,
+    fan_out: u64,
+) -> Vec<Vec<u64>> {
+    let mut rng = Rng::new(7);
+    let perms: Vec<Vec<u64>> = (0..fan_out)
+        .map(|_| {
+            let mut p: Vec<u64> = (0..users).collect();
+            for i in (1..p.len()).rev() {
+                p.swap(i, rng.below(i as u64 + 1) as usize);
+            }
+            p
+        })
+        .collect();
+    let subscribes = (0..users).map(|s| {
+        let targets: Vec<String> =
+            perms.iter().map(|p| p[s as usize]).filter(|&t| t != s).map(user).collect();
+        Command::subscribe(user(s), "d0", targets)
+    });
+    run_grouped(engine, subscribes, 0);
+    perms
+}

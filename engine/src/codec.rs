@@ -1,6 +1,10 @@
 //! The one encoding of events, batches and snapshots, shared by every backend.
 //!
-//! This module is the only place that uses bincode (`=2.0.1`, through serde), so that it can
+//! The payloads are bincode 2.0.1's standard encoding (`=2.0.1`) of the events, the outbox
+//! and the indexed snapshot, written and read by hand in `codec/` (`wire.rs` for bincode's
+//! integers and strings, `events.rs`, `snapshot.rs`) rather than through serde's generic
+//! dispatch: the same bytes, accepted and refused exactly as bincode's own decoder does, and
+//! tested against it. This module is the only place that knows the encoding, so that it can
 //! be swapped without touching a backend: every encoded value starts with a format version
 //! byte, and a new format gets a new byte. Decoding never panics on any input and never
 //! allocates beyond a fixed limit ([`BATCH_BYTES_MAX`], [`SNAPSHOT_BYTES_MAX`]).
@@ -24,20 +28,25 @@
 //! read: its events have no owner and no device for a custom status, its snapshots no
 //! versions (docs/FORMAT.md says how each is upcast).
 
-use bincode::config::{Configuration, Limit, LittleEndian, Varint};
-use serde::{de::DeserializeOwned, Serialize};
+#[cfg(test)]
+mod against_bincode;
+mod events;
+mod snapshot;
+mod wire;
+
+use bincode::error::DecodeError;
 
 use crate::change::{Cause, CauseKind, StatusChange};
 use crate::config::Config;
 use crate::error::{StoreError, StoreErrorKind};
-use crate::event::legacy::EventRefV1;
 use crate::event::{Event, EventKind, EventRef};
-use crate::ids::{DeviceId, UserId};
+use crate::ids::UserId;
 pub use crate::limits::{BATCH_BYTES_MAX, SNAPSHOT_BYTES_MAX};
 use crate::limits::{DECODE_BYTES_PER_PAYLOAD_BYTE_MAX, DECODE_SLACK_BYTES_MAX};
-use crate::snapshot::legacy::SnapshotWireV1;
 use crate::snapshot::{Snapshot, SnapshotWire};
 use crate::status::{GeneralStatus, UserStatus};
+use events::OutboxWire;
+use wire::{Reader, Writer};
 
 /// The format version written by this build: 2 (session owners, the device of a custom
 /// status, status versions in snapshots, the outbox). Version 1 is read and upcast; a decoder
@@ -133,16 +142,6 @@ pub fn session_event_bytes_bound(config: &Config) -> usize {
         + crate::limits::OWNER_BYTES_MAX
 }
 
-type Plain = Configuration<LittleEndian, Varint>;
-
-fn config() -> Plain {
-    bincode::config::standard()
-}
-
-fn limited<const N: usize>() -> Configuration<LittleEndian, Varint, Limit<N>> {
-    config().with_limit::<N>()
-}
-
 /// A batch's header, readable without decoding its events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatchHeader {
@@ -152,12 +151,6 @@ pub struct BatchHeader {
     pub first_seq: u64,
     /// How many events the batch holds.
     pub count: u32,
-}
-
-fn encode_payload(value: &impl Serialize, out: &mut Vec<u8>) -> Result<(), StoreError> {
-    bincode::serde::encode_into_std_write(value, out, config())
-        .map(|_| ())
-        .map_err(|e| StoreError::with_source(StoreErrorKind::Contract, "cannot encode", e))
 }
 
 /// Encodes `events` as one batch starting at `first_seq`, with an empty outbox, appending
@@ -182,9 +175,10 @@ pub fn encode_batch_with_outbox(
     out.extend_from_slice(&count.to_le_bytes());
     out.extend_from_slice(&[0; 4]);
     debug_assert_eq!(out.len() - start, BATCH_HEADER_BYTES);
-    encode_payload(&events, out)?;
+    let mut w = Writer::new(out);
+    events::encode_events(events, &mut w);
     let outbox: Vec<OutboxWire> = outbox.iter().map(OutboxWire::from_change).collect();
-    encode_payload(&outbox, out)?;
+    events::encode_outbox(&outbox, &mut w);
     let payload = &out[start + BATCH_HEADER_BYTES..];
     if payload.len() > BATCH_BYTES_MAX {
         out.truncate(start);
@@ -251,27 +245,33 @@ fn allocation_budget(payload: &[u8], max: usize) -> usize {
         .min(max)
 }
 
-/// Decodes with the smallest fixed limit (bincode's limits are constants) that covers
-/// [`allocation_budget`].
-fn decode_payload<T: DeserializeOwned>(payload: &[u8], max: usize, what: &str) -> Result<T, StoreError> {
+/// The limit bincode's decoder was given for a decode that may allocate `budget` bytes:
+/// the smallest of a few fixed sizes that covers it (bincode's limits are constants).
+fn limit_for(budget: usize) -> usize {
+    match budget {
+        b if b <= 1 << 16 => 1 << 16,
+        b if b <= 1 << 20 => 1 << 20,
+        b if b <= 1 << 24 => 1 << 24,
+        b if b <= BATCH_BYTES_MAX => BATCH_BYTES_MAX,
+        b if b <= 1 << 28 => 1 << 28,
+        _ => SNAPSHOT_BYTES_MAX,
+    }
+}
+
+/// Decodes the whole of `payload` with `decode`, under the limit of [`allocation_budget`].
+fn decode_payload<'a, T>(
+    payload: &'a [u8],
+    max: usize,
+    what: &str,
+    decode: impl FnOnce(&mut Reader<'a>) -> Result<T, DecodeError>,
+) -> Result<T, StoreError> {
     if payload.len() > max {
         return Err(StoreError::corrupt(format!("{what} is larger than the {max}-byte limit")));
     }
-    let decoded = match allocation_budget(payload, max) {
-        b if b <= 1 << 16 => bincode::serde::decode_from_slice::<T, _>(payload, limited::<{ 1 << 16 }>()),
-        b if b <= 1 << 20 => bincode::serde::decode_from_slice::<T, _>(payload, limited::<{ 1 << 20 }>()),
-        b if b <= 1 << 24 => bincode::serde::decode_from_slice::<T, _>(payload, limited::<{ 1 << 24 }>()),
-        b if b <= BATCH_BYTES_MAX => {
-            bincode::serde::decode_from_slice::<T, _>(payload, limited::<BATCH_BYTES_MAX>())
-        }
-        b if b <= 1 << 28 => bincode::serde::decode_from_slice::<T, _>(payload, limited::<{ 1 << 28 }>()),
-        _ => bincode::serde::decode_from_slice::<T, _>(payload, limited::<SNAPSHOT_BYTES_MAX>()),
-    };
-    match decoded {
-        Ok((value, used)) if used == payload.len() => Ok(value),
-        Ok((_, used)) => {
-            Err(StoreError::corrupt(format!("{what} has {} trailing bytes", payload.len() - used)))
-        }
+    let mut reader = Reader::new(payload, limit_for(allocation_budget(payload, max)));
+    match decode(&mut reader) {
+        Ok(value) if reader.rest().is_empty() => Ok(value),
+        Ok(_) => Err(StoreError::corrupt(format!("{what} has {} trailing bytes", reader.rest().len()))),
         Err(e) => Err(StoreError::with_source(StoreErrorKind::Corrupt, format!("{what} does not decode"), e)),
     }
 }
@@ -324,7 +324,7 @@ fn outbox_changes(header: &BatchHeader, outbox: &[u8]) -> Result<Vec<StatusChang
         return Ok(Vec::new());
     }
     let what = format!("outbox of the batch at sequence {}", header.first_seq);
-    let wire: Vec<OutboxWire> = decode_payload(outbox, BATCH_BYTES_MAX, &what)?;
+    let wire = decode_payload(outbox, BATCH_BYTES_MAX, &what, events::decode_outbox)?;
     wire.into_iter().map(|w| w.into_change(&what)).collect()
 }
 
@@ -334,14 +334,7 @@ fn decode_batch_parts(bytes: &[u8]) -> Result<(BatchHeader, Vec<EventRef<'_>>, &
     if payload.len() > BATCH_BYTES_MAX {
         return Err(StoreError::corrupt(format!("{what} is larger than the {BATCH_BYTES_MAX}-byte limit")));
     }
-    let (events, used) = match header.version {
-        1 => {
-            let (events, used): (Vec<EventRefV1<'_>>, usize) = borrow_decode_prefix(payload, &what)?;
-            (events.into_iter().map(EventRefV1::upcast).collect(), used)
-        }
-        _ => borrow_decode_prefix::<Vec<EventRef<'_>>>(payload, &what)?,
-    };
-    let rest = &payload[used..];
+    let (events, rest) = decode_prefix(payload, &what, |r| events::decode_events(r, header.version))?;
     if header.version == 1 && !rest.is_empty() {
         return Err(StoreError::corrupt(format!("{what} has {} trailing bytes", rest.len())));
     }
@@ -352,27 +345,17 @@ fn decode_batch_parts(bytes: &[u8]) -> Result<(BatchHeader, Vec<EventRef<'_>>, &
     Ok((header, events, rest))
 }
 
-/// Decodes a value from the start of `payload`, borrowing strings from it; returns it and
-/// how many bytes it took.
-fn borrow_decode_prefix<'a, T: serde::Deserialize<'a>>(
+/// Decodes a value from the start of `payload` (with bincode's limit for batches), borrowing
+/// strings from it; returns it and the bytes after it.
+fn decode_prefix<'a, T>(
     payload: &'a [u8],
     what: &str,
-) -> Result<(T, usize), StoreError> {
-    bincode::serde::borrow_decode_from_slice(payload, limited::<BATCH_BYTES_MAX>())
+    decode: impl FnOnce(&mut Reader<'a>) -> Result<T, DecodeError>,
+) -> Result<(T, &'a [u8]), StoreError> {
+    let mut reader = Reader::new(payload, BATCH_BYTES_MAX);
+    decode(&mut reader)
+        .map(|value| (value, reader.rest()))
         .map_err(|e| StoreError::with_source(StoreErrorKind::Corrupt, format!("{what} does not decode"), e))
-}
-
-/// One entry of a batch's outbox as encoded: the public [`StatusChange`] with its enums as
-/// numbers, so that the encoding does not depend on the `serde` feature's wire names.
-#[derive(Serialize, serde::Deserialize)]
-struct OutboxWire {
-    user: UserId,
-    general: u8,
-    custom: std::sync::Arc<str>,
-    version: u64,
-    cause: u8,
-    device: Option<DeviceId>,
-    changed: bool,
 }
 
 /// The number of a cause in an outbox: its place in [`CauseKind::ALL`].
@@ -421,7 +404,7 @@ impl OutboxWire {
 /// Encodes one event on its own (version byte, then bincode), for tools and tests.
 pub fn encode_event(event: &Event) -> Result<Vec<u8>, StoreError> {
     let mut out = vec![FORMAT_VERSION];
-    encode_payload(event, &mut out)?;
+    events::encode_event(event, &mut Writer::new(&mut out));
     Ok(out)
 }
 
@@ -429,12 +412,9 @@ pub fn encode_event(event: &Event) -> Result<Vec<u8>, StoreError> {
 pub fn decode_event(bytes: &[u8]) -> Result<Event, StoreError> {
     let (&version, payload) = bytes.split_first().ok_or_else(|| StoreError::corrupt("event is empty"))?;
     check_version(version, "event")?;
-    let (event, used) = match version {
-        1 => borrow_decode_prefix::<EventRefV1<'_>>(payload, "event").map(|(e, used)| (e.upcast(), used))?,
-        _ => borrow_decode_prefix::<EventRef<'_>>(payload, "event")?,
-    };
-    if used != payload.len() {
-        return Err(StoreError::corrupt(format!("event has {} trailing bytes", payload.len() - used)));
+    let (event, rest) = decode_prefix(payload, "event", |r| events::decode_event(r, version))?;
+    if !rest.is_empty() {
+        return Err(StoreError::corrupt(format!("event has {} trailing bytes", rest.len())));
     }
     Ok(event.to_owned_event())
 }
@@ -449,10 +429,10 @@ pub fn encode_snapshot(snapshot: &Snapshot) -> Result<Vec<u8>, StoreError> {
     encode_snapshot_wire(&SnapshotWire::from_snapshot(snapshot))
 }
 
-pub(crate) fn encode_snapshot_wire(wire: &SnapshotWire) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn encode_snapshot_wire(wire: &SnapshotWire<'_>) -> Result<Vec<u8>, StoreError> {
     let mut out = vec![0; SNAPSHOT_HEADER_BYTES];
     out[VERSION_AT] = FORMAT_VERSION;
-    encode_payload(wire, &mut out)?;
+    snapshot::encode_snapshot(wire, &mut Writer::new(&mut out));
     let crc = crc32fast::hash(&out[SNAPSHOT_HEADER_BYTES..]).to_le_bytes();
     out[SNAPSHOT_CRC_AT..SNAPSHOT_HEADER_BYTES].copy_from_slice(&crc);
     Ok(out)
@@ -466,13 +446,13 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot, StoreError> {
 }
 
 /// Decodes a snapshot in its encoded form and validates it.
-pub(crate) fn decode_snapshot_wire(bytes: &[u8]) -> Result<SnapshotWire, StoreError> {
+pub(crate) fn decode_snapshot_wire(bytes: &[u8]) -> Result<SnapshotWire<'_>, StoreError> {
     decode_snapshot_wire_and_version(bytes).map(|(wire, _)| wire)
 }
 
 /// Decodes and validates a snapshot in its encoded form; also says which format version it
 /// was written in (format 1 has no status versions, which the engine restores as 0).
-pub(crate) fn decode_snapshot_wire_and_version(bytes: &[u8]) -> Result<(SnapshotWire, u8), StoreError> {
+pub(crate) fn decode_snapshot_wire_and_version(bytes: &[u8]) -> Result<(SnapshotWire<'_>, u8), StoreError> {
     let raw: [u8; SNAPSHOT_HEADER_BYTES] = header(bytes, "snapshot")?;
     let version = raw[VERSION_AT];
     check_version(version, "snapshot")?;
@@ -481,10 +461,8 @@ pub(crate) fn decode_snapshot_wire_and_version(bytes: &[u8]) -> Result<(Snapshot
     if crc32fast::hash(payload) != crc {
         return Err(StoreError::corrupt("snapshot fails its checksum"));
     }
-    let wire: SnapshotWire = match version {
-        1 => decode_payload::<SnapshotWireV1>(payload, SNAPSHOT_BYTES_MAX, "snapshot")?.upcast(),
-        _ => decode_payload(payload, SNAPSHOT_BYTES_MAX, "snapshot")?,
-    };
+    let wire =
+        decode_payload(payload, SNAPSHOT_BYTES_MAX, "snapshot", |r| snapshot::decode_snapshot(r, version))?;
     wire.validate().map_err(|why| StoreError::corrupt(format!("snapshot is inconsistent: {why}")))?;
     Ok((wire, version))
 }

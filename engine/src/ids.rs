@@ -137,6 +137,25 @@ impl UserKey {
     }
 }
 
+/// Whether two strings' bytes are equal. Ids are short, and comparing them as one or two
+/// words (overlapping when shorter than two), or byte by byte below four bytes, beats a call
+/// to `memcmp`, which the interner makes on every lookup.
+#[inline]
+pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let len = a.len();
+    if len != b.len() {
+        return false;
+    }
+    match len {
+        0 => true,
+        // The first, middle and last bytes are every byte.
+        1..=3 => a.first() == b.first() && a.get(len / 2) == b.get(len / 2) && a.last() == b.last(),
+        4..=7 => a.first_chunk::<4>() == b.first_chunk::<4>() && a.last_chunk::<4>() == b.last_chunk::<4>(),
+        8..=16 => a.first_chunk::<8>() == b.first_chunk::<8>() && a.last_chunk::<8>() == b.last_chunk::<8>(),
+        _ => a == b,
+    }
+}
+
 /// Checks one id against R1.1: non-empty, at most `max_bytes` bytes of UTF-8, no control
 /// characters. `what` names the field in the error message.
 pub(crate) fn validate_id(id: &str, max_bytes: u32, what: &str) -> Result<(), Error> {
@@ -153,4 +172,26 @@ pub(crate) fn validate_id(id: &str, max_bytes: u32, what: &str) -> Result<(), Er
         return Err(Error::invalid(format!("{what} contains a control character")));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_bytes;
+
+    /// The word-wise comparison agrees with `==` at every length around its word sizes.
+    #[test]
+    fn strings_compare_as_equal_exactly_when_they_are() {
+        let text = b"abcdefghijklmnopqrstuvwxyz0123456789";
+        for len in 0..text.len() {
+            let a = &text[..len];
+            assert!(same_bytes(a, a));
+            for at in 0..len {
+                let mut b = a.to_vec();
+                b[at] = b'_';
+                assert!(!same_bytes(a, &b), "{len} {at}");
+            }
+            assert!(!same_bytes(a, &text[..len + 1]));
+            assert_eq!(same_bytes(a, &text[1..len + 1]), len == 0);
+        }
+    }
 }

@@ -62,36 +62,64 @@ pub struct SessionRecord {
 /// How a snapshot is encoded: every user id once, and users, targets and friends as indexes
 /// into that table, so that restoring a snapshot allocates and hashes each id once instead of
 /// once per subscription and friendship that names it (docs/FORMAT.md).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct SnapshotWire {
+///
+/// In memory the strings are borrowed (from the state or snapshot being saved, or from the
+/// bytes being read), and the sessions, subscriptions and friends of every user sit in two
+/// shared lists, each user holding its [`Span`] of them: saving or reading a million users
+/// allocates a few lists, not a few per user. `codec` writes and reads it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SnapshotWire<'a> {
     pub last_seq: u64,
     pub now_ms: u64,
     /// The users with state, sorted, then the users only named as targets, sorted.
-    pub ids: Vec<UserId>,
+    pub ids: Vec<&'a str>,
     /// Every device id a session uses, once, sorted.
-    pub devices: Vec<DeviceId>,
+    pub devices: Vec<&'a str>,
     /// Every connection owner a session has, once, sorted.
-    pub owners: Vec<OwnerId>,
+    pub owners: Vec<&'a str>,
     /// One per user with state: `users[i]` is `ids[i]`.
-    pub users: Vec<UserWire>,
+    pub users: Vec<UserWire<'a>>,
+    /// The sessions of every user, user after user.
+    pub sessions: Vec<SessionWire>,
+    /// The subscriptions and friends of every user (indexes into `ids`), user after user.
+    pub links: Vec<u32>,
+}
+
+/// Where one user's part of a shared list is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Span {
+    pub start: usize,
+    pub end: usize,
+}
+
+impl Span {
+    /// The span from `start` to the end of `list` (after the caller pushed the items).
+    pub(crate) fn since<T>(start: usize, list: &[T]) -> Self {
+        Span { start, end: list.len() }
+    }
+
+    fn of<T>(self, list: &[T]) -> &[T] {
+        // Every span is made by `since` over the list it indexes, so it is in range.
+        list.get(self.start..self.end).unwrap_or_default()
+    }
 }
 
 /// One user with state, by index.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct UserWire {
-    /// Sorted by device id.
-    pub sessions: Vec<SessionWire>,
-    pub custom: Arc<str>,
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct UserWire<'a> {
+    /// In `sessions`, sorted by device id.
+    pub sessions: Span,
+    pub custom: &'a str,
     pub last_online_end_ms: Option<u64>,
-    /// Indexes into `ids`, oldest first.
-    pub subscriptions: Vec<u32>,
-    /// Indexes into `ids`, sorted by id.
-    pub friends: Vec<u32>,
+    /// In `links`: indexes into `ids`, oldest first.
+    pub subscriptions: Span,
+    /// In `links`: indexes into `ids`, sorted by id.
+    pub friends: Span,
     pub version: u64,
 }
 
 /// One session, by index.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct SessionWire {
     /// An index into `devices`.
     pub device: u32,
@@ -101,18 +129,33 @@ pub(crate) struct SessionWire {
     pub owner: Option<u32>,
 }
 
-impl SnapshotWire {
-    /// The wire form of a snapshot given as a whole.
-    pub(crate) fn from_snapshot(snapshot: &Snapshot) -> Self {
+impl<'a> SnapshotWire<'a> {
+    /// The sessions of `user`, sorted by device.
+    pub(crate) fn sessions_of(&self, user: &UserWire<'_>) -> &[SessionWire] {
+        user.sessions.of(&self.sessions)
+    }
+
+    /// The subscriptions of `user`, oldest first.
+    pub(crate) fn subscriptions_of(&self, user: &UserWire<'_>) -> &[u32] {
+        user.subscriptions.of(&self.links)
+    }
+
+    /// The friends of `user`, sorted by id.
+    pub(crate) fn friends_of(&self, user: &UserWire<'_>) -> &[u32] {
+        user.friends.of(&self.links)
+    }
+
+    /// The wire form of a snapshot given as a whole, borrowing its strings.
+    pub(crate) fn from_snapshot(snapshot: &'a Snapshot) -> Self {
         let records = &snapshot.state.users;
-        let mut ids: Vec<UserId> = records.iter().map(|r| r.user.clone()).collect();
-        let mut extra: Vec<UserId> = records
+        let mut ids: Vec<&str> = records.iter().map(|r| r.user.as_str()).collect();
+        let mut extra: Vec<&str> = records
             .iter()
             .flat_map(|r| r.subscriptions.iter().chain(&r.friends))
             .filter(|t| records.binary_search_by(|r| r.user.cmp(t)).is_err())
-            .cloned()
+            .map(UserId::as_str)
             .collect();
-        extra.sort();
+        extra.sort_unstable();
         extra.dedup();
         ids.extend(extra);
         // Every id a record names is in `ids` by construction (the records, then every other
@@ -121,76 +164,92 @@ impl SnapshotWire {
         let index = |id: &UserId| -> u32 {
             let found = match records.binary_search_by(|r| r.user.cmp(id)) {
                 Ok(i) => i,
-                Err(_) => match ids[records.len()..].binary_search(id) {
+                Err(_) => match ids[records.len()..].binary_search(&id.as_str()) {
                     Ok(i) => records.len() + i,
                     Err(_) => unreachable!("{id} is named by a record but missing from the id table"),
                 },
             };
             found as u32
         };
-        let mut devices: Vec<DeviceId> =
-            records.iter().flat_map(|r| r.sessions.iter().map(|s| s.device.clone())).collect();
-        devices.sort();
+        let mut devices: Vec<&str> =
+            records.iter().flat_map(|r| r.sessions.iter().map(|s| s.device.as_str())).collect();
+        devices.sort_unstable();
         devices.dedup();
-        let device = |d: &DeviceId| match devices.binary_search(d) {
+        let device = |d: &DeviceId| match devices.binary_search(&d.as_str()) {
             Ok(i) => i as u32,
             Err(_) => unreachable!("device {d} is used by a session but missing from the device table"),
         };
-        let mut owners: Vec<OwnerId> =
-            records.iter().flat_map(|r| r.sessions.iter().filter_map(|s| s.owner.clone())).collect();
-        owners.sort();
+        let mut owners: Vec<&str> =
+            records.iter().flat_map(|r| r.sessions.iter().filter_map(|s| s.owner.as_deref())).collect();
+        owners.sort_unstable();
         owners.dedup();
-        let owner = |o: &OwnerId| match owners.binary_search(o) {
+        let owner = |o: &OwnerId| match owners.binary_search(&o.as_str()) {
             Ok(i) => i as u32,
             Err(_) => unreachable!("owner {o} is used by a session but missing from the owner table"),
         };
-        let users = records
-            .iter()
-            .map(|r| UserWire {
-                sessions: r
-                    .sessions
-                    .iter()
-                    .map(|s| SessionWire {
-                        device: device(&s.device),
-                        connected: s.connected,
-                        login_at_ms: s.login_at_ms,
-                        owner: s.owner.as_ref().map(owner),
-                    })
-                    .collect(),
-                custom: r.custom.clone(),
+        let mut sessions = Vec::new();
+        let mut links = Vec::new();
+        let mut users = Vec::with_capacity(records.len());
+        for r in records {
+            let start = sessions.len();
+            sessions.extend(r.sessions.iter().map(|s| SessionWire {
+                device: device(&s.device),
+                connected: s.connected,
+                login_at_ms: s.login_at_ms,
+                owner: s.owner.as_ref().map(owner),
+            }));
+            let user_sessions = Span::since(start, &sessions);
+            let start = links.len();
+            links.extend(r.subscriptions.iter().map(index));
+            let subscriptions = Span::since(start, &links);
+            let start = links.len();
+            links.extend(r.friends.iter().map(index));
+            let friends = Span::since(start, &links);
+            users.push(UserWire {
+                sessions: user_sessions,
+                custom: &r.custom,
                 last_online_end_ms: r.last_online_end_ms,
-                subscriptions: r.subscriptions.iter().map(index).collect(),
-                friends: r.friends.iter().map(index).collect(),
+                subscriptions,
+                friends,
                 version: r.version,
-            })
-            .collect();
-        SnapshotWire { last_seq: snapshot.last_seq, now_ms: snapshot.now_ms, ids, devices, owners, users }
+            });
+        }
+        SnapshotWire {
+            last_seq: snapshot.last_seq,
+            now_ms: snapshot.now_ms,
+            ids,
+            devices,
+            owners,
+            users,
+            sessions,
+            links,
+        }
     }
 
     /// The snapshot as a whole; `None` if an index is out of range.
     pub(crate) fn to_snapshot(&self) -> Option<Snapshot> {
-        let id = |i: &u32| self.ids.get(*i as usize).cloned();
+        let id = |i: &u32| self.ids.get(*i as usize).map(|&id| UserId::from(id));
         let mut users = Vec::with_capacity(self.users.len());
-        for (user, wire) in self.ids.iter().zip(&self.users) {
-            let sessions = wire
-                .sessions
+        for (&user, wire) in self.ids.iter().zip(&self.users) {
+            let sessions = self
+                .sessions_of(wire)
                 .iter()
                 .map(|s| {
-                    let device = self.devices.get(s.device as usize)?.clone();
+                    let device = DeviceId::from(*self.devices.get(s.device as usize)?);
                     let owner = match s.owner {
-                        Some(o) => Some(self.owners.get(o as usize)?.clone()),
+                        Some(o) => Some(OwnerId::from(*self.owners.get(o as usize)?)),
                         None => None,
                     };
                     Some(SessionRecord { device, connected: s.connected, login_at_ms: s.login_at_ms, owner })
                 })
                 .collect::<Option<Vec<_>>>()?;
             users.push(UserRecord {
-                user: user.clone(),
+                user: user.into(),
                 sessions,
-                custom: wire.custom.clone(),
+                custom: Arc::from(wire.custom),
                 last_online_end_ms: wire.last_online_end_ms,
-                subscriptions: wire.subscriptions.iter().map(id).collect::<Option<Vec<_>>>()?,
-                friends: wire.friends.iter().map(id).collect::<Option<Vec<_>>>()?,
+                subscriptions: self.subscriptions_of(wire).iter().map(id).collect::<Option<Vec<_>>>()?,
+                friends: self.friends_of(wire).iter().map(id).collect::<Option<Vec<_>>>()?,
                 version: wire.version,
             });
         }
@@ -213,7 +272,7 @@ fn strictly_increasing<T: Ord>(items: impl IntoIterator<Item = T>) -> bool {
     true
 }
 
-impl SnapshotWire {
+impl SnapshotWire<'_> {
     /// Checks everything a snapshot must be, so that restoring it needs no lookups: ids,
     /// devices and sessions sorted and unique, indexes in range, no self-subscription or
     /// self-friendship (R4.1, R5.4), friendships mutual, a custom status only while ONLINE
@@ -237,38 +296,43 @@ impl SnapshotWire {
             return Err("owner tags are not sorted and unique".into());
         }
         let ids = self.ids.len();
+        // Reused for each user's subscriptions, sorted to find repeats.
+        let mut seen = Vec::new();
         for (i, (user, wire)) in records.iter().zip(&self.users).enumerate() {
             let i = i as u32;
-            let devices = wire.sessions.iter().map(|s| s.device);
+            let sessions = self.sessions_of(wire);
+            let devices = sessions.iter().map(|s| s.device);
             if !strictly_increasing(devices)
-                || wire.sessions.iter().any(|s| s.device as usize >= self.devices.len())
+                || sessions.iter().any(|s| s.device as usize >= self.devices.len())
             {
                 return Err(format!("sessions of {user} are not sorted and unique"));
             }
             let owner_in_range =
                 |s: &SessionWire| s.owner.is_none_or(|o| s.connected && (o as usize) < self.owners.len());
-            if !wire.sessions.iter().all(owner_in_range) {
+            if !sessions.iter().all(owner_in_range) {
                 return Err(format!("a session of {user} has an owner out of range, or while disconnected"));
             }
-            if !wire.custom.is_empty() && !wire.sessions.iter().any(|s| s.connected) {
+            if !wire.custom.is_empty() && !sessions.iter().any(|s| s.connected) {
                 return Err(format!("{user} has a custom status but is not ONLINE (R3.3)"));
             }
-            let mut seen = wire.subscriptions.clone();
+            seen.clear();
+            seen.extend_from_slice(self.subscriptions_of(wire));
             seen.sort_unstable();
             if !strictly_increasing(&seen) || seen.iter().any(|&t| t == i || t as usize >= ids) {
                 return Err(format!("subscriptions of {user} repeat, include itself or are out of range"));
             }
-            if wire.friends.iter().any(|&f| f == i || f as usize >= ids)
-                || !strictly_increasing(wire.friends.iter().map(|&f| &self.ids[f as usize]))
+            let friends = self.friends_of(wire);
+            if friends.iter().any(|&f| f == i || f as usize >= ids)
+                || !strictly_increasing(friends.iter().map(|&f| self.ids[f as usize]))
             {
                 return Err(format!("friends of {user} are not sorted and unique, or include itself"));
             }
         }
         // Every index is in range now, so the mutual check may follow any list.
         for (user, wire) in records.iter().zip(&self.users) {
-            for &f in &wire.friends {
+            for &f in self.friends_of(wire) {
                 let mutual = self.users.get(f as usize).is_some_and(|other| {
-                    other.friends.binary_search_by(|&x| self.ids[x as usize].cmp(user)).is_ok()
+                    self.friends_of(other).binary_search_by(|&x| self.ids[x as usize].cmp(user)).is_ok()
                 });
                 if !mutual {
                     return Err(format!("friendship of {user} is not mutual"));
@@ -276,69 +340,5 @@ impl SnapshotWire {
             }
         }
         Ok(())
-    }
-}
-
-/// Snapshots of format 1, written before status versions and session owners: read, then
-/// upcast with every version 0 and no owners (docs/FORMAT.md says when the engine prefers a
-/// full replay instead).
-pub(crate) mod legacy {
-    use std::sync::Arc;
-
-    use serde::Deserialize;
-
-    use super::{SessionWire, SnapshotWire, UserWire};
-    use crate::ids::{DeviceId, UserId};
-
-    #[derive(Deserialize)]
-    pub(crate) struct SnapshotWireV1 {
-        last_seq: u64,
-        now_ms: u64,
-        ids: Vec<UserId>,
-        devices: Vec<DeviceId>,
-        users: Vec<UserWireV1>,
-    }
-
-    #[derive(Deserialize)]
-    struct UserWireV1 {
-        sessions: Vec<(u32, bool, u64)>,
-        custom: Arc<str>,
-        last_online_end_ms: Option<u64>,
-        subscriptions: Vec<u32>,
-        friends: Vec<u32>,
-    }
-
-    impl SnapshotWireV1 {
-        pub(crate) fn upcast(self) -> SnapshotWire {
-            let users = self
-                .users
-                .into_iter()
-                .map(|u| UserWire {
-                    sessions: u
-                        .sessions
-                        .into_iter()
-                        .map(|(device, connected, login_at_ms)| SessionWire {
-                            device,
-                            connected,
-                            login_at_ms,
-                            owner: None,
-                        })
-                        .collect(),
-                    custom: u.custom,
-                    last_online_end_ms: u.last_online_end_ms,
-                    subscriptions: u.subscriptions,
-                    friends: u.friends,
-                    version: 0,
-                })
-                .collect();
-            SnapshotWire {
-                last_seq: self.last_seq,
-                now_ms: self.now_ms,
-                ids: self.ids,
-                devices: self.devices,
-                owners: Vec::new(),
-                users,
-            }
-        }
     }
 }

@@ -367,3 +367,29 @@ fn a_list_longer_than_a_store_batch_expires_over_several_ticks() {
     }
     assert!(ticks > 1, "500 targets do not fit in 2 KiB");
 }
+
+// R2.4: when a tick is full in the middle of one user's sessions that time out together,
+// which of them wait for the next tick does not depend on the order they connected in: the
+// sessions are taken in the order of their devices (first seen by the engine first), as
+// before deadlines named sessions by incarnation.
+#[test]
+fn a_full_tick_stops_at_the_same_sessions_whatever_order_they_connected_in() {
+    let config = Config { max_user_id_bytes: 8, max_device_id_bytes: 8, ..Config::default() };
+    // Room for two timeouts of alice's but not three (about 55 bytes each).
+    let store = presence_storage_mem::MemStore::with_batch_bytes_max(170);
+    let mut e = presence_engine::Engine::open(config, store).unwrap();
+    // The engine meets the devices in this order ...
+    for device in ["tab", "phone", "pc"] {
+        e.execute(Command::login("bob", device), 0).unwrap();
+        e.execute(Command::logout("bob", device), 0).unwrap();
+    }
+    // ... and alice's sessions connect in the other order, all at once.
+    for device in ["pc", "phone", "tab"] {
+        e.execute(Command::login("alice", device), 10).unwrap();
+    }
+    assert_eq!(e.tick(10 + Config::default().heartbeat_timeout_ms).unwrap().events, 2);
+    let connected: Vec<_> =
+        e.sessions("alice").into_iter().filter(|s| s.connected).map(|s| s.device).collect();
+    assert_eq!(connected, vec!["pc".into()] as Vec<presence_engine::DeviceId>);
+    assert_eq!(e.tick(11 + Config::default().heartbeat_timeout_ms).unwrap().events, 1);
+}

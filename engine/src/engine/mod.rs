@@ -131,7 +131,7 @@ impl<S: EventStore> Engine<S> {
         if !self.state.is_remote(&change.user) {
             return unwatched;
         }
-        let Some(t) = self.state.user_key(&change.user) else { return unwatched };
+        let Some(t) = self.state.user_key(change.user.as_str()) else { return unwatched };
         let friends = self.config.friend_notifications;
         let target = self.state.user(t);
         let watched = !target.subscribers().is_empty() || (friends && !target.friends().is_empty());
@@ -407,7 +407,7 @@ impl<S: EventStore> Engine<S> {
         }
         #[cfg(debug_assertions)]
         for event in events {
-            if let Some(u) = self.state.user_key(event.kind.user()) {
+            if let Some(u) = self.state.user_key(event.kind.user().as_str()) {
                 self.state.check_invariants(u);
             }
         }

@@ -7,7 +7,7 @@
 
 use super::journal::Undo;
 use super::{no_custom, HeartbeatDue, Session, State};
-use crate::event::{EventKindRef as EventKind, EventRef};
+use crate::event::{EventKindRef as EventKind, EventRef, Text};
 use crate::ids::{DeviceKey, UserKey};
 
 impl State {
@@ -16,20 +16,20 @@ impl State {
     pub(crate) fn apply(&mut self, event: &EventRef<'_>) -> Result<(), String> {
         let at_ms = event.at_ms;
         match &event.kind {
-            EventKind::SessionOpened { user, device, owner } => {
-                self.apply_session_opened(user, device, *owner, at_ms)?
+            &EventKind::SessionOpened { user, device, owner } => {
+                self.apply_session_opened(user, device, owner, at_ms)?
             }
-            EventKind::SessionDisconnected { user, device, .. } => {
+            &EventKind::SessionDisconnected { user, device, .. } => {
                 self.apply_session_disconnected(user, device, at_ms)?
             }
-            EventKind::SessionClosed { user, device, .. } => {
+            &EventKind::SessionClosed { user, device, .. } => {
                 self.apply_session_closed(user, device, at_ms)?
             }
-            EventKind::CustomStatusSet { user, custom, .. } => self.apply_custom_status_set(user, custom)?,
-            EventKind::Subscribed { user, targets } => self.apply_subscribed(user, targets)?,
-            EventKind::Unsubscribed { user, targets, .. } => self.apply_unsubscribed(user, targets)?,
-            EventKind::FriendAdded { user, friend } => self.apply_friend_added(user, friend)?,
-            EventKind::FriendRemoved { user, friend } => self.apply_friend_removed(user, friend)?,
+            &EventKind::CustomStatusSet { user, custom, .. } => self.apply_custom_status_set(user, custom)?,
+            EventKind::Subscribed { user, targets } => self.apply_subscribed(*user, targets)?,
+            EventKind::Unsubscribed { user, targets, .. } => self.apply_unsubscribed(*user, targets)?,
+            &EventKind::FriendAdded { user, friend } => self.apply_friend_added(user, friend)?,
+            &EventKind::FriendRemoved { user, friend } => self.apply_friend_removed(user, friend)?,
         }
         self.now_ms = self.now_ms.max(at_ms);
         Ok(())
@@ -38,19 +38,22 @@ impl State {
     /// R2.1: a new connected session, or a disconnected one reconnected, with its owner (R8.5).
     fn apply_session_opened(
         &mut self,
-        user: &str,
-        device: &str,
-        owner: Option<&str>,
+        user: Text<'_>,
+        device: Text<'_>,
+        owner: Option<Text<'_>>,
         at_ms: u64,
     ) -> Result<(), String> {
+        let (known_user, known_device) = (self.user_key(user), self.device_key(device));
         // A connected session is only opened again through another owner (R8.5).
-        if let Some((u, s)) = self.session(user, device).filter(|(_, s)| s.connected()) {
-            if self.owners.get(u, s.device).map(|o| o.as_str()) == owner {
+        if let (Some(u), Some(d)) = (known_user, known_device) {
+            if self.user(u).session(d).is_some_and(Session::connected)
+                && self.owners.get(u, d).map(|o| Text::from(o.as_str())) == owner
+            {
                 return Err(format!("{user}/{device} is already connected through the same owner"));
             }
         }
-        let u = self.intern_user(user);
-        let d = self.intern_device(device);
+        let u = known_user.unwrap_or_else(|| self.add_user(user));
+        let d = known_device.unwrap_or_else(|| self.intern_device(device));
         let incarnation = self.take_incarnation();
         self.backup_user(u);
         let opened = Session { login_at_ms: at_ms, heartbeat_at_ms: at_ms, device: d, incarnation };
@@ -61,13 +64,18 @@ impl State {
             None => state.sessions.push(opened),
         }
         self.set_owner(u, d, owner);
-        let due = HeartbeatDue { heartbeat_at_ms: at_ms, user: u, device: d, incarnation };
+        let due = HeartbeatDue { heartbeat_at_ms: at_ms, user: u, incarnation };
         self.deadlines.push_heartbeat(due);
         Ok(())
     }
 
     /// R2.2, R2.4: a connected session becomes disconnected.
-    fn apply_session_disconnected(&mut self, user: &str, device: &str, at_ms: u64) -> Result<(), String> {
+    fn apply_session_disconnected(
+        &mut self,
+        user: Text<'_>,
+        device: Text<'_>,
+        at_ms: u64,
+    ) -> Result<(), String> {
         let (u, d) = self.existing_session(user, device)?;
         if !self.user(u).session(d).is_some_and(Session::connected) {
             return Err(format!("{user}/{device} is not connected"));
@@ -91,7 +99,7 @@ impl State {
     }
 
     /// R2.2, R2.5: a session is removed.
-    fn apply_session_closed(&mut self, user: &str, device: &str, at_ms: u64) -> Result<(), String> {
+    fn apply_session_closed(&mut self, user: Text<'_>, device: Text<'_>, at_ms: u64) -> Result<(), String> {
         let (u, d) = self.existing_session(user, device)?;
         self.backup_user(u);
         let state = self.user_mut(u);
@@ -104,25 +112,26 @@ impl State {
     }
 
     /// R3.1: the custom status is set (or cleared with `""`), only while `ONLINE` (R3.3).
-    fn apply_custom_status_set(&mut self, user: &str, custom: &str) -> Result<(), String> {
+    fn apply_custom_status_set(&mut self, user: Text<'_>, custom: Text<'_>) -> Result<(), String> {
         let u = self.user_key(user).ok_or_else(|| format!("unknown user {user}"))?;
         if !custom.is_empty() && !self.user(u).is_online() {
             return Err(format!("custom status for {user}, who is not ONLINE (R3.3)"));
         }
         self.backup_user(u);
+        let custom = self.customs.share(custom);
         let state = self.user_mut(u);
         state.version += 1;
-        state.social_mut().custom = if custom.is_empty() { no_custom() } else { custom.into() };
+        state.social_mut().custom = custom;
         Ok(())
     }
 
     /// R4.2: targets move to (or join) the newest end of the list, in order; the reverse
     /// index follows.
-    fn apply_subscribed(&mut self, user: &str, targets: &[&str]) -> Result<(), String> {
+    fn apply_subscribed(&mut self, user: Text<'_>, targets: &[Text<'_>]) -> Result<(), String> {
         check_targets(user, targets)?;
         let u = self.intern_user(user);
         self.backup_user(u);
-        for target in targets {
+        for &target in targets {
             let t = self.intern_user(target);
             let list = &mut self.user_mut(u).social_mut().subscriptions;
             if let Some(pos) = list.iter().position(|&x| x == t) {
@@ -137,7 +146,7 @@ impl State {
     }
 
     /// R4.3, R4.4, R4.5: targets leave the list; the reverse index follows.
-    fn apply_unsubscribed(&mut self, user: &str, targets: &[&str]) -> Result<(), String> {
+    fn apply_unsubscribed(&mut self, user: Text<'_>, targets: &[Text<'_>]) -> Result<(), String> {
         let u = self.user_key(user).ok_or_else(|| format!("unknown user {user}"))?;
         let mut keys = Vec::with_capacity(targets.len());
         for target in targets {
@@ -156,7 +165,7 @@ impl State {
     }
 
     /// R5.4: two users become friends, both ways.
-    fn apply_friend_added(&mut self, user: &str, friend: &str) -> Result<(), String> {
+    fn apply_friend_added(&mut self, user: Text<'_>, friend: Text<'_>) -> Result<(), String> {
         if user == friend {
             return Err(format!("{user} cannot befriend itself"));
         }
@@ -174,7 +183,7 @@ impl State {
     }
 
     /// R5.4: a friendship ends, both ways.
-    fn apply_friend_removed(&mut self, user: &str, friend: &str) -> Result<(), String> {
+    fn apply_friend_removed(&mut self, user: Text<'_>, friend: Text<'_>) -> Result<(), String> {
         let (u, f) = match (self.user_key(user), self.user_key(friend)) {
             (Some(u), Some(f)) if self.user(u).friends().contains(&f) => (u, f),
             _ => return Err(format!("{user} and {friend} are not friends")),
@@ -186,14 +195,14 @@ impl State {
     }
 
     /// Sets (or, with `None`, forgets) a session's owner, recording the undo (R8.5).
-    fn set_owner(&mut self, user: UserKey, device: DeviceKey, owner: Option<&str>) {
+    fn set_owner(&mut self, user: UserKey, device: DeviceKey, owner: Option<Text<'_>>) {
         let previous = self.owners.replace(user, device, owner);
         if previous.is_some() || owner.is_some() {
             self.record(Undo::Owner { user, device, previous });
         }
     }
 
-    fn existing_session(&self, user: &str, device: &str) -> Result<(UserKey, DeviceKey), String> {
+    fn existing_session(&self, user: Text<'_>, device: Text<'_>) -> Result<(UserKey, DeviceKey), String> {
         match (self.user_key(user), self.device_key(device)) {
             (Some(u), Some(d)) if self.user(u).session(d).is_some() => Ok((u, d)),
             _ => Err(format!("{user}/{device} has no session")),
@@ -218,7 +227,7 @@ impl State {
 }
 
 /// A subscription event never names the subscriber itself (R4.1) nor a target twice (R4.2).
-fn check_targets(user: &str, targets: &[&str]) -> Result<(), String> {
+fn check_targets(user: Text<'_>, targets: &[Text<'_>]) -> Result<(), String> {
     for (i, target) in targets.iter().enumerate() {
         if *target == user {
             return Err(format!("{user} subscribes to itself"));

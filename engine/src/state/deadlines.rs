@@ -6,9 +6,15 @@
 //! `h`), so heartbeats stay O(1) and each session is re-queued at most once per timeout
 //! period. Entries whose session has gone or reconnected since are recognised by their
 //! incarnation and dropped.
+//!
+//! An entry names its session by user and incarnation, not by device: incarnations come
+//! from one counter for the whole state, so they tell a user's sessions apart, and an entry
+//! is 16 bytes instead of 24 (one per connected session: docs/DESIGN.md, the memory bar).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+
+use smallvec::SmallVec;
 
 use super::{State, UserState};
 use crate::codec;
@@ -16,14 +22,16 @@ use crate::event::{DisconnectReason, EventKind, UnsubscribeReason};
 use crate::ids::{DeviceKey, UserKey};
 use crate::limits::{TICK_EVENTS_MAX, TICK_TARGETS_MAX};
 
-/// A queued heartbeat countdown.
+/// A queued heartbeat countdown: the session of `user` whose incarnation is `incarnation`,
+/// if it is still there and connected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct HeartbeatDue {
     pub heartbeat_at_ms: u64,
     pub user: UserKey,
-    pub device: DeviceKey,
     pub incarnation: u32,
 }
+
+const _: () = assert!(std::mem::size_of::<HeartbeatDue>() == 16);
 
 #[derive(Debug, Default)]
 pub(crate) struct Deadlines {
@@ -64,30 +72,35 @@ impl Deadlines {
         }
     }
 
-    /// Rebuilds both queues from the state (after replay or a rollback).
+    /// Rebuilds both queues from the state (after replay or a rollback), each with room for
+    /// exactly what it holds: a rebuilt queue of a million sessions does not keep the slack of
+    /// a million pushes.
     pub(crate) fn rebuild(&mut self, users: &mut [UserState]) {
-        self.heartbeats.clear();
-        self.retention.clear();
+        let connected = users.iter().map(|u| u.sessions.iter().filter(|s| s.connected()).count()).sum();
+        let mut heartbeats = Vec::with_capacity(connected);
         for (index, user) in users.iter().enumerate() {
             let key = UserKey(index as u32);
             for s in user.sessions.iter().filter(|s| s.connected()) {
-                self.heartbeats.push(Reverse(HeartbeatDue {
+                heartbeats.push(Reverse(HeartbeatDue {
                     heartbeat_at_ms: s.heartbeat_at_ms,
                     user: key,
-                    device: s.device,
                     incarnation: s.incarnation,
                 }));
             }
         }
+        self.heartbeats = BinaryHeap::from(heartbeats);
+        let mut retention = Vec::new();
         for (index, user) in users.iter_mut().enumerate() {
             user.set_retention_queued(false);
             if let (false, false, Some(since)) =
                 (user.is_online(), user.subscriptions().is_empty(), user.last_online_end_ms())
             {
                 user.set_retention_queued(true);
-                self.retention.push(Reverse((since, UserKey(index as u32))));
+                retention.push(Reverse((since, UserKey(index as u32))));
             }
         }
+        retention.shrink_to_fit();
+        self.retention = BinaryHeap::from(retention);
     }
 
     /// Reserved entries of the heartbeat queue.
@@ -123,38 +136,57 @@ impl State {
         let mut events = Vec::new();
         let mut taken = Taken::default();
         let mut bytes_left = bytes_budget;
-        while let Some(&Reverse(due)) = self.deadlines.heartbeats.peek() {
-            if due.heartbeat_at_ms.saturating_add(heartbeat_timeout_ms) > at_ms
+        // The entries of one user due at one time come off the queue together, and its live
+        // sessions among them are handled in device order: where a full tick stops must not
+        // depend on the order the sessions connected in.
+        let mut same_time: SmallVec<[(DeviceKey, HeartbeatDue, u64); 2]> = SmallVec::new();
+        'queue: while let Some(&Reverse(first)) = self.deadlines.heartbeats.peek() {
+            if first.heartbeat_at_ms.saturating_add(heartbeat_timeout_ms) > at_ms
                 || events.len() >= TICK_EVENTS_MAX
             {
                 break;
             }
-            let user = &self.users[due.user.index()];
-            let Some(session) = user.session(due.device).filter(|s| s.incarnation == due.incarnation) else {
-                // Stale: the session is gone, disconnected (incarnation 0) or reconnected.
+            same_time.clear();
+            while let Some(&Reverse(due)) = self.deadlines.heartbeats.peek() {
+                if (due.heartbeat_at_ms, due.user) != (first.heartbeat_at_ms, first.user) {
+                    break;
+                }
                 self.deadlines.heartbeats.pop();
-                continue;
-            };
-            let heartbeat_at_ms = session.heartbeat_at_ms.max(floor_ms);
-            if heartbeat_at_ms.saturating_add(heartbeat_timeout_ms) > at_ms {
-                // A heartbeat came since the entry was queued: queue it at the real time.
-                self.deadlines.heartbeats.pop();
-                self.deadlines.heartbeats.push(Reverse(HeartbeatDue { heartbeat_at_ms, ..due }));
-                continue;
+                debug_assert!(due.incarnation != 0, "a queued deadline of a disconnected session");
+                // None: stale (the session is gone, disconnected, or reconnected since).
+                let user = &self.users[due.user.index()];
+                if let Some(s) = user.sessions.iter().find(|s| s.incarnation == due.incarnation) {
+                    same_time.push((s.device, due, s.heartbeat_at_ms));
+                }
             }
-            let event = EventKind::SessionDisconnected {
-                user: self.user_name(due.user).clone(),
-                device: self.device_name(due.device).clone(),
-                reason: DisconnectReason::HeartbeatTimeout,
-            };
-            let bytes = codec::event_bytes_bound(&event);
-            if bytes > bytes_left {
-                break;
+            same_time.sort_unstable();
+            for (i, &(device, due, session_heartbeat_at_ms)) in same_time.iter().enumerate() {
+                let heartbeat_at_ms = session_heartbeat_at_ms.max(floor_ms);
+                let event = if events.len() >= TICK_EVENTS_MAX {
+                    None
+                } else if heartbeat_at_ms.saturating_add(heartbeat_timeout_ms) > at_ms {
+                    // A heartbeat came since the entry was queued: queue it at the real time.
+                    self.deadlines.heartbeats.push(Reverse(HeartbeatDue { heartbeat_at_ms, ..due }));
+                    continue;
+                } else {
+                    Some(EventKind::SessionDisconnected {
+                        user: self.user_name(due.user).clone(),
+                        device: self.device_name(device).clone(),
+                        reason: DisconnectReason::HeartbeatTimeout,
+                    })
+                };
+                let bytes = event.as_ref().map_or(usize::MAX, codec::event_bytes_bound);
+                let Some(event) = event.filter(|_| bytes <= bytes_left) else {
+                    // The tick is full: what is left waits for the next one.
+                    for &(_, rest, _) in &same_time[i..] {
+                        self.deadlines.heartbeats.push(Reverse(rest));
+                    }
+                    break 'queue;
+                };
+                bytes_left -= bytes;
+                events.push(event);
+                taken.heartbeats.push(due);
             }
-            bytes_left -= bytes;
-            self.deadlines.heartbeats.pop();
-            events.push(event);
-            taken.heartbeats.push(due);
         }
         // Deadline order chose which timeouts this tick logs; within the tick they are logged
         // by user and device, so that the last of a user's sessions to time out in one tick is

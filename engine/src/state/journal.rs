@@ -70,6 +70,7 @@ impl State {
         self.journal = None;
     }
 
+    #[inline]
     pub(crate) fn record(&mut self, undo: Undo) {
         if let Some(journal) = &mut self.journal {
             journal.push(undo);
@@ -77,19 +78,24 @@ impl State {
     }
 
     /// Records a user's own fields before an event changes them.
+    #[inline]
     pub(crate) fn backup_user(&mut self, user: UserKey) {
         if self.journal.is_some() {
-            let u = &self.users[user.index()];
-            let undo = Undo::User {
-                user,
-                sessions: u.sessions.clone(),
-                custom: u.social().map(|s| s.custom.clone()),
-                last_online_end_ms: u.last_online_end_ms(),
-                subscriptions: u.subscriptions().to_vec(),
-                version: u.version,
-            };
-            self.record(undo);
+            self.record_user(user);
         }
+    }
+
+    fn record_user(&mut self, user: UserKey) {
+        let u = &self.users[user.index()];
+        let undo = Undo::User {
+            user,
+            sessions: u.sessions.clone(),
+            custom: u.social().map(|s| s.custom.clone()),
+            last_online_end_ms: u.last_online_end_ms(),
+            subscriptions: u.subscriptions().to_vec(),
+            version: u.version,
+        };
+        self.record(undo);
     }
 
     /// Undoes everything recorded since [`State::begin_journal`], newest first, and stops

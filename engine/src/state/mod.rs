@@ -5,6 +5,7 @@
 //! [`UserState`] at its index. Status is never stored: it is derived from the sessions (R2.3).
 
 mod apply;
+mod customs;
 mod deadlines;
 mod interner;
 mod journal;
@@ -18,6 +19,7 @@ use std::sync::{Arc, OnceLock};
 use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
 use smallvec::SmallVec;
 
+use customs::Customs;
 pub(crate) use deadlines::{Deadlines, HeartbeatDue};
 pub(crate) use interner::Interner;
 pub use memory::HeapBytes;
@@ -25,6 +27,7 @@ pub(crate) use owners::Owners;
 pub(crate) use rates::{Api, RateLimits};
 pub(crate) use restore::canonicalize;
 
+use crate::event::Text;
 use crate::ids::{DeviceId, DeviceKey, UserId, UserKey};
 use crate::shard::ShardOf;
 use crate::status::{GeneralStatus, LastOnline, UserStatus};
@@ -208,6 +211,8 @@ pub(crate) struct State {
     next_incarnation: u32,
     /// Accepted calls of the rate-limited APIs (R6.3).
     pub rates: RateLimits,
+    /// Recent custom statuses, shared between the users who set them.
+    customs: Customs,
     /// Open while a group commit is being decided (see `journal.rs`).
     journal: Option<Vec<journal::Undo>>,
     /// The recovery time of R8.2 once fixed; `None` after an open until a call succeeds. A
@@ -216,12 +221,15 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub(crate) fn user_key(&self, user: &str) -> Option<UserKey> {
-        self.user_ids.get(user).map(UserKey)
+    /// The key of a user id (given as a `&str` or an event's [`Text`]), if it is known.
+    #[inline]
+    pub(crate) fn user_key(&self, user: impl AsRef<[u8]>) -> Option<UserKey> {
+        self.user_ids.get(user.as_ref()).map(UserKey)
     }
 
-    pub(crate) fn device_key(&self, device: &str) -> Option<DeviceKey> {
-        self.device_ids.get(device).map(DeviceKey)
+    #[inline]
+    pub(crate) fn device_key(&self, device: impl AsRef<[u8]>) -> Option<DeviceKey> {
+        self.device_ids.get(device.as_ref()).map(DeviceKey)
     }
 
     pub(crate) fn user(&self, key: UserKey) -> &UserState {
@@ -285,16 +293,25 @@ impl State {
         })
     }
 
-    pub(crate) fn intern_user(&mut self, user: &str) -> UserKey {
-        let (key, added) = self.user_ids.intern(user);
-        if added {
-            self.users.push(UserState::default());
+    pub(crate) fn intern_user(&mut self, user: Text<'_>) -> UserKey {
+        match self.user_key(user) {
+            Some(key) => key,
+            None => self.add_user(user),
         }
-        UserKey(key)
     }
 
-    pub(crate) fn intern_device(&mut self, device: &str) -> DeviceKey {
-        DeviceKey(self.device_ids.intern(device).0)
+    /// Adds a user the caller looked up and did not find.
+    fn add_user(&mut self, user: Text<'_>) -> UserKey {
+        let key = UserKey(self.user_ids.insert_new(user.as_str()));
+        self.users.push(UserState::default());
+        key
+    }
+
+    pub(crate) fn intern_device(&mut self, device: Text<'_>) -> DeviceKey {
+        match self.device_key(device) {
+            Some(key) => key,
+            None => DeviceKey(self.device_ids.insert_new(device.as_str())),
+        }
     }
 
     /// A fresh, non-zero incarnation for a session that connects.

@@ -8,6 +8,7 @@
 use rustc_hash::FxHashMap;
 
 use super::Interner;
+use crate::event::Text;
 use crate::ids::{DeviceKey, OwnerId, UserKey};
 
 /// The owner of each connected session that has one.
@@ -20,10 +21,18 @@ pub(crate) struct Owners {
 impl Owners {
     /// Sets the owner of a session (none: forgets it); returns the one it replaced, for
     /// [`Owners::restore`].
-    pub(crate) fn replace(&mut self, user: UserKey, device: DeviceKey, owner: Option<&str>) -> Option<u32> {
+    pub(crate) fn replace(
+        &mut self,
+        user: UserKey,
+        device: DeviceKey,
+        owner: Option<Text<'_>>,
+    ) -> Option<u32> {
         match owner {
             Some(owner) => {
-                let (key, _) = self.names.intern(owner);
+                let key = match self.names.get(owner.as_bytes()) {
+                    Some(key) => key,
+                    None => self.names.insert_new(owner.as_str()),
+                };
                 self.by_session.insert((user, device), key)
             }
             None => self.by_session.remove(&(user, device)),
@@ -45,7 +54,7 @@ impl Owners {
 
     /// The sessions of `owner`, or of every owner, in no particular order.
     pub(crate) fn sessions_of<'a>(&'a self, owner: &str) -> impl Iterator<Item = (UserKey, DeviceKey)> + 'a {
-        let key = self.names.get(owner);
+        let key = self.names.get(owner.as_bytes());
         self.by_session.iter().filter(move |(_, k)| Some(**k) == key).map(|(&session, _)| session)
     }
 

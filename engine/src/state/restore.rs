@@ -1,8 +1,8 @@
 //! Between the live state and its canonical, logged form ([`LogicalState`]).
 
-use super::{no_custom, Session, State};
+use super::{no_custom, Session, State, UserState};
 use crate::ids::{DeviceKey, OwnerId, UserKey};
-use crate::snapshot::{LogicalState, SessionRecord, SessionWire, SnapshotWire, UserRecord, UserWire};
+use crate::snapshot::{LogicalState, SessionRecord, SessionWire, SnapshotWire, Span, UserRecord, UserWire};
 
 impl State {
     /// The state as the log defines it, canonically ordered.
@@ -47,8 +47,9 @@ impl State {
         LogicalState { users }
     }
 
-    /// The snapshot of this state in its encoded form (see [`SnapshotWire`]).
-    pub(crate) fn to_wire(&self) -> SnapshotWire {
+    /// The snapshot of this state in its encoded form (see [`SnapshotWire`]), borrowing the
+    /// state's strings.
+    pub(crate) fn to_wire(&self) -> SnapshotWire<'_> {
         let mut records: Vec<UserKey> =
             (0..self.users.len() as u32).map(UserKey).filter(|&u| !self.user(u).is_blank()).collect();
         records.sort_unstable_by(|&a, &b| self.user_name(a).cmp(self.user_name(b)));
@@ -76,93 +77,120 @@ impl State {
         for (i, &d) in devices.iter().enumerate() {
             device_index[d as usize] = i as u32;
         }
-        let owner_of = |u: UserKey, s: &Session| self.owners.get(u, s.device);
-        let mut owners: Vec<&OwnerId> = records
+        let owner_of = |u: UserKey, s: &Session| self.owners.get(u, s.device).map(OwnerId::as_str);
+        let mut owners: Vec<&str> = records
             .iter()
             .flat_map(|&u| self.user(u).sessions.iter().filter_map(move |s| owner_of(u, s)))
             .collect();
         owners.sort_unstable();
         owners.dedup();
         // Every owner a session has is in the table by construction.
-        let owner_index = |o: &OwnerId| match owners.binary_search(&o) {
+        let owner_index = |o: &str| match owners.binary_search(&o) {
             Ok(i) => i as u32,
             Err(_) => unreachable!("owner {o} of a session is missing from the owner table"),
         };
-        let users = records
-            .iter()
-            .map(|&u| {
-                let user = self.user(u);
-                let mut sessions: Vec<SessionWire> = user
-                    .sessions
-                    .iter()
-                    .map(|s| SessionWire {
-                        device: device_index[s.device.0 as usize],
-                        connected: s.connected(),
-                        login_at_ms: s.login_at_ms,
-                        owner: owner_of(u, s).map(owner_index),
-                    })
-                    .collect();
-                sessions.sort_unstable_by_key(|s| s.device);
-                let mut friends: Vec<UserKey> = user.friends().iter().copied().collect();
-                friends.sort_unstable_by(|&a, &b| self.user_name(a).cmp(self.user_name(b)));
-                UserWire {
-                    sessions,
-                    custom: user.social().map_or_else(no_custom, |s| s.custom.clone()),
-                    last_online_end_ms: user.last_online_end_ms(),
-                    subscriptions: user.subscriptions().iter().map(|t| index[t.index()]).collect(),
-                    friends: friends.iter().map(|f| index[f.index()]).collect(),
-                    version: user.version,
-                }
-            })
-            .collect();
+        let mut sessions = Vec::new();
+        let mut links = Vec::new();
+        let mut users = Vec::with_capacity(records.len());
+        let mut friends: Vec<UserKey> = Vec::new();
+        for &u in &records {
+            let user = self.user(u);
+            let start = sessions.len();
+            sessions.extend(user.sessions.iter().map(|s| SessionWire {
+                device: device_index[s.device.0 as usize],
+                connected: s.connected(),
+                login_at_ms: s.login_at_ms,
+                owner: owner_of(u, s).map(owner_index),
+            }));
+            sessions[start..].sort_unstable_by_key(|s| s.device);
+            let user_sessions = Span::since(start, &sessions);
+            let start = links.len();
+            links.extend(user.subscriptions().iter().map(|t| index[t.index()]));
+            let subscriptions = Span::since(start, &links);
+            friends.clear();
+            friends.extend(user.friends().iter().copied());
+            friends.sort_unstable_by(|&a, &b| self.user_name(a).cmp(self.user_name(b)));
+            let start = links.len();
+            links.extend(friends.iter().map(|f| index[f.index()]));
+            users.push(UserWire {
+                sessions: user_sessions,
+                custom: user.custom(),
+                last_online_end_ms: user.last_online_end_ms(),
+                subscriptions,
+                friends: Span::since(start, &links),
+                version: user.version,
+            });
+        }
         SnapshotWire {
             last_seq: self.last_seq,
             now_ms: self.now_ms,
-            ids: records.iter().chain(&extra).map(|&u| self.user_name(u).clone()).collect(),
-            devices: devices.iter().map(|&d| self.device_ids.name(d).clone()).collect(),
-            owners: owners.into_iter().cloned().collect(),
+            ids: records.iter().chain(&extra).map(|&u| self.user_name(u).as_str()).collect(),
+            devices: devices.iter().map(|&d| self.device_ids.name(d).as_str()).collect(),
+            owners,
             users,
+            sessions,
+            links,
         }
     }
 
     /// Rebuilds a state from a validated snapshot ([`SnapshotWire::validate`]): ids become
     /// keys in order, so no id is looked up. Deadline queues are left paused; the caller
     /// rebuilds them.
-    pub(crate) fn from_wire(wire: &SnapshotWire) -> Result<State, String> {
+    pub(crate) fn from_wire(wire: &SnapshotWire<'_>) -> Result<State, String> {
         wire.validate()?;
         let mut state = State { now_ms: wire.now_ms, last_seq: wire.last_seq, ..State::default() };
         state.deadlines.paused = true;
         state.users.reserve_exact(wire.ids.len());
         state.user_ids.reserve(wire.ids.len());
-        for id in &wire.ids {
-            state.intern_user(id);
+        // The ids are unique (validated), so each is added without looking for it first.
+        for &id in &wire.ids {
+            state.user_ids.insert_new(id);
+            state.users.push(UserState::default());
         }
-        let devices: Vec<DeviceKey> = wire.devices.iter().map(|d| state.intern_device(d)).collect();
+        let devices: Vec<DeviceKey> = wire.devices.iter().map(|&d| state.intern_device(d.into())).collect();
+        // Room for each user's subscribers at once, instead of growing each set insert by insert.
+        let mut subscribers = vec![0u32; wire.ids.len()];
+        for user in &wire.users {
+            for &t in wire.subscriptions_of(user) {
+                subscribers[t as usize] += 1;
+            }
+        }
+        for (t, &count) in subscribers.iter().enumerate() {
+            if count > 0 {
+                state.users[t].social_mut().subscribers.reserve(count as usize);
+            }
+        }
         for (i, user) in wire.users.iter().enumerate() {
             let u = UserKey(i as u32);
-            for s in &user.sessions {
+            for s in wire.sessions_of(user) {
                 let incarnation = if s.connected { state.take_incarnation() } else { 0 };
                 let device = devices[s.device as usize];
                 let login_at_ms = s.login_at_ms;
                 let session = Session { login_at_ms, heartbeat_at_ms: login_at_ms, device, incarnation };
                 state.user_mut(u).sessions.push(session);
                 if let Some(o) = s.owner {
-                    state.owners.replace(u, device, Some(&wire.owners[o as usize]));
+                    state.owners.replace(u, device, Some(wire.owners[o as usize].into()));
                 }
             }
+            let custom = (!user.custom.is_empty()).then(|| state.customs.share(user.custom.into()));
             let state_user = state.user_mut(u);
             state_user.version = user.version;
-            if !user.custom.is_empty() {
-                state_user.social_mut().custom = user.custom.clone();
+            if let Some(custom) = custom {
+                state_user.social_mut().custom = custom;
             }
             state_user.set_last_online_end_ms(user.last_online_end_ms);
-            for &t in &user.subscriptions {
-                let t = UserKey(t);
-                state.user_mut(u).social_mut().subscriptions.push(t);
-                state.user_mut(t).social_mut().subscribers.insert(u);
+            let subscriptions = wire.subscriptions_of(user);
+            if !subscriptions.is_empty() {
+                let list = &mut state.user_mut(u).social_mut().subscriptions;
+                list.reserve_exact(subscriptions.len());
+                list.extend(subscriptions.iter().map(|&t| UserKey(t)));
+                for &t in subscriptions {
+                    state.user_mut(UserKey(t)).social_mut().subscribers.insert(u);
+                }
             }
-            for &f in &user.friends {
-                state.user_mut(u).social_mut().friends.insert(UserKey(f));
+            let friends = wire.friends_of(user);
+            if !friends.is_empty() {
+                state.user_mut(u).social_mut().friends.extend(friends.iter().map(|&f| UserKey(f)));
             }
         }
         Ok(state)
