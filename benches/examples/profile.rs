@@ -38,6 +38,15 @@ fn cpu_s() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// With `PROFILE_WAIT` set, says `ready` on stderr and waits for a line on stdin before the
+/// measured part, so that a sampling profiler can attach to it alone (`perf record -p`).
+fn wait_if_asked() {
+    if std::env::var_os("PROFILE_WAIT").is_some() {
+        eprintln!("ready");
+        let _ = std::io::stdin().read_line(&mut String::new());
+    }
+}
+
 fn usage() -> ! {
     eprintln!(
         "usage: profile replay-log|replay-snapshot USERS | mix|heartbeat|set-status|subscribe|spread USERS N"
@@ -104,11 +113,13 @@ fn main() {
     match what {
         "replay-log" | "replay-snapshot" => {
             let path = replay_store(users);
+            wait_if_asked();
             (started, cpu_started) = (Instant::now(), cpu_s());
             count = measured_replay(&path, what == "replay-log");
         }
         "tick-expire" => {
             let mut engine = engine_with_users(users);
+            wait_if_asked();
             (started, cpu_started) = (Instant::now(), cpu_s());
             count = measured_tick(&mut engine, bench_config().heartbeat_timeout_ms);
         }
@@ -139,6 +150,7 @@ fn main() {
                 }
                 _ => usage(),
             };
+            wait_if_asked();
             (started, cpu_started) = (Instant::now(), cpu_s());
             count = measured_commands(&mut engine, &commands) as u64;
         }

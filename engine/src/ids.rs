@@ -168,15 +168,37 @@ pub(crate) fn validate_id(id: &str, max_bytes: u32, what: &str) -> Result<(), Er
             id.len()
         )));
     }
-    if id.chars().any(char::is_control) {
+    if has_control(id) {
         return Err(Error::invalid(format!("{what} contains a control character")));
     }
     Ok(())
 }
 
+/// Whether `id` holds a control character (Unicode's category Cc, as `char::is_control`):
+/// U+0000 to U+001F, U+007F, and U+0080 to U+009F, which UTF-8 writes as C2 80 to C2 9F. Read
+/// byte by byte, without decoding characters: every command's ids go through it.
+#[inline]
+fn has_control(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    bytes.iter().any(|&b| b < 0x20 || b == 0x7f)
+        || (!bytes.is_ascii() && bytes.windows(2).any(|pair| pair[0] == 0xc2 && pair[1] < 0xa0))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::same_bytes;
+    use super::{has_control, same_bytes};
+
+    /// The byte-wise check finds exactly the characters `char::is_control` finds, alone and
+    /// among others.
+    #[test]
+    fn control_characters_are_found_as_char_finds_them() {
+        for c in (0..=0x10ffff).filter_map(char::from_u32) {
+            let alone = c.to_string();
+            assert_eq!(has_control(&alone), c.is_control(), "{:x}", c as u32);
+            let among = format!("a\u{a2}{c}\u{100}");
+            assert_eq!(has_control(&among), c.is_control(), "{:x}", c as u32);
+        }
+    }
 
     /// The word-wise comparison agrees with `==` at every length around its word sizes.
     #[test]

@@ -370,6 +370,9 @@ impl<S: EventStore> Engine<S> {
     /// one notice per user whose status pair changed (none for a change undone within the
     /// step); a `kicked` notice per connected session removed by R2.5 (R5.5).
     fn apply_events(&mut self, events: &[Event]) -> (Vec<Notice>, Vec<StatusChange>) {
+        if events.is_empty() {
+            return (Vec::new(), Vec::new());
+        }
         let mut notices = Vec::new();
         // Each user touched, in the order first touched.
         let mut touched: Vec<Touched> = Vec::new();
@@ -442,8 +445,11 @@ impl<S: EventStore> Engine<S> {
 
     /// A group that was leaked (`mem::forget`) never reached the store: undo it, so that
     /// the state matches the log again before anything else runs.
+    #[inline]
     fn discard_leaked_group(&mut self) {
-        self.state.rollback();
+        if self.state.journal_open() {
+            self.state.rollback();
+        }
     }
 
     /// The time a call at `at_ms` runs at: never before the latest time seen (R1.3), never
@@ -537,5 +543,9 @@ pub struct RemoteObserved {
 
 /// The events of a step, each stamped with the step's time.
 fn at_time(kinds: Vec<EventKind>, at_ms: u64) -> Vec<Event> {
+    if kinds.is_empty() {
+        // Most commands (heartbeats, queries) log nothing.
+        return Vec::new();
+    }
     kinds.into_iter().map(|kind| Event { at_ms, kind }).collect()
 }

@@ -65,6 +65,12 @@ impl State {
         }
     }
 
+    /// Whether a group is open (its changes are being recorded).
+    #[inline]
+    pub(crate) fn journal_open(&self) -> bool {
+        self.journal.is_some()
+    }
+
     /// Stops recording and forgets the journal: the group's changes stay.
     pub(crate) fn end_journal(&mut self) {
         self.journal = None;
