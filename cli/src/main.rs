@@ -2,7 +2,9 @@
 //!
 //! Each subcommand lives in its own module; this file only dispatches.
 
+mod cluster_load;
 mod conform;
+
 mod inspect;
 mod load;
 mod node;
@@ -45,6 +47,9 @@ enum Commands {
     /// Run one node of a cluster over NATS JetStream: it owns a share of the shards and takes
     /// over those of nodes that are lost, until SIGINT or SIGTERM.
     Node(node::Args),
+    /// Drive a running cluster from many client threads and say how fast it answered.
+    ClusterLoad(cluster_load::Args),
+
     /// Serve devices over WebSockets (the page at /, the socket at /ws) until SIGINT or SIGTERM.
     Serve(serve::Args),
     /// Print a signed login token for a user, or the host's bearer.
@@ -61,6 +66,8 @@ fn main() -> ExitCode {
     match cli.command {
         Commands::Conform(args) => conform::run(args),
         Commands::Node(args) => node::run(args),
+        Commands::ClusterLoad(args) => cluster_load::run(args),
+
         Commands::Shell(args) => shell::run(args),
         Commands::Simulate(args) => simulate::run(args),
         Commands::Inspect(args) => inspect::run(args),

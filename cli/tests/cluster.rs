@@ -195,6 +195,41 @@ fn commands_and_notices_cross_nodes() {
             && client.view(&bob).unwrap().friends.iter().any(|f| **f == *alice)
     });
     assert!(friends.is_ok());
+
+    // presence cluster-load on the same cluster: every user logged in, commands answered,
+    // and what it reports is in the shards' state.
+    let presence = env!("CARGO_BIN_EXE_presence");
+    let urls = cluster.nats.urls();
+    let args = ["cluster-load", "--nats", &urls, "--deployment", "cross", "--users", "60", "--clients", "4"];
+    let out = std::process::Command::new(presence)
+        .args(args)
+        .args(["--duration-s", "1", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (report["nodes"].as_u64(), report["shards"].as_u64()),
+        (Some(3), Some(SHARDS as u64)),
+        "{report}"
+    );
+    assert_eq!(report["logins"].as_u64(), Some(60), "{report}");
+    assert!(report["commands"].as_u64().unwrap() > 0, "{report}");
+    for u in [0, 17, 59] {
+        let view = client.view(&format!("user{u}")).unwrap();
+        assert!(view.sessions.iter().any(|s| s.device == "d0"), "user{u}: {view:?}");
+    }
+    // A deployment nobody created is a clear error, exit 2.
+    let out = std::process::Command::new(presence)
+        .args(["cluster-load", "--nats", &urls, "--deployment", "nosuch", "--duration-s", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nosuch"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 // R9.6: a node killed with SIGKILL under load: no acknowledged command is lost, its shards

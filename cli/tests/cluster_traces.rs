@@ -192,8 +192,14 @@ impl Subject for ClusterSubject {
     }
 }
 
+/// One cluster at a time: two would compete for the machine's cores, and a node starved
+/// long enough misses its heartbeats and loses its shards.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn every_trace_passes_on_a_cluster() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+
     let nats = NatsServer::start();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conformance/traces");
     let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
@@ -221,4 +227,23 @@ fn every_trace_passes_on_a_cluster() {
         files.len(),
         failed.join("\n")
     );
+}
+
+/// The conformance kit's random cases against the cluster, as another implementation would run
+/// them: each case on a fresh deployment of the same two nodes' kind, compared with the
+/// reference model after every step (fewer and shorter cases than on one engine: a case
+/// starts two nodes).
+#[test]
+fn the_kit_passes_on_a_cluster() {
+    use presence_conformance::kit::{self, KitOptions, Ops};
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let nats = NatsServer::start();
+    let options = KitOptions { cases: 6, seed: 31, ops: Ops::all(), max_steps: 30, shrink_iters: 20 };
+    let mut next = 0;
+    let report = kit::check(&options, |config| {
+        next += 1;
+        Ok(ClusterSubject::start(&nats.url(), &format!("kit{next}"), config.clone()))
+    });
+    assert!(report.is_ok(), "{report:#?}");
+    assert_eq!(report.passed, options.cases);
 }

@@ -22,7 +22,15 @@ fn last_line(output: &Output) -> String {
 #[test]
 fn the_conformance_traces_pass_on_every_store() {
     let count = std::fs::read_dir(traces_dir()).unwrap().count();
-    for store in [None, Some("mem"), Some("sled"), Some("model"), Some("sharded:3")] {
+    for store in [
+        None,
+        Some("mem"),
+        Some("sled"),
+        Some("model"),
+        Some("sharded:2"),
+        Some("sharded:3"),
+        Some("sharded:8"),
+    ] {
         let dir = traces_dir();
         let mut args = vec!["conform", dir.to_str().unwrap()];
         if let Some(store) = store {

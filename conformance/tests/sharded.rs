@@ -72,3 +72,18 @@ proptest! {
         equivalent(&case, 8)?;
     }
 }
+
+/// The conformance kit, as another implementation would run it, against a deployment of three
+/// shards that splits every subscriber from its targets: random cases compared with the
+/// reference model after every step (the sharded subject waits for quiescence after each).
+#[test]
+fn the_kit_passes_on_a_sharded_deployment() {
+    use presence_conformance::kit::{self, KitOptions, Ops};
+    let options = KitOptions { cases: cases(32), seed: 21, ops: Ops::all(), ..KitOptions::default() };
+    let report = kit::check(&options, |config| {
+        let stores = (0..3).map(|_| MemStore::new()).collect();
+        ShardedSubject::open(config.clone(), split(3), stores, 2)
+    });
+    assert!(report.is_ok(), "{report:#?}");
+    assert_eq!(report.passed, options.cases);
+}
