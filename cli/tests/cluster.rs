@@ -118,17 +118,30 @@ impl Cluster {
         owners
     }
 
-    /// Every event of every shard's log, by shard.
+    /// Every event of every shard's log, by shard. Reading a stream just after its shard
+    /// moved may time out once (its leader is busy with the claim); a read is tried three
+    /// times, and a failure names the shard and every error.
     fn logs(&self) -> Vec<Vec<presence_engine::Event>> {
+        let read = |shard: u32| -> Result<Vec<presence_engine::Event>, String> {
+            let options = NatsOptions::new(self.nats.urls(), shard_stream(&self.deployment, shard));
+            let store = NatsStore::open(options).map_err(|e| e.to_string())?;
+            let mut events = Vec::new();
+            for batch in store.read_from(1).map_err(|e| e.to_string())? {
+                let batch = batch.map_err(|e| e.to_string())?;
+                events.extend(codec::decode_batch(&batch.bytes).unwrap().1);
+            }
+            Ok(events)
+        };
         (0..SHARDS)
             .map(|shard| {
-                let options = NatsOptions::new(self.nats.urls(), shard_stream(&self.deployment, shard));
-                let store = NatsStore::open(options).unwrap();
-                let mut events = Vec::new();
-                for batch in store.read_from(1).unwrap() {
-                    events.extend(codec::decode_batch(&batch.unwrap().bytes).unwrap().1);
+                let mut errors = Vec::new();
+                for _ in 0..3 {
+                    match read(shard) {
+                        Ok(events) => return events,
+                        Err(e) => errors.push(e),
+                    }
                 }
-                events
+                panic!("cannot read shard {shard}'s log: {errors:?}")
             })
             .collect()
     }
