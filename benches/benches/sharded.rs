@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use presence_benches::{bench_config, user, Rng};
+use presence_benches::{bench_config, mix, user, Rng};
 use presence_engine::runtime::{
     open_shards, DiscardSink, Handle, ManualClock, Runtime, RuntimeConfig, ShardedRuntime,
 };
@@ -22,31 +22,6 @@ use presence_storage_mem::MemStore;
 const USERS: u64 = 1_000_000;
 const SHARDS: u32 = 8;
 const PER_ITER: usize = 20_000;
-
-/// The mix of `commands.rs`, for users who are all logged in at the start: mostly
-/// heartbeats, some status changes and subscriptions, and users leaving and coming back.
-fn mix(rng: &mut Rng, len: usize) -> Vec<Command> {
-    let mut online = vec![true; USERS as usize];
-    (0..len)
-        .map(|_| {
-            let u = rng.below(USERS);
-            let name = user(u);
-            if !online[u as usize] {
-                online[u as usize] = true;
-                return Command::login(name, "d0");
-            }
-            match rng.below(100) {
-                0..=69 => Command::heartbeat(name, "d0"),
-                70..=81 => Command::set_status(name, "d0", if rng.below(2) == 0 { "busy" } else { "" }),
-                82..=89 => Command::subscribe(name, "d0", [user(rng.below(USERS))]),
-                _ => {
-                    online[u as usize] = false;
-                    Command::logout(name, "d0")
-                }
-            }
-        })
-        .collect()
-}
 
 fn logins() -> impl Iterator<Item = Command> {
     (0..USERS).map(|i| Command::login(user(i), "d0"))
@@ -80,7 +55,7 @@ fn run(handle: &Handle, commands: Vec<Command>) {
 
 fn bench_threads(c: &mut Criterion) {
     let mut rng = Rng::new(42);
-    let commands = mix(&mut rng, 2_000_000);
+    let commands = mix(&mut rng, USERS, 2_000_000);
     let mut group = c.benchmark_group("sharded");
     group.sample_size(10);
     group.throughput(Throughput::Elements(PER_ITER as u64));
