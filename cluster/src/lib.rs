@@ -19,7 +19,7 @@ mod node;
 mod ownership;
 pub mod wire;
 
-pub use client::{ClientError, ClusterClient, Notices};
+pub use client::{AsyncClusterClient, ClientError, ClusterClient, Notices};
 pub use config::NodeConfig;
 pub use node::{run_node, shard_of_command, NodeOptions};
 pub use ownership::{assign, owner_of, Membership};
