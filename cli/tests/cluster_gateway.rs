@@ -317,3 +317,27 @@ fn a_stopped_node_closes_its_sockets_and_disconnects_their_sessions_first() {
     assert!(log.contains("1 sessions disconnected at shutdown"), "R8.5, by the gateway itself:\n{log}");
     eprintln!("gateway in a node: OFFLINE heard {heard:?} after SIGTERM of the device's node");
 }
+
+// The gateway's arguments come together, and a bad secret stops the node before it starts
+// (exit 2), as `presence serve` does.
+#[test]
+fn a_gateway_needs_its_secret_and_a_bad_one_is_refused_with_exit_2() {
+    let presence = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_presence")).args(args).output().unwrap()
+    };
+    let base = ["node", "--nats", "nats://127.0.0.1:1", "--node-id", "a"];
+    let without_secret = presence(&[&base[..], &["--gateway-addr", "127.0.0.1:0"]].concat());
+    assert_eq!(without_secret.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&without_secret.stderr).contains("--secret-file"), "{without_secret:?}");
+    let without_addr = presence(&[&base[..], &["--secret-file", "/nonexistent"]].concat());
+    assert_eq!(without_addr.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&without_addr.stderr).contains("--gateway-addr"), "{without_addr:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short");
+    std::fs::write(&short, "too short").unwrap();
+    let short = short.display().to_string();
+    let bad_secret =
+        presence(&[&base[..], &["--gateway-addr", "127.0.0.1:0", "--secret-file", &short]].concat());
+    assert_eq!(bad_secret.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad_secret.stderr).contains("secret"), "{bad_secret:?}");
+}
