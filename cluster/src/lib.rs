@@ -7,6 +7,8 @@
 //! - [`run_node`]: a node, what `presence node` runs.
 //! - [`ClusterClient`]: a host's side: commands routed to their shard's owner, the nodes'
 //!   control requests, and the notices for a node's devices.
+//! - [`AsyncClusterClient`]: the same commands for hosts that run tokio (the gateway inside
+//!   a node, `presence node --gateway-addr`), never blocking a thread.
 //! - [`wire`]: the subjects and the JSON on them.
 
 #![deny(missing_docs)]
