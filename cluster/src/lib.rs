@@ -7,6 +7,8 @@
 //! - [`run_node`]: a node, what `presence node` runs.
 //! - [`ClusterClient`]: a host's side: commands routed to their shard's owner, the nodes'
 //!   control requests, and the notices for a node's devices.
+//! - [`AsyncClusterClient`]: the same commands for hosts that run tokio (the gateway inside
+//!   a node, `presence node --gateway-addr`), never blocking a thread.
 //! - [`wire`]: the subjects and the JSON on them.
 
 #![deny(missing_docs)]
@@ -19,7 +21,7 @@ mod node;
 mod ownership;
 pub mod wire;
 
-pub use client::{ClientError, ClusterClient, Notices};
+pub use client::{AsyncClusterClient, ClientError, ClusterClient, Notices};
 pub use config::NodeConfig;
 pub use node::{run_node, shard_of_command, NodeOptions};
 pub use ownership::{assign, owner_of, Membership};

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::protocol::{self, CloseReason, Failure, Op, ProtocolCode};
 use crate::routes::{self, Outbound, Peer};
-use crate::shared::{unavailable, Shared, Slot};
+use crate::shared::{unavailable, Backend, QueueError, Shared, Slot};
 use crate::stats::Counters;
 use crate::token::{self, TokenError};
 
@@ -113,14 +113,26 @@ impl Connection {
         }
     }
 
-    /// A WebSocket ping is a heartbeat (R2.4), by session handle: queued if there is room,
-    /// dropped if not (the next one will do, well within the timeout). Pings before login
-    /// only keep the socket from idling.
+    /// A WebSocket ping is a heartbeat (R2.4), by session handle (in a cluster, by ids, sent
+    /// to the shard's owner without waiting for the answer): queued if there is room, dropped
+    /// if not (the next one will do, well within the timeout). Pings before login only keep
+    /// the socket from idling.
     fn ping(&self) {
-        if let Some(session) = self.session {
-            if let Err(TrySendError::Full(_)) = self.shared.handle.try_submit_heartbeat(session) {
-                Counters::add(&self.shared.counters.heartbeats_shed, 1);
-            }
+        let shed = match &self.shared.backend {
+            Backend::Local(handle) => match self.session {
+                Some(session) => matches!(handle.try_submit_heartbeat(session), Err(TrySendError::Full(_))),
+                None => false,
+            },
+            Backend::Cluster(_) => match &self.identity {
+                Some((user, device)) => {
+                    let heartbeat = Command::heartbeat(user.clone(), device.clone());
+                    matches!(self.shared.try_queue(heartbeat), Err(QueueError::Full))
+                }
+                None => false,
+            },
+        };
+        if shed {
+            Counters::add(&self.shared.counters.heartbeats_shed, 1);
         }
     }
 
@@ -192,14 +204,13 @@ impl Connection {
             }
             pending
         };
-        if let Err(error) = pending.await {
+        if let Err(failure) = pending.wait().await {
             self.shared.routes.lock().remove(&user, &device, self.peer.id);
-            return Err(crate::shared::runtime_failure(&error));
+            return Err(failure);
         }
         self.identity = Some((user.clone(), device.clone()));
-        let (u, d) = (user.clone(), device.clone());
         // Without a handle pings still keep the socket open; explicit heartbeats still work.
-        self.session = self.shared.read(move |engine| engine.session_handle(&u, &d)).await.ok().flatten();
+        self.session = self.shared.session_handle(&user, &device).await;
         Ok((user, device))
     }
 
@@ -222,7 +233,7 @@ impl Connection {
                 }
             }
         };
-        match pending.await {
+        match pending.wait().await {
             Ok(_) => {
                 self.identity = None;
                 self.session = None;
@@ -230,7 +241,7 @@ impl Connection {
                 self.peer.push(Outbound::Close(CloseReason::LoggedOut), &self.shared.counters);
                 Flow::Continue
             }
-            Err(error) => {
+            Err(failure) => {
                 // Nothing changed (R7.1): the socket still serves the device, unless another
                 // socket claimed it meanwhile.
                 let mut routes = self.shared.routes.lock();
@@ -238,7 +249,7 @@ impl Connection {
                     routes.insert(&user, &device, self.peer.clone());
                 }
                 drop(routes);
-                self.fail(Some(id), &crate::shared::runtime_failure(&error));
+                self.fail(Some(id), &failure);
                 Flow::Continue
             }
         }
@@ -259,13 +270,13 @@ impl Connection {
                     routes.remove(&user, &device, self.peer.id);
                     return;
                 }
-                match self.shared.handle.try_send(Command::disconnect(user.clone(), device.clone())) {
+                match self.shared.try_queue(Command::disconnect(user.clone(), device.clone())) {
                     Ok(pending) => {
                         routes.remove(&user, &device, self.peer.id);
                         Some(pending)
                     }
-                    Err(TrySendError::Full(_)) => None,
-                    Err(TrySendError::Stopped) => {
+                    Err(QueueError::Full) => None,
+                    Err(QueueError::Stopped) => {
                         routes.remove(&user, &device, self.peer.id);
                         return;
                     }
@@ -274,7 +285,7 @@ impl Connection {
             match pending {
                 // NotLoggedIn (the session timed out or was kicked meanwhile) changes nothing.
                 Some(pending) => {
-                    let _ = pending.await;
+                    let _ = pending.wait().await;
                     return;
                 }
                 // The disconnect must not be shed: the route stays ours, so no new socket of

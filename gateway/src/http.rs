@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::connection;
 use crate::protocol::{Failure, ProtocolCode};
-use crate::shared::Shared;
+use crate::shared::{Backend, Shared};
 
 const PAGE: &str = include_str!("../page/index.html");
 const SCRIPT: &str = include_str!("../page/app.js");
@@ -119,8 +119,7 @@ async fn friends(
     if let Some(refused) = unauthorized(&shared, &headers) {
         return refused;
     }
-    let asked = user.clone();
-    match shared.read(move |engine| engine.friends(&asked)).await {
+    match shared.friends(user.clone()).await {
         Ok(friends) => Json(json!({"user": UserId::from(user), "friends": friends})).into_response(),
         Err(failure) => failure_response(StatusCode::SERVICE_UNAVAILABLE, &failure),
     }
@@ -132,6 +131,10 @@ async fn stats(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respons
     }
     let gateway = shared.counters.read();
     let routed = shared.routes.lock().len();
-    Json(json!({"gateway": gateway, "routed_devices": routed, "runtime": shared.handle.stats()}))
-        .into_response()
+    let runtime = match &shared.backend {
+        Backend::Local(handle) => json!(handle.stats()),
+        // The runtimes are the nodes': each node's `Control::Status` tells of its shards.
+        Backend::Cluster(_) => serde_json::Value::Null,
+    };
+    Json(json!({"gateway": gateway, "routed_devices": routed, "runtime": runtime})).into_response()
 }

@@ -35,6 +35,12 @@
 //!   every session is logged in with the gateway's `node_id` as its connection owner (R8.5);
 //!   at shutdown the node's sessions are disconnected, and at the next start whatever the log
 //!   still says is connected is disconnected (R8.4).
+//! - **In a cluster** ([`ClusterGateway`], `presence node --gateway-addr`): the same sockets,
+//!   routes and rules, but each command goes to the node that owns its user's shard over NATS
+//!   ([`presence_cluster::AsyncClusterClient`]), pings are heartbeats by ids, and the notices
+//!   for this gateway's devices arrive on `{deployment}.node.{node_id}.notices`. A device's
+//!   login, logout and disconnect each wait for the device's previous one, so that the shard's
+//!   owner sees them in the order the routing table made them.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -51,6 +57,6 @@ mod stats;
 pub mod token;
 
 pub use config::{ConfigError, GatewayConfig, GatewaySettings, RuntimeSettings};
-pub use server::{Gateway, GatewayError, RunningGateway, ServeReport};
+pub use server::{ClusterGateway, Gateway, GatewayError, RunningGateway, ServeReport};
 pub use stats::GatewayStats;
 pub use token::{Secret, TokenError};

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use axum::extract::ws::Utf8Bytes;
+use presence_cluster::wire::{NoticeBatch, NoticeOut};
 use presence_engine::runtime::NoticeSink;
-use presence_engine::{DeviceId, Names, Notice, Recipient, UserId};
+use presence_engine::{DeviceId, Names, Notice, UserId, UserStatus};
 use tokio::sync::{mpsc, watch};
 
 use crate::protocol::{self, CloseReason};
@@ -143,43 +144,107 @@ pub(crate) struct RouteSink {
 
 impl NoticeSink for RouteSink {
     fn deliver(&mut self, notices: &[Notice], names: &Names<'_>) {
-        let routes = self.routes.lock();
-        let (mut queued, mut unrouted) = (0, 0);
-        let mut send = |recipient: Recipient, outs: &mut dyn Iterator<Item = Outbound>| {
-            let (user, device) = names.resolve(recipient);
-            match routes.get(user, device) {
-                Some(peer) => {
-                    for out in outs {
-                        if !peer.push(out, &self.counters) {
-                            break;
-                        }
-                    }
-                    queued += 1;
-                }
-                None => unrouted += 1,
-            }
-        };
+        let mut delivery = Delivery::new(self.routes.lock(), &self.counters);
         for notice in notices {
             match notice {
                 Notice::Status(change) => {
                     let text =
                         Utf8Bytes::from(protocol::notice(&change.about, &change.status, change.version));
                     for &recipient in &change.recipients {
-                        send(recipient, &mut std::iter::once(Outbound::Text(text.clone())));
+                        let (user, device) = names.resolve(recipient);
+                        delivery.send(user, device, std::iter::once(Outbound::Text(text.clone())));
                     }
                 }
                 // R5.5: the session is gone, so the socket has nothing left to serve.
                 Notice::Kicked(recipient) => {
-                    let kick = [
-                        Outbound::Text(Utf8Bytes::from(protocol::kicked())),
-                        Outbound::Close(CloseReason::Kicked),
-                    ];
-                    send(*recipient, &mut kick.into_iter());
+                    let (user, device) = names.resolve(*recipient);
+                    delivery.send(user, device, kick());
                 }
             }
         }
-        Counters::add(&self.counters.notices_queued, queued);
-        Counters::add(&self.counters.notices_unrouted, unrouted);
+        delivery.finish();
+    }
+}
+
+/// A kick's frames: told, then closed (4000).
+fn kick() -> [Outbound; 2] {
+    [Outbound::Text(Utf8Bytes::from(protocol::kicked())), Outbound::Close(CloseReason::Kicked)]
+}
+
+/// One batch of notices being queued on their sockets, under the routing lock, counted once
+/// at the end.
+struct Delivery<'a> {
+    routes: RoutesGuard<'a>,
+    counters: &'a Counters,
+    queued: u64,
+    unrouted: u64,
+}
+
+impl<'a> Delivery<'a> {
+    fn new(routes: RoutesGuard<'a>, counters: &'a Counters) -> Self {
+        Delivery { routes, counters, queued: 0, unrouted: 0 }
+    }
+
+    /// Queues `outs` on the socket of `user` on `device`, if it is served here; a full queue
+    /// ends the socket (slow reader) and drops the rest.
+    fn send(&mut self, user: &str, device: &str, outs: impl IntoIterator<Item = Outbound>) {
+        match self.routes.get(user, device) {
+            Some(peer) => {
+                for out in outs {
+                    if !peer.push(out, self.counters) {
+                        break;
+                    }
+                }
+                self.queued += 1;
+            }
+            None => self.unrouted += 1,
+        }
+    }
+
+    fn finish(self) {
+        Counters::add(&self.counters.notices_queued, self.queued);
+        Counters::add(&self.counters.notices_unrouted, self.unrouted);
+    }
+}
+
+/// Routes one batch of a cluster's notices for this gateway's devices
+/// (`{deployment}.node.{node_id}.notices`) as the sink routes a local runtime's: the same
+/// frames, the same slow-reader rule. A status notice for several devices is rendered once.
+pub(crate) fn deliver_batch(routes: &Routes, counters: &Counters, batch: &NoticeBatch) {
+    let mut delivery = Delivery::new(routes.lock(), counters);
+    let mut rendered: Option<(&NoticeOut, Utf8Bytes)> = None;
+    for notice in &batch.notices {
+        match notice {
+            NoticeOut::Status { to, device, about, status, custom, version, .. } => {
+                let text = match &rendered {
+                    Some((last, text)) if same_change(last, notice) => text.clone(),
+                    _ => {
+                        let user_status = UserStatus { general: *status, custom: Arc::from(custom.as_str()) };
+                        let text = Utf8Bytes::from(protocol::notice(
+                            &UserId::from(about.as_str()),
+                            &user_status,
+                            *version,
+                        ));
+                        rendered = Some((notice, text.clone()));
+                        text
+                    }
+                };
+                delivery.send(to, device, std::iter::once(Outbound::Text(text)));
+            }
+            NoticeOut::Kicked { to, device } => delivery.send(to, device, kick()),
+        }
+    }
+    delivery.finish();
+}
+
+/// Whether two status notices tell of the same change (to different devices).
+fn same_change(a: &NoticeOut, b: &NoticeOut) -> bool {
+    match (a, b) {
+        (
+            NoticeOut::Status { about: a1, status: s1, custom: c1, version: v1, .. },
+            NoticeOut::Status { about: a2, status: s2, custom: c2, version: v2, .. },
+        ) => a1 == a2 && s1 == s2 && c1 == c2 && v1 == v2,
+        _ => false,
     }
 }
 
@@ -205,6 +270,51 @@ mod tests {
         assert_eq!(counters.read().slow_readers_closed, 1);
         slow.end(CloseReason::Replaced);
         assert_eq!(*slow.ending.borrow(), Some(CloseReason::SlowReader), "the first reason stays");
+    }
+
+    #[test]
+    fn a_cluster_batch_is_routed_as_the_sink_routes_notices() {
+        use presence_engine::{Cause, CauseKind, GeneralStatus};
+        let (routes, counters) = (Routes::default(), Counters::default());
+        let (phone, mut phone_queue) = peer(1, 4);
+        let (pc, mut pc_queue) = peer(2, 1);
+        {
+            let mut table = routes.lock();
+            table.insert(&UserId::from("alice"), &DeviceId::from("phone"), phone);
+            table.insert(&UserId::from("carol"), &DeviceId::from("pc"), pc);
+        }
+        let status = |to: &str, device: &str, version| NoticeOut::Status {
+            to: to.into(),
+            device: device.into(),
+            about: "bob".into(),
+            status: GeneralStatus::Online,
+            custom: "busy".into(),
+            version,
+            cause: Cause { kind: CauseKind::CustomStatus, device: Some(DeviceId::from("desk")) },
+        };
+        let batch = NoticeBatch {
+            shard: 0,
+            notices: vec![
+                status("alice", "phone", 2),
+                status("carol", "pc", 2),
+                status("dave", "tablet", 2),
+                status("carol", "pc", 3),
+                NoticeOut::Kicked { to: "alice".into(), device: "phone".into() },
+            ],
+        };
+        deliver_batch(&routes, &counters, &batch);
+        let text = |out: Outbound| match out {
+            Outbound::Text(text) => serde_json::from_str::<serde_json::Value>(text.as_str()).unwrap(),
+            Outbound::Close(reason) => serde_json::json!({"close": reason.code()}),
+        };
+        let expected = serde_json::json!({"notice": {"user": "bob", "status": "ONLINE", "custom": "busy", "version": 2}});
+        assert_eq!(text(phone_queue.try_recv().unwrap()), expected);
+        assert_eq!(text(phone_queue.try_recv().unwrap()), serde_json::json!({"kicked": true}));
+        assert_eq!(text(phone_queue.try_recv().unwrap()), serde_json::json!({"close": 4000}));
+        assert_eq!(text(pc_queue.try_recv().unwrap()), expected);
+        assert!(pc_queue.try_recv().is_err(), "the second notice did not fit");
+        let stats = counters.read();
+        assert_eq!((stats.notices_queued, stats.notices_unrouted, stats.slow_readers_closed), (4, 1, 1));
     }
 
     #[test]

@@ -8,14 +8,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::serve::ListenerExt;
+use futures_util::StreamExt;
+use presence_cluster::wire::NoticeBatch;
+use presence_cluster::AsyncClusterClient;
 use presence_engine::runtime::{Clock, Handle, Runtime, SystemClock};
 use presence_engine::{Command, Engine, EngineOptions, EventStore, Reply, RestoredSessions};
 use tokio::net::TcpListener;
 
 use crate::config::GatewayConfig;
 use crate::http;
-use crate::routes::{RouteSink, Routes};
-use crate::shared::Shared;
+use crate::routes::{self, RouteSink, Routes};
+use crate::shared::{Backend, ClusterBackend, QueueError, Shared};
 use crate::stats::{Counters, GatewayStats};
 use crate::token::Secret;
 
@@ -67,6 +70,7 @@ pub struct ServeReport {
 /// A gateway over the presence runtime, opened and ready to serve.
 pub struct Gateway<S> {
     runtime: Runtime<S>,
+    handle: Handle,
     shared: Arc<Shared>,
     restored_sessions_disconnected: u64,
 }
@@ -89,13 +93,14 @@ impl<S: EventStore + Send + 'static> Gateway<S> {
         let counters = Arc::new(Counters::default());
         let sink = RouteSink { routes: Arc::clone(&routes), counters: Arc::clone(&counters) };
         let (runtime, handle) = Runtime::spawn(engine, SystemClock, sink, config.runtime.runtime_config());
-        let shared = Arc::new(Shared::new(handle, routes, counters, secret, config));
-        Ok(Gateway { runtime, shared, restored_sessions_disconnected })
+        let backend = Backend::Local(handle.clone());
+        let shared = Arc::new(Shared::new(backend, routes, counters, secret, config));
+        Ok(Gateway { runtime, handle, shared, restored_sessions_disconnected })
     }
 
     /// The runtime's handle: the host's own commands, direct reads (R6.4) and statistics.
     pub fn handle(&self) -> Handle {
-        self.shared.handle.clone()
+        self.handle.clone()
     }
 
     /// The gateway's counters.
@@ -111,28 +116,7 @@ impl<S: EventStore + Send + 'static> Gateway<S> {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<ServeReport, GatewayError> {
-        let shared = Arc::clone(&self.shared);
-        let signal = async move {
-            shutdown.await;
-            shared.begin_shutdown();
-        };
-        // Small frames go out at once (no Nagle delay waiting for an acknowledgement).
-        let listener = listener.tap_io(|socket| {
-            let _ = socket.set_nodelay(true);
-        });
-        let served = axum::serve(listener, http::router(Arc::clone(&self.shared)))
-            .with_graceful_shutdown(signal)
-            .await;
-        // Should the listener fail, the sockets still close and the engine still stops cleanly.
-        self.shared.begin_shutdown();
-        let closing = Duration::from_millis(self.shared.config.gateway.close_timeout_ms.saturating_mul(2));
-        let _ = tokio::time::timeout(closing, async {
-            while self.shared.open_sockets() > 0 {
-                tokio::time::sleep(SHUTDOWN_POLL).await;
-            }
-        })
-        .await;
-        let disconnected = disconnect_node(&self.shared).await;
+        let (served, disconnected) = serve_sockets(&self.shared, listener, shutdown).await;
         let stats = self.shared.counters.read();
         let runtime = self.runtime;
         let stopped = tokio::task::spawn_blocking(move || runtime.shutdown())
@@ -159,27 +143,137 @@ impl<S: EventStore + Send + 'static> Gateway<S> {
         let listener = runtime.block_on(TcpListener::bind(addr))?;
         let addr = listener.local_addr()?;
         let shared = Arc::clone(&self.shared);
+        let handle = self.handle.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = runtime.spawn(self.serve(listener, async move {
             let _ = stopped.await;
         }));
-        Ok(RunningGateway { runtime: Some(runtime), task: Some(task), stop: Some(stop), addr, shared })
+        Ok(RunningGateway {
+            runtime: Some(runtime),
+            task: Some(task),
+            stop: Some(stop),
+            addr,
+            shared,
+            handle,
+        })
     }
+}
+
+/// A gateway over a cluster (a gateway inside `presence node`): each command goes to the
+/// node that owns its user's shard, over NATS, and the notices for this gateway's devices
+/// come from every node on `{deployment}.node.{node_id}.notices`. Its `node_id` should be
+/// the node's id, so that the other nodes disconnect its devices' sessions if the node is
+/// lost (R9.6).
+pub struct ClusterGateway {
+    shared: Arc<Shared>,
+}
+
+impl ClusterGateway {
+    /// A gateway that sends its commands through `client`. Of `config`, the engine's section
+    /// gives only the default idle timeout (the nodes' configuration rules the engine), and
+    /// `runtime.queue_capacity` bounds the requests in flight (beyond it: `Busy`).
+    pub fn new(
+        client: AsyncClusterClient,
+        config: GatewayConfig,
+        secret: Secret,
+    ) -> Result<Self, GatewayError> {
+        config.validate().map_err(|e| GatewayError::Config(e.to_string()))?;
+        let backend = Backend::Cluster(Box::new(ClusterBackend::new(client, config.runtime.queue_capacity)));
+        let routes = Arc::new(Routes::default());
+        let counters = Arc::new(Counters::default());
+        Ok(ClusterGateway { shared: Arc::new(Shared::new(backend, routes, counters, secret, config)) })
+    }
+
+    /// The gateway's counters.
+    pub fn stats(&self) -> GatewayStats {
+        self.shared.counters.read()
+    }
+
+    /// Serves `listener` until `shutdown` completes; then refuses new sockets, closes the
+    /// open ones (1001) and disconnects this node's sessions on every shard (R8.5). The
+    /// notices are subscribed to before the first socket is accepted.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<ServeReport, GatewayError> {
+        let Backend::Cluster(cluster) = &self.shared.backend else {
+            return Err(GatewayError::Config("a cluster gateway without a cluster".into()));
+        };
+        let client = cluster.client.nats().clone();
+        let subject = cluster.client.subjects().notices(Some(self.shared.node_id.as_ref()));
+        let mut subscriber = client
+            .subscribe(subject.clone())
+            .await
+            .map_err(|e| GatewayError::Io(std::io::Error::other(format!("{subject}: {e}"))))?;
+        client.flush().await.map_err(|e| GatewayError::Io(std::io::Error::other(e)))?;
+        let (routes, counters) = (Arc::clone(&self.shared.routes), Arc::clone(&self.shared.counters));
+        let notices = tokio::spawn(async move {
+            while let Some(message) = subscriber.next().await {
+                match serde_json::from_slice::<NoticeBatch>(&message.payload) {
+                    Ok(batch) => routes::deliver_batch(&routes, &counters, &batch),
+                    Err(e) => tracing::warn!(error = %e, "a notice batch that does not parse"),
+                }
+            }
+        });
+        let (served, disconnected) = serve_sockets(&self.shared, listener, shutdown).await;
+        notices.abort();
+        let stats = self.shared.counters.read();
+        served?;
+        Ok(ServeReport {
+            restored_sessions_disconnected: 0,
+            sessions_disconnected_at_shutdown: disconnected,
+            stats,
+        })
+    }
+}
+
+/// Serves `listener` until `shutdown` completes (or the listener fails); then refuses new
+/// sockets, closes the open ones (1001), waits for them, and disconnects this node's
+/// sessions (R8.5). Returns how serving ended and how many sessions were disconnected.
+async fn serve_sockets(
+    shared: &Arc<Shared>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> (std::io::Result<()>, u64) {
+    let signal = {
+        let shared = Arc::clone(shared);
+        async move {
+            shutdown.await;
+            shared.begin_shutdown();
+        }
+    };
+    // Small frames go out at once (no Nagle delay waiting for an acknowledgement).
+    let listener = listener.tap_io(|socket| {
+        let _ = socket.set_nodelay(true);
+    });
+    let served = axum::serve(listener, http::router(Arc::clone(shared))).with_graceful_shutdown(signal).await;
+    // Should the listener fail, the sockets still close and the engine still stops cleanly.
+    shared.begin_shutdown();
+    let closing = Duration::from_millis(shared.config.gateway.close_timeout_ms.saturating_mul(2));
+    let _ = tokio::time::timeout(closing, async {
+        while shared.open_sockets() > 0 {
+            tokio::time::sleep(SHUTDOWN_POLL).await;
+        }
+    })
+    .await;
+    let disconnected = disconnect_node(shared).await;
+    (served, disconnected)
 }
 
 /// The sessions this node logged in are disconnected (R8.5): its sockets are gone.
 async fn disconnect_node(shared: &Shared) -> u64 {
     let mut disconnected = 0u64;
     loop {
-        let pending = match shared.handle.try_send(Command::disconnect_owner(shared.node_id.clone())) {
+        let pending = match shared.try_queue(Command::disconnect_owner(shared.node_id.clone())) {
             Ok(pending) => pending,
-            Err(presence_engine::runtime::TrySendError::Full(_)) => {
+            Err(QueueError::Full) => {
                 tokio::time::sleep(SHUTDOWN_POLL).await;
                 continue;
             }
-            Err(_) => return disconnected,
+            Err(QueueError::Stopped) => return disconnected,
         };
-        match pending.await {
+        match pending.wait().await {
             Ok(Reply::Disconnected { sessions, remaining }) => {
                 disconnected += sessions as u64;
                 if remaining == 0 || sessions == 0 {
@@ -199,6 +293,7 @@ pub struct RunningGateway {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     addr: SocketAddr,
     shared: Arc<Shared>,
+    handle: Handle,
 }
 
 impl RunningGateway {
@@ -209,7 +304,7 @@ impl RunningGateway {
 
     /// The runtime's handle.
     pub fn handle(&self) -> Handle {
-        self.shared.handle.clone()
+        self.handle.clone()
     }
 
     /// The gateway's counters.

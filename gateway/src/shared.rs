@@ -1,12 +1,15 @@
-//! What every socket and HTTP handler of one gateway shares: the runtime's handle, the
-//! routing table, the secret, the settings, the counters and the list of open sockets.
+//! What every socket and HTTP handler of one gateway shares: the backend (the runtime's
+//! handle, or a cluster client), the routing table, the secret, the settings, the counters
+//! and the list of open sockets.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use presence_cluster::{AsyncClusterClient, ClientError};
 use presence_engine::runtime::{Handle, PendingReply, RuntimeError, TrySendError};
-use presence_engine::{Command, EngineView, OwnerId, Reply};
+use presence_engine::{Command, DeviceId, EngineView, OwnerId, Reply, SessionHandle, UserId};
+use tokio::sync::{oneshot, watch, Semaphore};
 
 use crate::config::GatewayConfig;
 use crate::protocol::{CloseReason, Failure, ProtocolCode};
@@ -16,7 +19,7 @@ use crate::token::Secret;
 
 /// The state of one gateway.
 pub(crate) struct Shared {
-    pub handle: Handle,
+    pub backend: Backend,
     pub routes: Arc<Routes>,
     pub counters: Arc<Counters>,
     pub secret: Secret,
@@ -44,7 +47,7 @@ impl Drop for Slot {
 
 impl Shared {
     pub fn new(
-        handle: Handle,
+        backend: Backend,
         routes: Arc<Routes>,
         counters: Arc<Counters>,
         secret: Secret,
@@ -52,7 +55,7 @@ impl Shared {
     ) -> Shared {
         let node_id = OwnerId::from(config.gateway.node_id.as_str());
         Shared {
-            handle,
+            backend,
             routes,
             counters,
             secret,
@@ -103,38 +106,203 @@ impl Shared {
     }
 
     /// Queues `command` without waiting and awaits its reply: `Busy` when the engine's queue
-    /// is full (nothing was done), `Unavailable` when the runtime has stopped.
+    /// (or, in a cluster, the requests in flight) is full (nothing was done), `Unavailable`
+    /// when the runtime has stopped or no node serves the shard.
     pub async fn run(&self, command: Command) -> Result<Reply, Failure> {
         let pending = self.queue(command)?;
-        pending.await.map_err(|e| runtime_failure(&e))
+        pending.wait().await
     }
 
     /// Queues `command` without waiting.
-    pub fn queue(&self, command: Command) -> Result<PendingReply, Failure> {
-        match self.handle.try_send(command) {
+    pub fn queue(&self, command: Command) -> Result<Pending, Failure> {
+        match self.try_queue(command) {
             Ok(pending) => Ok(pending),
-            Err(TrySendError::Full(_)) => {
+            Err(QueueError::Full) => {
                 Counters::add(&self.counters.requests_shed, 1);
                 Err(busy())
             }
-            Err(TrySendError::Stopped) => Err(unavailable()),
+            Err(QueueError::Stopped) => Err(unavailable()),
+        }
+    }
+
+    /// Queues `command` without waiting, nothing counted.
+    pub fn try_queue(&self, command: Command) -> Result<Pending, QueueError> {
+        match &self.backend {
+            Backend::Local(handle) => match handle.try_send(command) {
+                Ok(pending) => Ok(Pending::Local(pending)),
+                Err(TrySendError::Full(_)) => Err(QueueError::Full),
+                Err(TrySendError::Stopped) => Err(QueueError::Stopped),
+            },
+            Backend::Cluster(cluster) => cluster.queue(command),
+        }
+    }
+
+    /// The session's handle, for heartbeats by handle; `None` in a cluster, whose pings are
+    /// heartbeats by ids.
+    pub async fn session_handle(&self, user: &UserId, device: &DeviceId) -> Option<SessionHandle> {
+        if let Backend::Cluster(_) = self.backend {
+            return None;
+        }
+        let (u, d) = (user.clone(), device.clone());
+        self.read(move |engine| engine.session_handle(&u, &d)).await.ok().flatten()
+    }
+
+    /// `user`'s friends (R5.4), from the engine or from the owner of the user's shard.
+    pub async fn friends(&self, user: String) -> Result<Vec<UserId>, Failure> {
+        match &self.backend {
+            Backend::Local(_) => self.read(move |engine| engine.friends(&user)).await,
+            Backend::Cluster(cluster) => {
+                cluster.client.view(&user).await.map(|view| view.friends).map_err(|e| cluster_failure(&e))
+            }
         }
     }
 
     /// A read between turns ([`Handle::read`]), queued from a blocking thread: the runtime's
     /// read queue is bounded and its `send` waits while it is full, which must not hold up
-    /// an executor thread.
-    pub async fn read<T, F>(&self, read: F) -> Result<T, Failure>
+    /// an executor thread. Only for the local backend.
+    async fn read<T, F>(&self, read: F) -> Result<T, Failure>
     where
         T: Send + 'static,
         F: FnOnce(&EngineView<'_>) -> T + Send + 'static,
     {
-        let handle = self.handle.clone();
+        let Backend::Local(handle) = &self.backend else { return Err(unavailable()) };
+        let handle = handle.clone();
         let pending = tokio::task::spawn_blocking(move || handle.read(read))
             .await
             .map_err(|_| unavailable())?
             .map_err(|e| runtime_failure(&e))?;
         pending.await.map_err(|e| runtime_failure(&e))
+    }
+}
+
+/// What carries out the gateway's commands.
+pub(crate) enum Backend {
+    /// The runtime of this process (`presence serve`).
+    Local(Handle),
+    /// The owners of the shards, over NATS (a gateway inside `presence node`).
+    Cluster(Box<ClusterBackend>),
+}
+
+/// Why a command was not queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum QueueError {
+    /// No room: nothing was done.
+    Full,
+    /// The runtime has stopped.
+    Stopped,
+}
+
+/// A queued command's reply, to await.
+pub(crate) enum Pending {
+    Local(PendingReply),
+    Cluster(oneshot::Receiver<Result<Reply, Failure>>),
+}
+
+impl Pending {
+    /// The reply, or why there is none.
+    pub async fn wait(self) -> Result<Reply, Failure> {
+        match self {
+            Pending::Local(pending) => pending.await.map_err(|e| runtime_failure(&e)),
+            Pending::Cluster(receiver) => receiver.await.unwrap_or_else(|_| Err(unavailable())),
+        }
+    }
+}
+
+/// The commands of one device that claim or release it, in flight: each waits for the one
+/// before it, so that the shard's owner sees them in the order the routing table made them.
+type Claims = Arc<Mutex<HashMap<(UserId, DeviceId), watch::Receiver<bool>>>>;
+
+/// Commands sent to the owners of their shards, each on a task of its own; at most
+/// `in_flight` at once, beyond which requests are answered `Busy` as a full queue is.
+pub(crate) struct ClusterBackend {
+    pub client: AsyncClusterClient,
+    in_flight: Arc<Semaphore>,
+    claims: Claims,
+}
+
+impl ClusterBackend {
+    pub fn new(client: AsyncClusterClient, in_flight: usize) -> ClusterBackend {
+        ClusterBackend {
+            client,
+            in_flight: Arc::new(Semaphore::new(in_flight.max(1))),
+            claims: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Sends `command` on a task of its own, never waiting here (it is called under the
+    /// routing lock). A login, logout or disconnect goes after the device's previous one.
+    fn queue(&self, command: Command) -> Result<Pending, QueueError> {
+        let permit = Arc::clone(&self.in_flight).try_acquire_owned().map_err(|e| match e {
+            tokio::sync::TryAcquireError::NoPermits => QueueError::Full,
+            tokio::sync::TryAcquireError::Closed => QueueError::Stopped,
+        })?;
+        let key = match &command {
+            Command::Login { user, device, .. }
+            | Command::Logout { user, device }
+            | Command::Disconnect { user, device } => Some((user.clone(), device.clone())),
+            _ => None,
+        };
+        let claim = key.map(|key| {
+            let (done, mine) = watch::channel(false);
+            let previous =
+                self.claims.lock().unwrap_or_else(PoisonError::into_inner).insert(key.clone(), mine.clone());
+            (key, done, mine, previous)
+        });
+        let (reply, replied) = oneshot::channel();
+        let client = self.client.clone();
+        let claims = Arc::clone(&self.claims);
+        tokio::spawn(async move {
+            let claim = match claim {
+                Some((key, done, mine, previous)) => {
+                    if let Some(mut previous) = previous {
+                        // Err: the one before is gone (its task ended); nothing to wait for.
+                        let _ = previous.wait_for(|done| *done).await;
+                    }
+                    Some((key, done, mine))
+                }
+                None => None,
+            };
+            let result = client.execute(command, None).await.map_err(|e| cluster_failure(&e));
+            let _ = reply.send(result);
+            if let Some((key, done, mine)) = claim {
+                let _ = done.send(true);
+                let mut claims = claims.lock().unwrap_or_else(PoisonError::into_inner);
+                if claims.get(&key).is_some_and(|last| last.same_channel(&mine)) {
+                    claims.remove(&key);
+                }
+            }
+            drop(permit);
+        });
+        Ok(Pending::Cluster(replied))
+    }
+}
+
+/// The reply to a request the cluster did not carry out.
+pub(crate) fn cluster_failure(error: &ClientError) -> Failure {
+    match error {
+        ClientError::Refused { code, message } => {
+            Failure { code: *code, name: engine_error_name(*code), message: message.clone() }
+        }
+        ClientError::Unavailable(why) => Failure::new(
+            ProtocolCode::Unavailable,
+            format!("no node serves this user's shard now: nothing was done; try again shortly ({why})"),
+        ),
+        ClientError::Unknown(why) => Failure::new(
+            ProtocolCode::Unavailable,
+            format!("the cluster did not answer in time: it may or may not have been done ({why})"),
+        ),
+    }
+}
+
+/// The name of an engine error's code (R7.1), as the local gateway gives it.
+fn engine_error_name(code: u32) -> &'static str {
+    match code {
+        6014 => "NotLoggedIn",
+        7008 => "RateLimited",
+        7013 => "EditionNotSupported",
+        72001 => "FeatureNotEnabled",
+        9000 => "Storage",
+        _ => "InvalidParameter",
     }
 }
 
