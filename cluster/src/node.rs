@@ -159,20 +159,7 @@ impl Inner {
 /// The shard a command belongs to: its user's, the lower of the two for a friendship (R9.1),
 /// `None` for `disconnect_sessions` (every shard's).
 pub fn shard_of_command(command: &Command, map: &ShardMap) -> Option<u32> {
-    match command {
-        Command::AddFriend { user, friend } | Command::RemoveFriend { user, friend } => {
-            Some(map.shard_of(user).min(map.shard_of(friend)))
-        }
-        Command::DisconnectSessions { .. } => None,
-        Command::Login { user, .. }
-        | Command::Logout { user, .. }
-        | Command::Disconnect { user, .. }
-        | Command::Heartbeat { user, .. }
-        | Command::SetStatus { user, .. }
-        | Command::GetStatus { user, .. }
-        | Command::Subscribe { user, .. }
-        | Command::Unsubscribe { user, .. } => Some(map.shard_of(user)),
-    }
+    map.shard_of_command(command)
 }
 
 /// The users of other shards a command needs the statuses of (R9.3).

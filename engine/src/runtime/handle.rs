@@ -347,25 +347,10 @@ impl Handle {
         Ok(pending)
     }
 
-    /// The shard a command goes to: its user's. A friendship is recorded on both users'
-    /// shards (R9): it goes to the lower of the two, which orders every command about the
-    /// pair and, once it is durable, hands it to the other.
+    /// The shard a command goes to ([`ShardMap::shard_of_command`]); `disconnect_sessions`
+    /// is broadcast before it gets here, so its 0 is never used to route.
     fn shard_of_command(&self, command: &Command) -> u32 {
-        let map = &self.routes.map;
-        match command {
-            Command::AddFriend { user, friend } | Command::RemoveFriend { user, friend } => {
-                map.shard_of(user).min(map.shard_of(friend))
-            }
-            Command::Login { user, .. }
-            | Command::Logout { user, .. }
-            | Command::Disconnect { user, .. }
-            | Command::Heartbeat { user, .. }
-            | Command::SetStatus { user, .. }
-            | Command::GetStatus { user, .. }
-            | Command::Subscribe { user, .. }
-            | Command::Unsubscribe { user, .. } => map.shard_of(user),
-            Command::DisconnectSessions { .. } => 0,
-        }
+        self.routes.map.shard_of_command(command).unwrap_or(0)
     }
 
     /// [`Handle::send`] (or, with `at_ms`, [`Handle::send_at`]) with the statuses of users of
