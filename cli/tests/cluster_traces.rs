@@ -42,7 +42,9 @@ impl ClusterSubject {
             deployment: deployment.into(),
             shards: SHARDS,
             replicas: 1,
-            node_timeout_ms: 2_000,
+            // Long enough that a node slowed by a busy machine (a debug build, other tests)
+            // is not taken for lost, which would move shards in the middle of a trace.
+            node_timeout_ms: 3_000,
             tick_interval_ms: 0,
             follow_interval_ms: 5,
             engine,
@@ -60,16 +62,27 @@ impl ClusterSubject {
         }
         let client = ClusterClient::connect(url, deployment, SHARDS).unwrap();
         let want: Vec<Option<&str>> = assign(SHARDS, NODES);
+        let mut seen = Vec::new();
         let served = wait_until(Duration::from_secs(60), "every shard served by its owner", || {
             let mut owners = vec![None; SHARDS as usize];
-            for alive in client.nodes(Duration::from_millis(300)) {
-                for (shard, _) in alive.shards {
-                    owners[shard as usize] = NODES.iter().copied().find(|n| *n == alive.node);
+            seen = client.nodes(Duration::from_millis(600));
+            for alive in &seen {
+                for (shard, _) in &alive.shards {
+                    owners[*shard as usize] = NODES.iter().copied().find(|n| *n == alive.node);
                 }
             }
             owners == want
         });
-        served.unwrap();
+        if let Err(e) = served {
+            // Say what each node advertised, and why a node that stopped stopped.
+            let ended: Vec<String> = nodes
+                .into_iter()
+                .zip(NODES)
+                .filter(|(node, _)| node.is_finished())
+                .map(|(node, id)| format!("{id} ended: {:?}", runtime.block_on(node)))
+                .collect();
+            panic!("{deployment}: {e}; want {want:?}; heard {seen:?}; {ended:?}");
+        }
         let notices = client.notices().unwrap();
         ClusterSubject { client, notices, stops, nodes, runtime, latest_ms: 0, resume: false }
     }
