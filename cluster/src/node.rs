@@ -159,7 +159,7 @@ impl Inner {
 /// The shard a command belongs to: its user's, the lower of the two for a friendship (R9.1),
 /// `None` for `disconnect_sessions` (every shard's).
 pub fn shard_of_command(command: &Command, map: &ShardMap) -> Option<u32> {
-    map.shard_of_command(command)
+    command.shard(map)
 }
 
 /// The users of other shards a command needs the statuses of (R9.3).

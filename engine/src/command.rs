@@ -3,6 +3,7 @@
 use crate::change::StatusChange;
 use crate::ids::{DeviceId, OwnerId, UserId};
 use crate::notice::Notice;
+use crate::shard::ShardMap;
 use crate::status::UserStatus;
 
 /// A command from the host. Time is not part of it: it comes with
@@ -110,6 +111,26 @@ fn ids(list: impl IntoIterator<Item = impl Into<UserId>>) -> Vec<UserId> {
 }
 
 impl Command {
+    /// The shard of `map` that orders this command: its user's; for a friendship the lower
+    /// of the two users' shards, which records it and hands it to the other (R9.1); `None`
+    /// for `disconnect_sessions`, which every shard runs on its own sessions.
+    pub fn shard(&self, map: &ShardMap) -> Option<u32> {
+        match self {
+            Command::AddFriend { user, friend } | Command::RemoveFriend { user, friend } => {
+                Some(map.shard_of(user).min(map.shard_of(friend)))
+            }
+            Command::DisconnectSessions { .. } => None,
+            Command::Login { user, .. }
+            | Command::Logout { user, .. }
+            | Command::Disconnect { user, .. }
+            | Command::Heartbeat { user, .. }
+            | Command::SetStatus { user, .. }
+            | Command::GetStatus { user, .. }
+            | Command::Subscribe { user, .. }
+            | Command::Unsubscribe { user, .. } => Some(map.shard_of(user)),
+        }
+    }
+
     /// `login(user, device)`, without a connection owner.
     pub fn login(user: impl Into<UserId>, device: impl Into<DeviceId>) -> Self {
         Self::Login { user: user.into(), device: device.into(), owner: None }
@@ -262,5 +283,23 @@ impl Outcome {
     /// The number of individual deliveries (one per recipient device of each notice).
     pub fn delivery_count(&self) -> usize {
         crate::notice::delivery_count(&self.notices)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A command goes to its user's shard, a friendship to the lower of the two (whichever
+    /// user names it), and `disconnect_sessions` to none in particular.
+    #[test]
+    fn commands_go_to_their_users_shard_and_friendships_to_the_lower() {
+        // docs/FORMAT.md: alice is on shard 7 of 8, bob on shard 4.
+        let map = ShardMap::new(8);
+        assert_eq!(Command::login("alice", "phone").shard(&map), Some(7));
+        assert_eq!(Command::subscribe("bob", "pc", ["alice"]).shard(&map), Some(4));
+        assert_eq!(Command::add_friend("alice", "bob").shard(&map), Some(4));
+        assert_eq!(Command::remove_friend("bob", "alice").shard(&map), Some(4));
+        assert_eq!(Command::disconnect_owner("node-1").shard(&map), None);
     }
 }

@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::command::Command;
 use crate::error::{StoreError, StoreErrorKind};
 use crate::ids::UserId;
 use crate::status::UserStatus;
@@ -50,26 +49,6 @@ impl ShardMap {
         match self.placed.get(user) {
             Some(&shard) => shard,
             None => (fnv1a64(user.as_bytes()) % u64::from(self.count)) as u32,
-        }
-    }
-
-    /// The shard that orders `command`: its user's; for a friendship the lower of the two
-    /// users' shards, which records it and hands it to the other (R9.1); `None` for
-    /// `disconnect_sessions`, which every shard runs on its own sessions.
-    pub fn shard_of_command(&self, command: &Command) -> Option<u32> {
-        match command {
-            Command::AddFriend { user, friend } | Command::RemoveFriend { user, friend } => {
-                Some(self.shard_of(user).min(self.shard_of(friend)))
-            }
-            Command::DisconnectSessions { .. } => None,
-            Command::Login { user, .. }
-            | Command::Logout { user, .. }
-            | Command::Disconnect { user, .. }
-            | Command::Heartbeat { user, .. }
-            | Command::SetStatus { user, .. }
-            | Command::GetStatus { user, .. }
-            | Command::Subscribe { user, .. }
-            | Command::Unsubscribe { user, .. } => Some(self.shard_of(user)),
         }
     }
 }
@@ -168,19 +147,6 @@ pub type RemoteStatuses = HashMap<UserId, (UserStatus, u64)>;
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A command goes to its user's shard, a friendship to the lower of the two (whichever
-    /// user names it), and `disconnect_sessions` to none in particular.
-    #[test]
-    fn commands_go_to_their_users_shard_and_friendships_to_the_lower() {
-        // docs/FORMAT.md: alice is on shard 7 of 8, bob on shard 4.
-        let map = ShardMap::new(8);
-        assert_eq!(map.shard_of_command(&Command::login("alice", "phone")), Some(7));
-        assert_eq!(map.shard_of_command(&Command::subscribe("bob", "pc", ["alice"])), Some(4));
-        assert_eq!(map.shard_of_command(&Command::add_friend("alice", "bob")), Some(4));
-        assert_eq!(map.shard_of_command(&Command::remove_friend("bob", "alice")), Some(4));
-        assert_eq!(map.shard_of_command(&Command::disconnect_owner("node-1")), None);
-    }
 
     /// The published FNV-1a 64 test vectors, so that the placement of every user is what
     /// docs/FORMAT.md says and never changes by accident.

@@ -347,10 +347,10 @@ impl Handle {
         Ok(pending)
     }
 
-    /// The shard a command goes to ([`ShardMap::shard_of_command`]); `disconnect_sessions`
+    /// The shard a command goes to ([`Command::shard`]); `disconnect_sessions`
     /// is broadcast before it gets here, so its 0 is never used to route.
     fn shard_of_command(&self, command: &Command) -> u32 {
-        self.routes.map.shard_of_command(command).unwrap_or(0)
+        command.shard(&self.routes.map).unwrap_or(0)
     }
 
     /// [`Handle::send`] (or, with `at_ms`, [`Handle::send_at`]) with the statuses of users of
