@@ -66,6 +66,9 @@ struct Inner {
     lost: Mutex<BTreeSet<String>>,
     /// Full passes of the follower over every stream.
     follow_passes: AtomicU64,
+    /// Whether the follower has fixed where it follows every shard's stream from: until
+    /// then the node claims nothing.
+    following: AtomicBool,
     notices: mpsc::UnboundedSender<Outgoing>,
     stopping: AtomicBool,
 }
@@ -223,6 +226,8 @@ pub async fn run_node(
         seen: Mutex::new(BTreeSet::new()),
         lost: Mutex::new(BTreeSet::new()),
         follow_passes: AtomicU64::new(0),
+        following: AtomicBool::new(false),
+
         notices,
         stopping: AtomicBool::new(false),
     });
@@ -338,9 +343,11 @@ async fn own_shards(inner: Arc<Inner>) {
                 release(&inner, shard, false).await;
             }
         }
-        if !inner.lease_ok() || now < timeout {
-            // Cut off, or just woken from a pause: serve nothing, claim nothing. And a node
-            // that just started first listens for a timeout's length, to hear the others.
+        if !inner.lease_ok() || now < timeout || !inner.following.load(Ordering::SeqCst) {
+            // Cut off, or just woken from a pause: serve nothing, claim nothing. A node that
+            // just started first listens for a timeout's length, to hear the others, and
+            // claims nothing before it follows every shard's stream: a change made on another
+            // node after this one serves must reach its watchers here (R9.2).
             continue;
         }
         // Nodes lost since the last round: their devices' sessions go offline (R9.6).
@@ -901,14 +908,20 @@ fn follow(inner: Arc<Inner>, runtime: tokio::runtime::Handle) {
     while !inner.stopping.load(Ordering::SeqCst) {
         for shard in 0..shards {
             if stores[shard].is_none() {
-                match NatsStore::open(inner.nats_options(shard as u32, false)) {
+                // Created if it is not there yet, as its first owner would: the point this
+                // node follows it from is fixed now, before the node serves anything.
+                match NatsStore::open(inner.nats_options(shard as u32, true)) {
                     Ok(store) => {
-                        // From now on: what came before is in the statuses a shard reads
-                        // when it is claimed (R9.5).
+                        // What came before is in the statuses a shard reads when it is
+                        // claimed (R9.5) and in the friendships it reconciles; a reopen
+                        // after an error goes on from where it was.
                         after[shard].get_or_insert(store.last_stream_seq());
                         stores[shard] = Some(store);
                     }
-                    Err(_) => continue,
+                    Err(e) => {
+                        tracing::debug!(shard, error = %e, "cannot open a shard's stream to follow it");
+                        continue;
+                    }
                 }
             }
             let Some(store) = &stores[shard] else { continue };
@@ -925,6 +938,10 @@ fn follow(inner: Arc<Inner>, runtime: tokio::runtime::Handle) {
                     stores[shard] = None;
                 }
             }
+        }
+        if !inner.following.load(Ordering::SeqCst) && after.iter().all(Option::is_some) {
+            tracing::info!("following every shard's stream: this node may serve shards now");
+            inner.following.store(true, Ordering::SeqCst);
         }
         inner.follow_passes.fetch_add(1, Ordering::SeqCst);
         std::thread::sleep(pause);
