@@ -70,7 +70,7 @@ fn the_readme_example_runs() -> Result<(), Box<dyn std::error::Error>> {
 /// (or the engine) with its answers tampered with.
 struct Mutant<S> {
     inner: S,
-    tamper: fn(&mut Response),
+    tamper: Box<dyn FnMut(&mut Response)>,
 }
 
 impl<S: Subject> Subject for Mutant<S> {
@@ -111,13 +111,13 @@ fn misconfigured(change: fn(&mut Config)) -> impl FnMut(&Config) -> Result<Mutan
     move |config: &Config| {
         let mut config = config.clone();
         change(&mut config);
-        Ok(Mutant { inner: Model::new(config), tamper: untouched })
+        Ok(Mutant { inner: Model::new(config), tamper: Box::new(untouched) })
     }
 }
 
 /// The model with its answers tampered with.
 fn tampered(tamper: fn(&mut Response)) -> impl FnMut(&Config) -> Result<Mutant<Model>, Refusal> {
-    move |config: &Config| Ok(Mutant { inner: Model::new(config.clone()), tamper })
+    move |config: &Config| Ok(Mutant { inner: Model::new(config.clone()), tamper: Box::new(tamper) })
 }
 
 /// What every caught mutant must show: a shrunk trace of a few lines that fails on the
@@ -194,6 +194,32 @@ fn a_rate_limit_that_forgets_is_caught_and_shrunk() {
     assert!(failure.trace.contains("7008") || failure.expected.contains("7008"), "{}", failure.trace);
 }
 
+/// A subject that answers differently each time (a race in a distributed system, say): the
+/// report says how the case differed when it was found, and that it passed when run again.
+#[test]
+fn a_failure_that_does_not_happen_again_is_reported_as_it_was_found() {
+    // The model dropping the first kicked notice it ever gives, and never another.
+    let dropped = std::rc::Rc::new(Cell::new(false));
+    let flaky = |config: &Config| {
+        let dropped = std::rc::Rc::clone(&dropped);
+        let tamper = move |r: &mut Response| {
+            if !dropped.get() && r.notices.iter().any(|n| matches!(n, FlatNotice::Kicked { .. })) {
+                r.notices.retain(|n| !matches!(n, FlatNotice::Kicked { .. }));
+                dropped.set(true);
+            }
+        };
+        Ok(Mutant { inner: Model::new(config.clone()), tamper: Box::new(tamper) })
+    };
+    let options = KitOptions { cases: 500, seed: 4, ops: Ops::all(), ..KitOptions::default() };
+    let report = kit::check(&options, flaky);
+    assert!(dropped.get(), "the kit ran a case with a kicked notice");
+    let failure = report.failure.clone().unwrap_or_else(|| panic!("not caught: {report:#?}"));
+    assert!(!failure.reproduced, "{}", failure.message("t.jsonl"));
+    let message = failure.message("t.jsonl");
+    assert!(message.contains("kicked"), "what differed when it was found (R5.5): {message}");
+    assert!(message.contains("passed when run once more"), "{message}");
+}
+
 #[test]
 fn a_missing_kicked_notice_is_caught_and_shrunk() {
     let failure =
@@ -224,7 +250,7 @@ fn versions_off_by_one_are_caught_and_shrunk() {
 fn the_engine_with_a_device_cap_off_by_one_is_caught_and_shrunk() {
     run_on_mutant("devices", 6, |config: &Config| {
         let config = Config { max_devices_per_user: config.max_devices_per_user + 1, ..config.clone() };
-        Ok(Mutant { inner: EngineSubject::open(config, MemStore::new())?, tamper: untouched })
+        Ok(Mutant { inner: EngineSubject::open(config, MemStore::new())?, tamper: Box::new(untouched) })
     });
 }
 

@@ -179,6 +179,8 @@ where
     let passed = Cell::new(0u32);
     let original_steps: Cell<Option<usize>> = Cell::new(None);
     let fault: RefCell<Option<String>> = RefCell::new(None);
+    // How the last failing case (the minimal one, once shrinking ends) differed.
+    let last_difference: RefCell<Option<Difference>> = RefCell::new(None);
     let users = strategies::USERS;
     let mut runner = runner(options);
     let strategy = strategies::case(options.ops, options.max_steps);
@@ -204,7 +206,9 @@ where
                 if original_steps.get().is_none() {
                     original_steps.set(Some(case.steps.len()));
                 }
-                Err(TestCaseError::fail(format!("{difference:?}")))
+                let message = format!("{difference:?}");
+                *last_difference.borrow_mut() = Some(*difference);
+                Err(TestCaseError::fail(message))
             }
         }
     });
@@ -227,7 +231,8 @@ where
         }
     };
     let mut make = make.into_inner();
-    match explain(&case, &mut make, options.seed, original_steps.get().unwrap_or(case.steps.len())) {
+    let steps = original_steps.get().unwrap_or(case.steps.len());
+    match explain(&case, &mut make, options.seed, steps, last_difference.into_inner()) {
         Ok(failure) => report.failure = Some(failure),
         Err(message) => report.fault = Some(message),
     }
@@ -257,20 +262,30 @@ fn runner(options: &KitOptions) -> TestRunner {
 
 /// Runs the minimal failing `case` once more, writes it as a trace, and replays the trace on a
 /// fresh subject for the failing line and its message. An error when the subject broke.
-fn explain<S, F>(case: &Case, make: &mut F, seed: u64, original_steps: usize) -> Result<KitFailure, String>
+/// `before` is how the case differed when it was found: what the report says if it passes
+/// when run once more.
+fn explain<S, F>(
+    case: &Case,
+    make: &mut F,
+    seed: u64,
+    original_steps: usize,
+    before: Option<Difference>,
+) -> Result<KitFailure, String>
 where
     S: Subject,
     F: FnMut(&Config) -> Result<S, Refusal>,
 {
     let run = run_case(case, make, strategies::USERS);
-    let difference = match run.stop {
-        Some(Stop::Fault(message)) => return Err(message),
-        Some(Stop::Differs(difference)) => *difference,
-        None => Difference {
+    let again = "it passed when run once more: the subject does not answer the same way each time";
+    let difference = match (run.stop, before) {
+        (Some(Stop::Fault(message)), _) => return Err(message),
+        (Some(Stop::Differs(difference)), _) => *difference,
+        (None, Some(before)) => Difference { got: format!("{} ({again})", before.got), ..before },
+        (None, None) => Difference {
             step: case.steps.len(),
             part: Part::Finish,
             expected: "the case to fail again".into(),
-            got: "it passed when run once more: the subject does not answer the same way each time".into(),
+            got: again.into(),
         },
     };
     // The operations after the one that differs are not needed to show it.
