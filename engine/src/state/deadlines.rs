@@ -22,6 +22,20 @@ use crate::event::{DisconnectReason, EventKind, UnsubscribeReason};
 use crate::ids::{DeviceKey, UserKey};
 use crate::limits::{TICK_EVENTS_MAX, TICK_TARGETS_MAX};
 
+/// Reorders, among the positions each user's events hold in `events`, that user's events by
+/// device. `several` lists (user, position) in position order, for the users that may have
+/// more than one: a user with one session has one timeout a tick, and nothing moves for it.
+fn order_by_device(events: &mut [EventKind], several: &mut [(UserKey, usize)]) {
+    several.sort_unstable();
+    for group in several.chunk_by(|a, b| a.0 == b.0).filter(|g| g.len() > 1) {
+        let mut own: Vec<EventKind> = group.iter().map(|&(_, at)| events[at].clone()).collect();
+        own.sort_by(|a, b| a.device().cmp(&b.device()));
+        for (&(_, at), event) in group.iter().zip(own) {
+            events[at] = event;
+        }
+    }
+}
+
 /// A queued heartbeat countdown: the session of `user` whose incarnation is `incarnation`,
 /// if it is still there and connected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -140,6 +154,9 @@ impl State {
         // sessions among them are handled in device order: where a full tick stops must not
         // depend on the order the sessions connected in.
         let mut same_time: SmallVec<[(DeviceKey, HeartbeatDue, u64); 2]> = SmallVec::new();
+        // (user, position in `events`) of the timeouts of users with more than one session.
+        let mut several: Vec<(UserKey, usize)> = Vec::new();
+
         'queue: while let Some(&Reverse(first)) = self.deadlines.heartbeats.peek() {
             if first.heartbeat_at_ms.saturating_add(heartbeat_timeout_ms) > at_ms
                 || events.len() >= TICK_EVENTS_MAX
@@ -184,14 +201,18 @@ impl State {
                     break 'queue;
                 };
                 bytes_left -= bytes;
+                if self.users[due.user.index()].sessions.len() > 1 {
+                    several.push((due.user, events.len()));
+                }
                 events.push(event);
                 taken.heartbeats.push(due);
             }
         }
-        // Deadline order chose which timeouts this tick logs; within the tick they are logged
-        // by user and device, so that the last of a user's sessions to time out in one tick is
-        // its greatest device (R5.7), whatever the order the queue held them in.
-        events.sort_unstable_by(|a, b| a.user().cmp(b.user()).then_with(|| a.device().cmp(&b.device())));
+        // Deadline order chose which timeouts this tick logs; a user's own are logged by
+        // device, so that the last of its sessions to time out in one tick is its greatest
+        // device (R5.7), whatever the order the queue held them in.
+        order_by_device(&mut events, &mut several);
+
         let mut targets_named = 0;
         while let Some(&Reverse((since, key))) = self.deadlines.retention.peek() {
             if since.saturating_add(retention_ms) > at_ms || events.len() >= TICK_EVENTS_MAX {
