@@ -369,13 +369,18 @@ async fn own_shards(inner: Arc<Inner>) {
         let assignment = assign(inner.config.shards, alive.iter().map(String::as_str));
         for shard in 0..inner.config.shards {
             let should = assignment[shard as usize] == Some(inner.id.as_str());
-            let serves = inner.served(shard).is_some();
-            if lock(&inner.busy).contains(&shard) {
+            // Whether it serves the shard is read under the busy lock, and the shard marked
+            // busy under it: a restart marks the shard busy before it stops serving it, so
+            // this never sees a shard in the middle of a restart as unserved.
+            let mut busy = lock(&inner.busy);
+            if busy.contains(&shard) {
                 continue;
             }
+            let serves = inner.served(shard).is_some();
             if serves && !should {
+                busy.insert(shard);
+                drop(busy);
                 let inner = Arc::clone(&inner);
-                lock(&inner.busy).insert(shard);
                 tokio::spawn(async move {
                     release(&inner, shard, true).await;
                     lock(&inner.busy).remove(&shard);
@@ -388,7 +393,8 @@ async fn own_shards(inner: Arc<Inner>) {
                     continue;
                 }
                 waiting_since.remove(&shard);
-                lock(&inner.busy).insert(shard);
+                busy.insert(shard);
+                drop(busy);
                 let inner = Arc::clone(&inner);
                 tokio::spawn(async move {
                     if let Err(e) = claim(&inner, shard).await {
@@ -826,9 +832,32 @@ async fn control_answer(inner: &Arc<Inner>, control: Control) -> ControlAnswer {
     answer_of(inner, latest_ms, error)
 }
 
+/// A shard marked busy (claimed, released or restarted right now) until dropped.
+struct BusyShard<'a> {
+    inner: &'a Inner,
+    shard: u32,
+}
+
+impl<'a> BusyShard<'a> {
+    /// `None` when the shard is busy already.
+    fn mark(inner: &'a Inner, shard: u32) -> Option<BusyShard<'a>> {
+        lock(&inner.busy).insert(shard).then_some(BusyShard { inner, shard })
+    }
+}
+
+impl Drop for BusyShard<'_> {
+    fn drop(&mut self) {
+        lock(&self.inner.busy).remove(&self.shard);
+    }
+}
+
 /// Closes and reopens one shard over its store (R8.2): the engine replays its log.
 /// Returns the latest time it logged.
 async fn restart(inner: &Arc<Inner>, shard: u32, served: &Arc<Served>) -> Result<u64, String> {
+    // Busy while it restarts: between leaving the served shards and coming back, the shard
+    // must not look unserved to the ownership loop, which would claim it over the restarted
+    // engine (a claim that fences it and replays the log once more).
+    let _busy = BusyShard::mark(inner, shard).ok_or("the shard is being claimed or released")?;
     let runtime = lock(&served.runtime).take().ok_or("the shard is not running")?;
     let map = inner.map.clone();
     let engine_config = inner.config.engine.clone();

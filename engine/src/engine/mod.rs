@@ -373,9 +373,10 @@ impl<S: EventStore> Engine<S> {
         if events.is_empty() {
             return (Vec::new(), Vec::new());
         }
-        let mut notices = Vec::new();
+        // About one of each per event (a tick has thousands: sized once, not grown).
+        let mut notices = Vec::with_capacity(events.len());
         // Each user touched, in the order first touched.
-        let mut touched: Vec<Touched> = Vec::new();
+        let mut touched: Vec<Touched> = Vec::with_capacity(events.len());
         self.touched_marks.start(self.state.users.len());
         for event in events {
             let before =
