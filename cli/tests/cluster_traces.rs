@@ -35,7 +35,9 @@ struct ClusterSubject {
 }
 
 impl ClusterSubject {
-    fn start(url: &str, deployment: &str, engine: Config) -> ClusterSubject {
+    fn start(nats: &NatsServer, deployment: &str, engine: Config) -> ClusterSubject {
+        let url = &nats.url();
+
         let runtime =
             tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let config = NodeConfig {
@@ -81,7 +83,10 @@ impl ClusterSubject {
                 .filter(|(node, _)| node.is_finished())
                 .map(|(node, id)| format!("{id} ended: {:?}", runtime.block_on(node)))
                 .collect();
-            panic!("{deployment}: {e}; want {want:?}; heard {seen:?}; {ended:?}");
+            panic!(
+                "{deployment}: {e}; want {want:?}; heard {seen:?}; {ended:?}; nats-server's log ends:\n{}",
+                nats.log_tail(30)
+            );
         }
         let notices = client.notices().unwrap();
         ClusterSubject { client, notices, stops, nodes, runtime, latest_ms: 0, resume: false }
@@ -227,7 +232,7 @@ fn every_trace_passes_on_a_cluster() {
     for (i, file) in files.iter().enumerate() {
         let text = std::fs::read_to_string(file).unwrap();
         let trace = parse(&text).unwrap();
-        let subject = ClusterSubject::start(&nats.url(), &format!("trace{i}"), trace.config.clone());
+        let subject = ClusterSubject::start(&nats, &format!("trace{i}"), trace.config.clone());
         let failures = run_trace(&trace, subject);
         if !failures.is_empty() {
             failed.push(format!("{}: {failures:?}", file.display()));
@@ -257,7 +262,7 @@ fn the_kit_passes_on_a_cluster() {
     let mut next = 0;
     let report = kit::check(&options, |config| {
         next += 1;
-        Ok(ClusterSubject::start(&nats.url(), &format!("kit{next}"), config.clone()))
+        Ok(ClusterSubject::start(&nats, &format!("kit{next}"), config.clone()))
     });
     assert!(report.is_ok(), "{report:#?}");
     assert_eq!(report.passed, options.cases);
