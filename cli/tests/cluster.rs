@@ -5,161 +5,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use presence_cluster::wire::NoticeOut;
-use presence_cluster::{ClientError, ClusterClient, NodeConfig, Notices};
-use presence_engine::{codec, Command, EventKind, EventStore, GeneralStatus, Reply};
+use presence_cluster::{ClientError, ClusterClient, Notices};
+use presence_engine::{Command, EventKind, GeneralStatus, Reply};
 use presence_storage_nats::{shard_stream, NatsOptions, NatsStore};
-use presence_testkit::process::{wait_until, ServerProcess};
-use presence_testkit::NatsCluster;
+use presence_testkit::process::wait_until;
 
-const SHARDS: u32 = 6;
-const NODE_TIMEOUT_MS: u64 = 1_500;
-
-struct Cluster {
-    nats: NatsCluster,
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    nodes: BTreeMap<String, ServerProcess>,
-    deployment: String,
-}
-
-impl Cluster {
-    fn start(deployment: &str, nodes: &[&str], tick_interval_ms: u64) -> Cluster {
-        let nats = NatsCluster::start(3);
-        let dir = tempfile::tempdir().unwrap();
-        let config = NodeConfig {
-            deployment: deployment.into(),
-            shards: SHARDS,
-            replicas: 3,
-            node_timeout_ms: NODE_TIMEOUT_MS,
-            tick_interval_ms,
-            ..NodeConfig::default()
-        };
-        let path = dir.path().join("node.json");
-        std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
-        let mut cluster =
-            Cluster { nats, dir, config: path, nodes: BTreeMap::new(), deployment: deployment.into() };
-        for node in nodes {
-            cluster.start_node(node);
-        }
-        cluster
-    }
-
-    fn start_node(&mut self, id: &str) {
-        let args = vec![
-            "node".to_string(),
-            "--nats".to_string(),
-            self.nats.urls(),
-            "--node-id".to_string(),
-            id.to_string(),
-            "--config".to_string(),
-            self.config.display().to_string(),
-        ];
-        let log = self.dir.path().join(format!("{id}.log"));
-        let process = ServerProcess::spawn(Path::new(env!("CARGO_BIN_EXE_presence")), &args, &log).unwrap();
-        self.nodes.insert(id.to_string(), process);
-    }
-
-    fn kill(&mut self, id: &str) {
-        self.nodes.remove(id).unwrap().kill();
-    }
-
-    fn signal(&self, id: &str, signal: &str) {
-        let pid = self.nodes[id].id();
-        let status = std::process::Command::new("kill").args([signal, &pid.to_string()]).status().unwrap();
-        assert!(status.success(), "kill {signal} {pid}");
-    }
-
-    fn client(&self) -> ClusterClient {
-        ClusterClient::connect(&self.nats.urls(), &self.deployment, SHARDS).unwrap()
-    }
-
-    fn log(&self, id: &str) -> String {
-        presence_testkit::process::log_tail(&self.dir.path().join(format!("{id}.log")), 40)
-    }
-
-    /// Waits until every shard is served by the node of `nodes` that should own it
-    /// (`presence_cluster::assign`), and by no other.
-    fn wait_served(
-        &self,
-        client: &ClusterClient,
-        nodes: &[&str],
-        timeout: Duration,
-    ) -> BTreeMap<u32, String> {
-        let mut owners = BTreeMap::new();
-        let want: BTreeMap<u32, String> = presence_cluster::assign(SHARDS, nodes.iter().copied())
-            .into_iter()
-            .enumerate()
-            .map(|(shard, node)| (shard as u32, node.unwrap().to_string()))
-            .collect();
-        let served = wait_until(timeout, "every shard served by its owner", || {
-            owners.clear();
-            let mut twice = false;
-            for alive in client.nodes(Duration::from_millis(NODE_TIMEOUT_MS / 2)) {
-                if !nodes.contains(&alive.node.as_str()) {
-                    continue;
-                }
-                for (shard, _) in alive.shards {
-                    twice |= owners.insert(shard, alive.node.clone()).is_some();
-                }
-            }
-            !twice && owners == want
-        });
-        if let Err(e) = served {
-            let logs: Vec<String> = nodes.iter().map(|n| format!("--- {n}:\n{}", self.log(n))).collect();
-            panic!("{e}: {owners:?}\n{}", logs.join("\n"));
-        }
-        owners
-    }
-
-    /// Every event of every shard's log, by shard. Reading a stream just after its shard
-    /// moved may time out once (its leader is busy with the claim); a read is tried three
-    /// times, and a failure names the shard and every error.
-    fn logs(&self) -> Vec<Vec<presence_engine::Event>> {
-        let read = |shard: u32| -> Result<Vec<presence_engine::Event>, String> {
-            let options = NatsOptions::new(self.nats.urls(), shard_stream(&self.deployment, shard));
-            let store = NatsStore::open(options).map_err(|e| e.to_string())?;
-            let mut events = Vec::new();
-            for batch in store.read_from(1).map_err(|e| e.to_string())? {
-                let batch = batch.map_err(|e| e.to_string())?;
-                events.extend(codec::decode_batch(&batch.bytes).unwrap().1);
-            }
-            Ok(events)
-        };
-        (0..SHARDS)
-            .map(|shard| {
-                let mut errors = Vec::new();
-                for _ in 0..3 {
-                    match read(shard) {
-                        Ok(events) => return events,
-                        Err(e) => errors.push(e),
-                    }
-                }
-                panic!("cannot read shard {shard}'s log: {errors:?}")
-            })
-            .collect()
-    }
-}
-
-/// Users whose shards are owned by `node` and by other nodes.
-fn user_on(
-    client: &ClusterClient,
-    owners: &BTreeMap<u32, String>,
-    node: &str,
-    want: bool,
-    prefix: &str,
-) -> String {
-    (0..10_000)
-        .map(|i| format!("{prefix}{i}"))
-        .find(|u| (owners[&client.shard_of(u)] == node) == want)
-        .unwrap()
-}
+use common::{user_on, Cluster, NODE_TIMEOUT_MS, SHARDS};
 
 fn wait_for_notice(
     notices: &Notices,

@@ -252,8 +252,6 @@ fn every_trace_passes_on_a_cluster() {
 /// reference model after every step (fewer and shorter cases than on one engine: a case
 /// starts two nodes).
 #[test]
-#[ignore = "found a divergence that did not reproduce when rerun (seed 31, first case); \
-            not understood yet, so not in the suite: run with --ignored to look into it"]
 fn the_kit_passes_on_a_cluster() {
     use presence_conformance::kit::{self, KitOptions, Ops};
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -64,9 +64,12 @@ pub(crate) fn recipients(
         }
     };
     let target = state.user(about);
-    // About one connected device each: one allocation, not three or four as it grows.
-    let extra = if friends { target.friends().len() } else { 0 };
-    out.reserve(1 + target.subscribers().len() + extra);
+    // About one connected device each: one allocation, not three or four as it grows (and
+    // none for a user nobody watches, such as most users whose sessions a tick expires).
+    let others = target.subscribers().len() + if friends { target.friends().len() } else { 0 };
+    if others > 0 {
+        out.reserve(1 + others);
+    }
     push_devices(about, out);
     if !friends || target.friends().is_empty() {
         // The subscriber set never holds `about` itself (R4.1), so no marks are needed.

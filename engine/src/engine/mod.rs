@@ -379,8 +379,12 @@ impl<S: EventStore> Engine<S> {
         let mut touched: Vec<Touched> = Vec::with_capacity(events.len());
         self.touched_marks.start(self.state.users.len());
         for event in events {
-            let before =
-                event.kind.touches_status().then(|| self.state.status_of(event.kind.user().as_str()));
+            // The user's key, looked up once: a user an event creates has none before it.
+            let known = self.state.user_key(event.kind.user().as_str());
+            let before = event
+                .kind
+                .touches_status()
+                .then(|| known.map_or_else(crate::UserStatus::unlogined, |u| self.state.user(u).status()));
             if let EventKind::SessionClosed { user, device, reason: CloseReason::Kicked } = &event.kind {
                 if let Some((u, s)) = self.state.session(user.as_str(), device.as_str()) {
                     if s.connected() {
@@ -391,7 +395,7 @@ impl<S: EventStore> Engine<S> {
             let applied = self.state.apply(&event.as_ref());
             debug_assert!(applied.is_ok(), "decide produced an event apply refuses: {applied:?}");
             let (Some(before), Some(cause)) = (before, cause_of(&event.kind)) else { continue };
-            let Some(u) = self.state.user_key(event.kind.user().as_str()) else { continue };
+            let Some(u) = known.or_else(|| self.state.user_key(event.kind.user().as_str())) else { continue };
             // R5.7: the cause is the last event that changed the pair, else the last that
             // touched the user.
             let changed_pair = self.state.user(u).status() != before;

@@ -259,10 +259,7 @@ impl State {
         self.user(key).session(device).map(|s| (key, s))
     }
 
-    /// The status of any user, known or not (R1.2).
-    pub(crate) fn status_of(&self, user: &str) -> UserStatus {
-        self.user_by_id(user).map_or_else(UserStatus::unlogined, UserState::status)
-    }
+    
 
     /// The status of any user with its version (R5.6); a user never seen is at version 0. A
     /// user of another shard has the status this shard last heard of (R9.3), or none yet.
