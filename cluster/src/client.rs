@@ -225,9 +225,6 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 pub struct ClusterClient {
     runtime: tokio::runtime::Runtime,
     inner: AsyncClusterClient,
-    client: async_nats::Client,
-    subjects: Subjects,
-    map: ShardMap,
     /// How long one request waits for its answer.
     pub request_timeout: Duration,
     /// How long a command is asked again while no node serves its shard.
@@ -245,13 +242,10 @@ impl ClusterClient {
             .build()
             .map_err(|e| format!("cannot start the client's thread: {e}"))?;
         let client = runtime.block_on(connect_nats(nats_url, "presence-client"))?;
-        let inner = AsyncClusterClient::over(client.clone(), deployment, shards);
+        let inner = AsyncClusterClient::over(client, deployment, shards);
         Ok(ClusterClient {
             runtime,
-            subjects: inner.subjects.clone(),
-            map: inner.map.clone(),
             inner,
-            client,
             request_timeout: Duration::from_secs(5),
             retry_for: Duration::from_secs(30),
         })
@@ -259,7 +253,7 @@ impl ClusterClient {
 
     /// The shard of `user`.
     pub fn shard_of(&self, user: &str) -> u32 {
-        self.map.shard_of(user)
+        self.inner.shard_of(user)
     }
 
     /// One request and its answer's bytes. `Ok(None)`: nobody listens on the subject.
@@ -283,8 +277,8 @@ impl ClusterClient {
     /// The nodes heard saying they are alive within `listen`, sorted, with the shards each
     /// serves.
     pub fn nodes(&self, listen: Duration) -> Vec<Alive> {
-        let client = self.client.clone();
-        let subject = self.subjects.alive();
+        let client = self.inner.client.clone();
+        let subject = self.inner.subjects.alive();
         self.runtime.block_on(async move {
             let Ok(mut subscriber) = client.subscribe(subject).await else { return Vec::new() };
             let mut nodes = std::collections::BTreeMap::new();
@@ -301,7 +295,7 @@ impl ClusterClient {
     /// Sends a control request to `node` and returns its answer.
     pub fn control(&self, node: &str, control: &Control) -> Result<ControlAnswer, ClientError> {
         let body = serde_json::to_vec(control).unwrap_or_default();
-        match self.ask(self.subjects.control(node), body)? {
+        match self.ask(self.inner.subjects.control(node), body)? {
             Some(payload) => serde_json::from_slice(&payload)
                 .map_err(|e| ClientError::Unknown(format!("an answer that does not parse: {e}"))),
             None => Err(ClientError::Unavailable(format!("node {node} does not answer"))),
@@ -311,15 +305,16 @@ impl ClusterClient {
     /// Every notice batch the nodes publish from now on, with its subject (which names the
     /// owner of the devices, [`Subjects::notices`]).
     pub fn notices(&self) -> Result<Notices, String> {
+        let client = &self.inner.client;
         let subscriber = self
             .runtime
-            .block_on(self.client.subscribe(self.subjects.all_notices()))
+            .block_on(client.subscribe(self.inner.subjects.all_notices()))
             .map_err(|e| e.to_string())?;
         // Everything published after this point reaches the subscription.
-        self.runtime.block_on(self.client.flush()).map_err(|e| e.to_string())?;
+        self.runtime.block_on(client.flush()).map_err(|e| e.to_string())?;
         Ok(Notices {
             runtime: self.runtime.handle().clone(),
-            client: self.client.clone(),
+            client: client.clone(),
             subscriber: std::sync::Mutex::new(subscriber),
         })
     }

@@ -378,7 +378,7 @@ impl<S: EventStore> Engine<S> {
         // Each user touched, in the order first touched.
         let mut touched: Vec<Touched> = Vec::with_capacity(events.len());
         self.touched_marks.start(self.state.users.len());
-        for event in events {
+        for (index, event) in events.iter().enumerate() {
             // The user's key, looked up once: a user an event creates has none before it.
             let known = self.state.user_key(event.kind.user().as_str());
             let before = event
@@ -394,23 +394,25 @@ impl<S: EventStore> Engine<S> {
             }
             let applied = self.state.apply(&event.as_ref());
             debug_assert!(applied.is_ok(), "decide produced an event apply refuses: {applied:?}");
-            let (Some(before), Some(cause)) = (before, cause_of(&event.kind)) else { continue };
+            // `before` is there for the events that move the version, which are those with a
+            // cause (`cause_of`).
+            let Some(before) = before else { continue };
             let Some(u) = known.or_else(|| self.state.user_key(event.kind.user().as_str())) else { continue };
             // R5.7: the cause is the last event that changed the pair, else the last that
-            // touched the user.
-            let changed_pair = self.state.user(u).status() != before;
+            // touched the user (kept as positions in `events`: a cause is made once per user).
+            let changed_pair = !self.state.user(u).has_status(&before);
             let entry = match self.touched_marks.mark_with(u, touched.len() as u32) {
                 None => {
-                    touched.push(Touched { user: u, before, cause: cause.clone(), changed_by: None });
+                    touched.push(Touched { user: u, before, cause: index, changed_by: None });
                     touched.last_mut()
                 }
                 Some(at) => touched.get_mut(at as usize),
             };
             if let Some(entry) = entry {
                 if changed_pair {
-                    entry.changed_by = Some(cause.clone());
+                    entry.changed_by = Some(index);
                 }
-                entry.cause = cause;
+                entry.cause = index;
             }
         }
         #[cfg(debug_assertions)]
@@ -422,7 +424,8 @@ impl<S: EventStore> Engine<S> {
         let friends = self.config.friend_notifications;
         let mut changes = Vec::with_capacity(touched.len());
         for Touched { user: u, before, cause, changed_by } in touched {
-            let cause = changed_by.unwrap_or(cause);
+            // Always there: only events that move the version were kept.
+            let Some(cause) = cause_of(&events[changed_by.unwrap_or(cause)].kind) else { continue };
             let user = self.state.user(u);
             let status = user.status();
             let change = StatusChange {
@@ -505,10 +508,10 @@ struct Touched {
     user: UserKey,
     /// Its status before the step.
     before: UserStatus,
-    /// The cause of the last event that touched it.
-    cause: Cause,
-    /// The cause of the last event that changed its status pair, if one did.
-    changed_by: Option<Cause>,
+    /// The last event that touched it (its position in the step's events).
+    cause: usize,
+    /// The last event that changed its status pair, if one did.
+    changed_by: Option<usize>,
 }
 
 /// Why an event moved its user's status version (R5.7), for the events that do.

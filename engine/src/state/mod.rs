@@ -116,6 +116,11 @@ impl UserState {
         UserStatus { general: self.general(), custom }
     }
 
+    /// Whether its status is `status`, without making a copy of it.
+    pub(crate) fn has_status(&self, status: &UserStatus) -> bool {
+        self.general() == status.general && self.custom() == &*status.custom
+    }
+
     pub(crate) fn custom(&self) -> &str {
         self.social.as_ref().map_or("", |s| &s.custom)
     }
@@ -258,8 +263,6 @@ impl State {
         let device = self.device_key(device)?;
         self.user(key).session(device).map(|s| (key, s))
     }
-
-    
 
     /// The status of any user with its version (R5.6); a user never seen is at version 0. A
     /// user of another shard has the status this shard last heard of (R9.3), or none yet.
