@@ -937,15 +937,22 @@ fn follow(inner: Arc<Inner>, runtime: tokio::runtime::Handle) {
     while !inner.stopping.load(Ordering::SeqCst) {
         for shard in 0..shards {
             if stores[shard].is_none() {
-                // Created if it is not there yet, as its first owner would: the point this
-                // node follows it from is fixed now, before the node serves anything.
-                match NatsStore::open(inner.nats_options(shard as u32, true)) {
-                    Ok(store) => {
+                // The point this node follows the stream from is fixed the first time it
+                // looks, before the node serves anything. Only claims create streams (a
+                // follower that raced another node's to create one made nats-server 2.9
+                // read a stream still being made, and crash).
+                match NatsStore::open_existing(inner.nats_options(shard as u32, false)) {
+                    Ok(Some(store)) => {
                         // What came before is in the statuses a shard reads when it is
                         // claimed (R9.5) and in the friendships it reconciles; a reopen
                         // after an error goes on from where it was.
                         after[shard].get_or_insert(store.last_stream_seq());
                         stores[shard] = Some(store);
+                    }
+                    Ok(None) => {
+                        // Not made yet: everything it will hold comes after this point.
+                        after[shard].get_or_insert(0);
+                        continue;
                     }
                     Err(e) => {
                         tracing::debug!(shard, error = %e, "cannot open a shard's stream to follow it");

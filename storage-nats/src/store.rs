@@ -126,6 +126,23 @@ impl NatsStore {
     /// with [`StoreErrorKind::Corrupt`], naming the sequence numbers, for a newest batch that
     /// is torn, corrupt or not a presence batch.
     pub fn open(options: NatsOptions) -> Result<NatsStore, StoreError> {
+        let stream = options.stream.clone();
+        let url = options.url.clone();
+        NatsStore::open_existing(options)?.ok_or_else(|| {
+            StoreError::new(
+                StoreErrorKind::Io,
+                format!(
+                    "stream {stream} does not exist at {url}; check the name, or create it (NatsOptions \
+                     {{ create: true, .. }}; `presence simulate` creates it, `inspect` and `replay` never do)"
+                ),
+            )
+        })
+    }
+
+    /// [`NatsStore::open`], except that a stream that does not exist (and that
+    /// [`NatsOptions::create`] does not ask to create) is `Ok(None)`, not an error: for a
+    /// reader that waits for a stream someone else makes.
+    pub fn open_existing(options: NatsOptions) -> Result<Option<NatsStore>, StoreError> {
         validate_stream_name(&options.stream)?;
         if !(1..=5).contains(&options.replicas) {
             return Err(StoreError::new(
@@ -155,7 +172,7 @@ impl NatsStore {
         // The stream's last sequence number is read first: everything read after it is at
         // least as new, so a writer that appends in between fences this store rather than
         // being overwritten by it.
-        let info = store.info_or_create()?;
+        let Some(info) = store.info_or_create()? else { return Ok(None) };
         store.check_subjects(&info)?;
         store.last_stream_seq = info.state.last_seq;
         store.clustered =
@@ -178,7 +195,7 @@ impl NatsStore {
         }
         store.next_seq =
             newest_batch_end.unwrap_or(1).max(newest_snapshot.map_or(1, |s| s.saturating_add(1)));
-        Ok(store)
+        Ok(Some(store))
     }
 
     /// The stream's name.
@@ -271,12 +288,14 @@ impl NatsStore {
         })
     }
 
-    fn info_or_create(&self) -> Result<StreamInfo, StoreError> {
+    /// The stream's information, after creating it if it is missing and
+    /// [`NatsOptions::create`] is set; `None` if it is missing and not to be created.
+    fn info_or_create(&self) -> Result<Option<StreamInfo>, StoreError> {
         let deadline = self.deadline();
         let api = &self.api;
         let info = self.runtime.block_on(retrying(deadline, || api.info(None)))?;
         let failure = match info {
-            Ok(info) => return Ok(info),
+            Ok(info) => return Ok(Some(info)),
             Err(failure) => failure,
         };
         let stream = &self.options.stream;
@@ -296,22 +315,16 @@ impl NatsStore {
             return Err(self.failed("read the stream's information", &failure));
         }
         if !self.options.create {
-            return Err(StoreError::new(
-                StoreErrorKind::Io,
-                format!(
-                    "stream {stream} does not exist at {url}; check the name, or create it (NatsOptions \
-                     {{ create: true, .. }}; `presence simulate` creates it, `inspect` and `replay` never do)"
-                ),
-            ));
+            return Ok(None);
         }
         let subjects = self.subjects.stream_subjects();
         let replicas = self.options.replicas;
         let created = self.runtime.block_on(retrying(deadline, || api.create(&subjects, replicas)))?;
         match created {
-            Ok(info) => Ok(info),
+            Ok(info) => Ok(Some(info)),
             // Another process created it in the meantime.
             Err(f) if f.err_code() == Some(ERR_STREAM_NAME_IN_USE) => {
-                self.call("read the stream's information", |api| async move { api.info(None).await })
+                self.call("read the stream's information", |api| async move { api.info(None).await }).map(Some)
             }
             Err(f) => Err(StoreError::new(
                 StoreErrorKind::Io,

@@ -61,11 +61,17 @@ fn a_missing_stream_is_an_error_without_create_and_nothing_is_created() {
     let err = NatsStore::open(options(&server, "missing", false)).unwrap_err();
     assert!(err.to_string().contains("stream missing does not exist"), "{err}");
     let client = NatsClient::connect(&server.url());
-    let info = client.stream_info("missing").unwrap();
+        let info = client.stream_info("missing").unwrap();
     assert_eq!(info["error"]["err_code"], 10059, "the failed open created the stream: {info}");
+    // For a reader that waits for the stream: no error, nothing, and still nothing created.
+    assert!(NatsStore::open_existing(options(&server, "missing", false)).unwrap().is_none());
+    let info = client.stream_info("missing").unwrap();
+    assert_eq!(info["error"]["err_code"], 10059, "open_existing created the stream: {info}");
 
     let store = NatsStore::open(options(&server, "missing", true)).unwrap();
     assert_eq!(store.next_seq(), 1);
+    let existing = NatsStore::open_existing(options(&server, "missing", false)).unwrap();
+    assert_eq!(existing.map(|s| s.next_seq()), Some(1), "the stream, once made");
     let info = client.stream_info("missing").unwrap();
     assert_eq!(info["config"]["num_replicas"], 1);
     assert_eq!(info["state"]["messages"], 0, "opening writes nothing");
