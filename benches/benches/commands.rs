@@ -4,7 +4,7 @@
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use presence_benches::{engine_with_users, mix, user, Rng};
 use presence_engine::{Command, Engine, SessionHandle};
 use presence_storage_mem::MemStore;
@@ -33,6 +33,46 @@ fn run(c: &mut Criterion, name: &str, engine: &mut Engine<MemStore>, commands: &
     group.finish();
 }
 
+/// `commands` in batches of 64 by value, `PER_ITER` per iteration, with or without
+/// [`Engine::prefetch`] before each batch. Making the batches is not measured.
+fn batches(c: &mut Criterion, engine: &mut Engine<MemStore>, commands: &[Command], prefetch: bool) {
+    const BATCH: usize = 64;
+    let mut group = c.benchmark_group("commands");
+    group.sample_size(20);
+    group.throughput(Throughput::Elements((PER_ITER / BATCH * BATCH) as u64));
+    let name = if prefetch { "heartbeat_batches_of_64_prefetched" } else { "heartbeat_batches_of_64" };
+    let mut next = 0;
+    let mut at_ms = 1;
+    group.bench_function(name, |b| {
+        b.iter_batched(
+            || {
+                let batches: Vec<Vec<Command>> = (0..PER_ITER / BATCH)
+                    .map(|_| {
+                        let batch =
+                            (0..BATCH).map(|i| commands[(next + i) % commands.len()].clone()).collect();
+                        next = (next + BATCH) % commands.len();
+                        batch
+                    })
+                    .collect();
+                batches
+            },
+            |batches| {
+                at_ms += 1;
+                for batch in batches {
+                    if prefetch {
+                        engine.prefetch(&batch);
+                    }
+                    for command in batch {
+                        let _ = black_box(engine.execute(command, at_ms));
+                    }
+                }
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
 fn benches(c: &mut Criterion) {
     let mut rng = Rng::new(42);
     let mut engine = engine_with_users(USERS);
@@ -44,6 +84,12 @@ fn benches(c: &mut Criterion) {
     let commands: Vec<Command> =
         (0..1_000_000).map(|_| Command::heartbeat(user(rng.below(USERS)), "d0")).collect();
     run(c, "heartbeat", &mut engine, &commands);
+    // The same heartbeats in batches of 64 handed over by value (as the runtime's turns hold
+    // them: no copy of each command in the measured part), executed one by one, and after
+    // `Engine::prefetch` on each batch.
+    for prefetch in [false, true] {
+        batches(c, &mut engine, &commands, prefetch);
+    }
 
     // The same heartbeats by session handle (what a connection that keeps its handle sends).
     let handles: Vec<SessionHandle> = (0..1_000_000)

@@ -111,6 +111,24 @@ fn ids(list: impl IntoIterator<Item = impl Into<UserId>>) -> Vec<UserId> {
 }
 
 impl Command {
+    /// The user who issues the command (for a friendship, `user`); `None` for
+    /// `disconnect_sessions`.
+    pub fn user(&self) -> Option<&UserId> {
+        match self {
+            Command::DisconnectSessions { .. } => None,
+            Command::Login { user, .. }
+            | Command::Logout { user, .. }
+            | Command::Disconnect { user, .. }
+            | Command::Heartbeat { user, .. }
+            | Command::SetStatus { user, .. }
+            | Command::GetStatus { user, .. }
+            | Command::Subscribe { user, .. }
+            | Command::Unsubscribe { user, .. }
+            | Command::AddFriend { user, .. }
+            | Command::RemoveFriend { user, .. } => Some(user),
+        }
+    }
+
     /// The shard of `map` that orders this command: its user's; for a friendship the lower
     /// of the two users' shards, which records it and hands it to the other (R9.1); `None`
     /// for `disconnect_sessions`, which every shard runs on its own sessions.

@@ -175,3 +175,26 @@ fn a_refused_tick_loses_no_deadline() {
         assert!(engine.subscriptions("bob").is_empty(), "reopen {reopen}");
     }
 }
+
+// `Engine::prefetch` is a hint: an engine that prefetches each batch before running it (users
+// it knows, users it has never seen, a command with no user) answers and ends as one that
+// does not.
+#[test]
+fn prefetching_a_batch_changes_no_result() {
+    let mut batch: Vec<Command> = commands().into_iter().map(|(c, _)| c).collect();
+    batch.push(Command::disconnect_all());
+    batch.push(Command::heartbeat("nobody", "x"));
+    let mut plain = Engine::open(Config::default(), MemStore::new()).unwrap();
+    let mut hinted = Engine::open(Config::default(), MemStore::new()).unwrap();
+    for round in 0..3u64 {
+        hinted.prefetch(&batch);
+        hinted.prefetch(&[]);
+        for (i, command) in batch.iter().enumerate() {
+            let at_ms = 100 * round + i as u64;
+            let a = plain.execute(command.clone(), at_ms);
+            let b = hinted.execute(command.clone(), at_ms);
+            assert_eq!(format!("{a:?}"), format!("{b:?}"), "round {round}, {command:?}");
+        }
+    }
+    assert_eq!(plain.logical_state(), hinted.logical_state());
+}

@@ -61,7 +61,7 @@ fn a_missing_stream_is_an_error_without_create_and_nothing_is_created() {
     let err = NatsStore::open(options(&server, "missing", false)).unwrap_err();
     assert!(err.to_string().contains("stream missing does not exist"), "{err}");
     let client = NatsClient::connect(&server.url());
-        let info = client.stream_info("missing").unwrap();
+    let info = client.stream_info("missing").unwrap();
     assert_eq!(info["error"]["err_code"], 10059, "the failed open created the stream: {info}");
     // For a reader that waits for the stream: no error, nothing, and still nothing created.
     assert!(NatsStore::open_existing(options(&server, "missing", false)).unwrap().is_none());

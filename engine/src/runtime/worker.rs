@@ -47,6 +47,20 @@ enum Work {
     },
 }
 
+impl Work {
+    fn command(&self) -> Option<&Command> {
+        match self {
+            Work::Command { command, .. } => Some(command),
+            Work::Heartbeat { .. } => None,
+        }
+    }
+}
+
+/// How many commands after the current one a turn looks up together with it
+/// (`Engine::prefetch`): enough for the misses to overlap, few enough that what they bring
+/// in is still in cache when the commands run.
+const PREFETCH_AHEAD: usize = 63;
+
 /// A batch of a shard waiting for other shards' statuses (R9.3).
 struct Parked {
     batch: Vec<Work>,
@@ -744,7 +758,17 @@ impl<S: EventStore, C: Clock, N: NoticeSink> Worker<S, C, N> {
         let mut outcomes: Vec<Result<usize, Error>> = Vec::new();
         let bytes_before = slot.engine.bytes_appended;
         let mut group = slot.engine.group();
-        for work in batch {
+        let mut works = batch.into_iter();
+        let mut prefetched = 0;
+        while let Some(work) = works.next() {
+            if prefetched == 0 {
+                // The users of the next few commands, looked up together first, so that
+                // their cache misses overlap (`Engine::prefetch`).
+                let ahead = &works.as_slice()[..PREFETCH_AHEAD.min(works.len())];
+                group.engine().prefetch(std::iter::once(&work).chain(ahead).filter_map(Work::command));
+                prefetched = ahead.len() + 1;
+            }
+            prefetched -= 1;
             if group.bytes_left() < split_below {
                 outcomes.push(group.commit());
                 outputs.push(TurnOutput::default());
