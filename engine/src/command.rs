@@ -137,15 +137,7 @@ impl Command {
             Command::AddFriend { user, friend } | Command::RemoveFriend { user, friend } => {
                 Some(map.shard_of(user).min(map.shard_of(friend)))
             }
-            Command::DisconnectSessions { .. } => None,
-            Command::Login { user, .. }
-            | Command::Logout { user, .. }
-            | Command::Disconnect { user, .. }
-            | Command::Heartbeat { user, .. }
-            | Command::SetStatus { user, .. }
-            | Command::GetStatus { user, .. }
-            | Command::Subscribe { user, .. }
-            | Command::Unsubscribe { user, .. } => Some(map.shard_of(user)),
+            _ => self.user().map(|user| map.shard_of(user)),
         }
     }
 

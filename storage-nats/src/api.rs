@@ -24,7 +24,17 @@ pub(crate) const ERR_STREAM_NOT_FOUND: u64 = 10059;
 pub(crate) const ERR_NO_MESSAGE_FOUND: u64 = 10037;
 pub(crate) const ERR_WRONG_LAST_SEQUENCE: u64 = 10071;
 pub(crate) const ERR_STREAM_NAME_IN_USE: u64 = 10058;
+/// What nats-server 2.9 may answer, instead of "name in use", to one of two processes that
+/// create the same stream at the same moment.
+pub(crate) const ERR_SUBJECTS_OVERLAP: u64 = 10065;
+
 pub(crate) const ERR_SEQUENCE_NOT_FOUND: u64 = 10057;
+
+/// Whether a failed create may mean that another process created the same stream at the same
+/// moment (then reading the stream's information finds it).
+pub(crate) fn created_meanwhile(failure: &Failure) -> bool {
+    matches!(failure.err_code(), Some(ERR_STREAM_NAME_IN_USE | ERR_SUBJECTS_OVERLAP))
+}
 
 /// An error JetStream answered with.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -496,5 +506,19 @@ mod tests {
         let ack: PubAck = parse_answer("s", br#"{"stream":"S","seq":4,"duplicate":true}"#).unwrap();
         assert_eq!((ack.stream.as_str(), ack.seq), ("S", 4));
         assert!(parse_answer::<PubAck>("s", b"not json").is_err());
+    }
+
+    // Two processes creating one stream at once: the loser is told "name in use" or, by
+    // nats-server 2.9, "subjects overlap"; both send it to read what the winner made.
+    #[test]
+    fn a_create_lost_to_another_process_is_told_apart() {
+        let refused = |code: u64| {
+            let answer =
+                format!(r#"{{"type":"x","error":{{"code":400,"err_code":{code},"description":"d"}}}}"#);
+            parse_answer::<StreamInfo>("s", answer.as_bytes()).unwrap_err()
+        };
+        assert!(created_meanwhile(&refused(ERR_STREAM_NAME_IN_USE)));
+        assert!(created_meanwhile(&refused(ERR_SUBJECTS_OVERLAP)));
+        assert!(!created_meanwhile(&refused(ERR_STREAM_NOT_FOUND)));
     }
 }

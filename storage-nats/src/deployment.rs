@@ -7,7 +7,7 @@ use std::time::Instant;
 use async_nats::HeaderMap;
 use presence_engine::{Manifest, StoreError, StoreErrorKind};
 
-use crate::api::{retrying, Api, Failure, MsgGet, Runtime, ERR_STREAM_NAME_IN_USE, ERR_WRONG_LAST_SEQUENCE};
+use crate::api::{created_meanwhile, retrying, Api, Failure, MsgGet, Runtime, ERR_WRONG_LAST_SEQUENCE};
 use crate::layout::{validate_stream_name, NATS_EXPECTED_LAST_SEQ};
 use crate::options::NatsOptions;
 use crate::store::connect;
@@ -64,7 +64,12 @@ pub fn open_nats_deployment(
                 let subjects = [subject.clone()];
                 match runtime.block_on(retrying(deadline, || api.create(&subjects, options.replicas)))? {
                     Ok(info) => info,
-                    Err(f) if f.err_code() == Some(ERR_STREAM_NAME_IN_USE) => continue,
+                    // Another node made it at the same moment: read it (a real overlap with
+                    // another stream's subjects gives up at the deadline).
+                    Err(f) if created_meanwhile(&f) && Instant::now() < deadline => {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        continue;
+                    }
                     Err(f) => return Err(io("create the manifest's stream", &f)),
                 }
             }

@@ -7,8 +7,8 @@ use async_nats::{ConnectOptions, HeaderMap, ServerAddr};
 use presence_engine::{check_contiguous, codec, EventStore, StoreError, StoreErrorKind, StoredBatch};
 
 use crate::api::{
-    retrying, Api, Failure, MsgGet, RawMsg, Runtime, StreamInfo, ERR_STREAM_NAME_IN_USE,
-    ERR_STREAM_NOT_FOUND, ERR_WRONG_LAST_SEQUENCE,
+    created_meanwhile, retrying, Api, Failure, MsgGet, RawMsg, Runtime, StreamInfo, ERR_STREAM_NOT_FOUND,
+    ERR_WRONG_LAST_SEQUENCE,
 };
 use crate::layout::BatchPos;
 use crate::layout::{
@@ -322,10 +322,22 @@ impl NatsStore {
         let created = self.runtime.block_on(retrying(deadline, || api.create(&subjects, replicas)))?;
         match created {
             Ok(info) => Ok(Some(info)),
-            // Another process created it in the meantime.
-            Err(f) if f.err_code() == Some(ERR_STREAM_NAME_IN_USE) => {
-                self.call("read the stream's information", |api| async move { api.info(None).await }).map(Some)
-            }
+                        // Another process created it in the meantime (or is creating it: then the first
+            // read may not find it yet).
+            Err(f) if created_meanwhile(&f) => loop {
+                match self.runtime.block_on(retrying(deadline, || api.info(None)))? {
+                    Ok(info) => return Ok(Some(info)),
+                    Err(again) if Instant::now() < deadline && again.err_code() == Some(ERR_STREAM_NOT_FOUND) => {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(_) => {
+                        return Err(StoreError::new(
+                            StoreErrorKind::Io,
+                            format!("cannot create stream {stream} at {url}: {f}"),
+                        ))
+                    }
+                }
+            },
             Err(f) => Err(StoreError::new(
                 StoreErrorKind::Io,
                 format!(
