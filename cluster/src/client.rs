@@ -9,7 +9,6 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use presence_engine::{Command, Reply, ShardMap};
 
-use crate::node::shard_of_command;
 use crate::wire::{
     Alive, CommandAnswer, CommandRequest, Control, ControlAnswer, NoticeBatch, Subjects, ViewAnswer, ViewRead,
 };
@@ -142,7 +141,7 @@ impl AsyncClusterClient {
         request_timeout: Duration,
         retry_for: Duration,
     ) -> Result<Reply, ClientError> {
-        let Some(shard) = shard_of_command(&command, &self.map) else {
+        let Some(shard) = command.shard(&self.map) else {
             let (mut sessions, mut remaining) = (0, 0);
             for shard in 0..self.map.count() {
                 if let Reply::Disconnected { sessions: s, remaining: r } =

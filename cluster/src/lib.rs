@@ -23,5 +23,5 @@ pub mod wire;
 
 pub use client::{AsyncClusterClient, ClientError, ClusterClient, Notices};
 pub use config::NodeConfig;
-pub use node::{run_node, shard_of_command, NodeOptions};
+pub use node::{run_node, NodeOptions};
 pub use ownership::{assign, owner_of, Membership};

@@ -159,12 +159,6 @@ impl Inner {
     }
 }
 
-/// The shard a command belongs to: its user's, the lower of the two for a friendship (R9.1),
-/// `None` for `disconnect_sessions` (every shard's).
-pub fn shard_of_command(command: &Command, map: &ShardMap) -> Option<u32> {
-    command.shard(map)
-}
-
 /// The users of other shards a command needs the statuses of (R9.3).
 fn remote_users(command: &Command, map: &ShardMap, shard: u32, friends: bool) -> Vec<UserId> {
     let mut users: Vec<UserId> = match command {
@@ -227,7 +221,6 @@ pub async fn run_node(
         lost: Mutex::new(BTreeSet::new()),
         follow_passes: AtomicU64::new(0),
         following: AtomicBool::new(false),
-
         notices,
         stopping: AtomicBool::new(false),
     });
@@ -601,7 +594,7 @@ async fn serve_command(inner: &Inner, shard: u32, served: &Served, payload: &[u8
             return serde_json::to_vec(&answer).unwrap_or_default();
         }
     };
-    if let Some(right) = shard_of_command(&request.command, &inner.map).filter(|&s| s != shard) {
+    if let Some(right) = request.command.shard(&inner.map).filter(|&s| s != shard) {
         let answer = CommandAnswer::Refused {
             code: 6017,
             message: format!(

@@ -27,7 +27,6 @@ pub(crate) const ERR_STREAM_NAME_IN_USE: u64 = 10058;
 /// What nats-server 2.9 may answer, instead of "name in use", to one of two processes that
 /// create the same stream at the same moment.
 pub(crate) const ERR_SUBJECTS_OVERLAP: u64 = 10065;
-
 pub(crate) const ERR_SEQUENCE_NOT_FOUND: u64 = 10057;
 
 /// Whether a failed create may mean that another process created the same stream at the same

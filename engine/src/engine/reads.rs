@@ -241,8 +241,8 @@ impl<'a> EngineView<'a> {
 }
 
 impl<S: EventStore> Engine<S> {
-    /// Reads, changing nothing, what `commands` will need first (where each issuing user's
-    /// name sits in the table, then the user's slot), so that a batch's cache misses overlap
+    /// Reads, changing nothing, what `commands` will need first (each issuing user's id, where
+    /// its name sits in the table, then the name and the user's slot), so that a batch's cache misses overlap
     /// instead of queueing one behind the other: over a million users each command's
     /// lookups are misses that depend on one another. Call it on a batch (tens to hundreds
     /// of commands) just before executing it; it is only a hint, and whether it is called
@@ -254,8 +254,8 @@ impl<S: EventStore> Engine<S> {
     {
         let commands = commands.into_iter();
         let users = || commands.clone().filter_map(Command::user);
-        // Two passes, each of independent reads: the table's lines, then the names found
-        // there and the users' slots.
+        // Three passes, each of reads independent of one another: the ids' bytes, the table's
+        // lines, then the names found there and the users' slots.
         let mut seen = 0u64;
         for user in users() {
             seen = seen.wrapping_add(u64::from(user.as_bytes().first().copied().unwrap_or(0)));

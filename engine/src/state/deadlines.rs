@@ -156,7 +156,6 @@ impl State {
         let mut same_time: SmallVec<[(DeviceKey, HeartbeatDue, u64); 2]> = SmallVec::new();
         // (user, position in `events`) of the timeouts of users with more than one session.
         let mut several: Vec<(UserKey, usize)> = Vec::new();
-
         'queue: while let Some(&Reverse(first)) = self.deadlines.heartbeats.peek() {
             if first.heartbeat_at_ms.saturating_add(heartbeat_timeout_ms) > at_ms
                 || events.len() >= TICK_EVENTS_MAX
@@ -212,7 +211,6 @@ impl State {
         // device, so that the last of its sessions to time out in one tick is its greatest
         // device (R5.7), whatever the order the queue held them in.
         order_by_device(&mut events, &mut several);
-
         let mut targets_named = 0;
         while let Some(&Reverse((since, key))) = self.deadlines.retention.peek() {
             if since.saturating_add(retention_ms) > at_ms || events.len() >= TICK_EVENTS_MAX {
