@@ -274,11 +274,13 @@ pub struct Outcome {
     pub reply: Reply,
     /// The notices to push; empty when nothing observable changed.
     pub notices: Vec<Notice>,
-    /// Every user whose status version moved, in the order first touched (R5.6): the
-    /// notified changes and the ones that left the status pair as it was.
-    pub changes: Vec<StatusChange>,
     /// How many events the command appended to the log (0 for heartbeats and queries).
     pub events: usize,
+    /// The status changes that notified nothing (their pair stayed as it was), each with the
+    /// number of status notices that come before it in the order first touched: the notified
+    /// ones are the status notices themselves, so that a change is not made twice
+    /// ([`Outcome::changes`] puts them together).
+    pub(crate) unnotified: Vec<(u32, StatusChange)>,
 }
 
 impl Outcome {
@@ -288,6 +290,33 @@ impl Outcome {
             Reply::Statuses(list) => list,
             Reply::Done | Reply::Disconnected { .. } => &[],
         }
+    }
+
+    /// Every user whose status version moved, in the order first touched (R5.6): the
+    /// notified changes (one per status notice, made from it) and the ones that left the
+    /// status pair as it was. Made on each call from [`Outcome::notices`], so call it before
+    /// taking the notices away; a host that needs no changes pays nothing for them.
+    pub fn changes(&self) -> Vec<StatusChange> {
+        let statuses = self.notices.iter().filter_map(|n| match n {
+            Notice::Status(status) => Some(status),
+            Notice::Kicked(_) => None,
+        });
+        let mut changes = Vec::with_capacity(self.notices.len() + self.unnotified.len());
+        let mut unnotified = self.unnotified.iter().peekable();
+        for (before, notice) in statuses.enumerate() {
+            while let Some((_, change)) = unnotified.next_if(|(at, _)| *at as usize <= before) {
+                changes.push(change.clone());
+            }
+            changes.push(StatusChange {
+                user: notice.about.clone(),
+                status: notice.status.clone(),
+                version: notice.version,
+                cause: notice.cause.clone(),
+                changed: true,
+            });
+        }
+        changes.extend(unnotified.map(|(_, change)| change.clone()));
+        changes
     }
 
     /// The number of individual deliveries (one per recipient device of each notice).

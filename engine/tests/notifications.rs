@@ -343,3 +343,40 @@ fn a_kicked_device_hears_only_its_kicked_notice() {
         expect(&[("alice", "phone", "alice ONLINE "), ("bob", "pc", "alice ONLINE ")])
     );
 }
+
+// R5.6: a step's changes list every user whose version moved, in the order first touched,
+// the notified ones (made from their notices) and the unnotified ones before, between and
+// after them.
+#[test]
+fn a_steps_changes_list_every_touched_user_in_order() {
+    for alice_at in 0..3 {
+        let mut engine = engine();
+        let mut order = vec!["carol", "bob"];
+        order.insert(alice_at, "alice");
+        for (at_ms, user) in order.iter().enumerate() {
+            ok(&mut engine, Command::login(*user, "phone"), at_ms as u64);
+        }
+        ok(&mut engine, Command::login("alice", "pad"), 300_000);
+        // All three phones time out in login order; alice stays ONLINE on her pad.
+        let outcome = tick(&mut engine, 400_002);
+        let changes: Vec<_> = outcome
+            .changes()
+            .into_iter()
+            .map(|c| (c.user.to_string(), c.status.general, c.version, c.changed))
+            .collect();
+        let expected: Vec<_> = order
+            .iter()
+            .map(|&u| match u {
+                "alice" => (u.to_string(), Online, 3, false),
+                _ => (u.to_string(), Offline, 2, true),
+            })
+            .collect();
+        assert_eq!(changes, expected, "alice's phone logged in {alice_at}th");
+        let notified: Vec<_> = outcome
+            .notices
+            .iter()
+            .filter_map(|n| if let Notice::Status(s) = n { Some(s.about.to_string()) } else { None })
+            .collect();
+        assert_eq!(notified, ["carol", "bob"]);
+    }
+}

@@ -85,8 +85,9 @@ impl<'a, S: EventStore> Group<'a, S> {
         self.bytes_bound += events.iter().map(|e| codec::event_bytes_bound(&e.kind)).sum::<usize>();
         self.events.extend(events);
         if self.engine.outbox && !self.events.is_empty() {
-            self.bytes_bound += outcome.changes.iter().map(codec::change_bytes_bound).sum::<usize>();
-            self.outbox.extend(outcome.changes.iter().cloned());
+            let changes = outcome.changes();
+            self.bytes_bound += changes.iter().map(codec::change_bytes_bound).sum::<usize>();
+            self.outbox.extend(changes);
         }
     }
 

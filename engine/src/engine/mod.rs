@@ -33,8 +33,7 @@ use crate::ids::{UserId, UserKey};
 use crate::limits::TIME_MS_MAX;
 use crate::notice::{Notice, Recipient, StatusNotice};
 use crate::shard::RemoteStatuses;
-use crate::state::State;
-use crate::status::UserStatus;
+use crate::state::{State, StatusPair};
 use crate::store::EventStore;
 
 /// The synchronous presence engine over an [`EventStore`].
@@ -361,15 +360,17 @@ impl<S: EventStore> Engine<S> {
                 self.state.count_rate_limited_call(user, api, at_ms, self.config.rate_limit_calls)
             }
         }
-        let (notices, changes) = self.apply_events(&events);
-        (Outcome { reply, notices, changes, events: events.len() }, events)
+        let (notices, unnotified) = self.apply_events(&events);
+        (Outcome { reply, notices, events: events.len(), unnotified }, events)
     }
 
-    /// Applies a step's events and computes, on the state after all of them (R5.1, R5.3):
-    /// the status change of every user an event touched (R5.6), in the order first touched;
-    /// one notice per user whose status pair changed (none for a change undone within the
-    /// step); a `kicked` notice per connected session removed by R2.5 (R5.5).
-    fn apply_events(&mut self, events: &[Event]) -> (Vec<Notice>, Vec<StatusChange>) {
+    /// Applies a step's events and computes, on the state after all of them (R5.1, R5.3),
+    /// for every user an event touched whose version moved (R5.6), in the order first
+    /// touched: a notice if its status pair changed, else its status change (none is notified
+    /// for a change undone within the step); and a `kicked` notice per connected session
+    /// removed by R2.5 (R5.5). [`Outcome::changes`] puts the status notices and the other
+    /// changes back together.
+    fn apply_events(&mut self, events: &[Event]) -> (Vec<Notice>, Vec<(u32, StatusChange)>) {
         if events.is_empty() {
             return (Vec::new(), Vec::new());
         }
@@ -384,7 +385,7 @@ impl<S: EventStore> Engine<S> {
             let before = event
                 .kind
                 .touches_status()
-                .then(|| known.map_or_else(crate::UserStatus::unlogined, |u| self.state.user(u).status()));
+                .then(|| known.map_or(StatusPair::UNLOGINED, |u| self.state.user(u).pair()));
             if let EventKind::SessionClosed { user, device, reason: CloseReason::Kicked } = &event.kind {
                 if let Some((u, s)) = self.state.session(user.as_str(), device.as_str()) {
                     if s.connected() {
@@ -400,7 +401,7 @@ impl<S: EventStore> Engine<S> {
             let Some(u) = known.or_else(|| self.state.user_key(event.kind.user().as_str())) else { continue };
             // R5.7: the cause is the last event that changed the pair, else the last that
             // touched the user (kept as positions in `events`: a cause is made once per user).
-            let changed_pair = !self.state.user(u).has_status(&before);
+            let changed_pair = !self.state.user(u).has_pair(&before);
             let entry = match self.touched_marks.mark_with(u, touched.len() as u32) {
                 None => {
                     touched.push(Touched { user: u, before, cause: index, changed_by: None });
@@ -422,33 +423,25 @@ impl<S: EventStore> Engine<S> {
             }
         }
         let friends = self.config.friend_notifications;
-        let mut changes = Vec::with_capacity(touched.len());
+        // A notified change is its notice; only the others are kept as changes (`Outcome`).
+        let mut unnotified = Vec::new();
+        let mut notified = 0;
         for Touched { user: u, before, cause, changed_by } in touched {
             // Always there: only events that move the version were kept.
             let Some(cause) = cause_of(&events[changed_by.unwrap_or(cause)].kind) else { continue };
             let user = self.state.user(u);
-            let status = user.status();
-            let change = StatusChange {
-                user: self.state.user_name(u).clone(),
-                changed: status != before,
-                status,
-                version: user.version,
-                cause,
-            };
-            if change.changed {
-                let mut list = Vec::new();
-                recipients(&self.state, u, friends, &mut self.recipient_marks, &mut list);
-                notices.push(Notice::Status(StatusNotice {
-                    about: change.user.clone(),
-                    status: change.status.clone(),
-                    version: change.version,
-                    cause: change.cause.clone(),
-                    recipients: list,
-                }));
+            let (about, status, version) = (self.state.user_name(u).clone(), user.status(), user.version);
+            if user.has_pair(&before) {
+                let change = StatusChange { user: about, status, version, cause, changed: false };
+                unnotified.push((notified, change));
+                continue;
             }
-            changes.push(change);
+            let mut list = Vec::new();
+            recipients(&self.state, u, friends, &mut self.recipient_marks, &mut list);
+            notices.push(Notice::Status(StatusNotice { about, status, version, cause, recipients: list }));
+            notified += 1;
         }
-        (notices, changes)
+        (notices, unnotified)
     }
 
     /// A group that was leaked (`mem::forget`) never reached the store: undo it, so that
@@ -506,8 +499,8 @@ impl<S: EventStore> Engine<S> {
 /// A user an event of the current step touched (R5.6, R5.7).
 struct Touched {
     user: UserKey,
-    /// Its status before the step.
-    before: UserStatus,
+    /// Its status pair before the step.
+    before: StatusPair,
     /// The last event that touched it (its position in the step's events).
     cause: usize,
     /// The last event that changed its status pair, if one did.

@@ -757,6 +757,8 @@ impl<S: EventStore, C: Clock, N: NoticeSink> Worker<S, C, N> {
         let mut outputs: Vec<TurnOutput> = vec![TurnOutput::default()];
         let mut outcomes: Vec<Result<usize, Error>> = Vec::new();
         let bytes_before = slot.engine.bytes_appended;
+        // Only shards that watch this one's users need its status changes (`hand_on`).
+        let wants_changes = !slot.interest.is_empty();
         let mut group = slot.engine.group();
         let mut works = batch.into_iter();
         let mut prefetched = 0;
@@ -786,8 +788,10 @@ impl<S: EventStore, C: Clock, N: NoticeSink> Worker<S, C, N> {
                     };
                     let at_ms = self.shared.at_least_latest(at_ms.unwrap_or(now_ms));
                     let result = group.execute_with_remote(command, at_ms, remote).map(|outcome| {
+                        if wants_changes {
+                            output.changes.extend(outcome.changes());
+                        }
                         output.notices.extend(outcome.notices);
-                        output.changes.extend(outcome.changes);
                         outcome.reply
                     });
                     if result.is_ok() {
@@ -932,11 +936,14 @@ impl<S: EventStore, C: Clock, N: NoticeSink> Worker<S, C, N> {
                 self.slots[i].engine.resume_at(recovery);
             }
             let bytes_before = self.slots[i].engine.bytes_appended;
+            let wants_changes = !self.slots[i].interest.is_empty();
             let mut group = self.slots[i].engine.group();
             let mut output = TurnOutput::default();
             let ticked = group.tick(at_ms).map(|outcome| {
+                if wants_changes {
+                    output.changes = outcome.changes();
+                }
                 output.notices = outcome.notices;
-                output.changes = outcome.changes;
             });
             let outcomes = [ticked.and_then(|()| group.commit())];
             match self.commit_turn(i, &outcomes, bytes_before, Instant::now()) {

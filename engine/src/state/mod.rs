@@ -75,6 +75,18 @@ pub(crate) fn no_custom() -> Arc<str> {
     EMPTY.get_or_init(|| Arc::from("")).clone()
 }
 
+/// A user's status pair at one moment ([`UserState::pair`]); `None` for no custom status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct StatusPair {
+    pub general: GeneralStatus,
+    pub custom: Option<Arc<str>>,
+}
+
+impl StatusPair {
+    /// The pair of a user the engine has never seen (R1.2).
+    pub(crate) const UNLOGINED: StatusPair = StatusPair { general: GeneralStatus::Unlogined, custom: None };
+}
+
 /// `last_online_end_ms` of a user that never stopped being `ONLINE`.
 const NEVER: u64 = u64::MAX;
 
@@ -116,9 +128,17 @@ impl UserState {
         UserStatus { general: self.general(), custom }
     }
 
-    /// Whether its status is `status`, without making a copy of it.
-    pub(crate) fn has_status(&self, status: &UserStatus) -> bool {
-        self.general() == status.general && self.custom() == &*status.custom
+    /// Its status pair now, to compare with later ([`UserState::has_pair`]); the custom
+    /// status is copied only when there is one, so that most users' pairs cost no counted
+    /// reference.
+    pub(crate) fn pair(&self) -> StatusPair {
+        let custom = self.social.as_ref().map(|s| s.custom.clone()).filter(|c| !c.is_empty());
+        StatusPair { general: self.general(), custom }
+    }
+
+    /// Whether its status pair is `pair`.
+    pub(crate) fn has_pair(&self, pair: &StatusPair) -> bool {
+        self.general() == pair.general && self.custom() == pair.custom.as_deref().unwrap_or("")
     }
 
     pub(crate) fn custom(&self) -> &str {
