@@ -254,6 +254,22 @@ pub(crate) enum EventKindRef<'a> {
     FriendRemoved { user: Text<'a>, friend: Text<'a> },
 }
 
+impl<'a> EventKindRef<'a> {
+    /// The user the event is about.
+    pub(crate) fn user(&self) -> Text<'a> {
+        match self {
+            EventKindRef::SessionOpened { user, .. }
+            | EventKindRef::SessionDisconnected { user, .. }
+            | EventKindRef::SessionClosed { user, .. }
+            | EventKindRef::CustomStatusSet { user, .. }
+            | EventKindRef::Subscribed { user, .. }
+            | EventKindRef::Unsubscribed { user, .. }
+            | EventKindRef::FriendAdded { user, .. }
+            | EventKindRef::FriendRemoved { user, .. } => *user,
+        }
+    }
+}
+
 impl EventRef<'_> {
     /// The event with owned ids.
     pub(crate) fn to_owned_event(&self) -> Event {

@@ -14,22 +14,34 @@ impl State {
     /// Applies one event. On `Err` the state is unchanged and the message says why the
     /// event does not fit.
     pub(crate) fn apply(&mut self, event: &EventRef<'_>) -> Result<(), String> {
+        let known = self.user_key(event.kind.user());
+        self.apply_as(event, known)
+    }
+
+    /// [`State::apply`] for a caller that has just looked up the event's user: `known` is
+    /// what [`State::user_key`] says of it now (`None`: not interned yet), so that it is not
+    /// looked up twice.
+    pub(crate) fn apply_as(&mut self, event: &EventRef<'_>, known: Option<UserKey>) -> Result<(), String> {
+        debug_assert_eq!(known, self.user_key(event.kind.user()), "a stale key for the event's user");
         let at_ms = event.at_ms;
+        let u = known;
         match &event.kind {
             &EventKind::SessionOpened { user, device, owner } => {
-                self.apply_session_opened(user, device, owner, at_ms)?
+                self.apply_session_opened((user, u), device, owner, at_ms)?
             }
             &EventKind::SessionDisconnected { user, device, .. } => {
-                self.apply_session_disconnected(user, device, at_ms)?
+                self.apply_session_disconnected((user, u), device, at_ms)?
             }
             &EventKind::SessionClosed { user, device, .. } => {
-                self.apply_session_closed(user, device, at_ms)?
+                self.apply_session_closed((user, u), device, at_ms)?
             }
-            &EventKind::CustomStatusSet { user, custom, .. } => self.apply_custom_status_set(user, custom)?,
-            EventKind::Subscribed { user, targets } => self.apply_subscribed(*user, targets)?,
-            EventKind::Unsubscribed { user, targets, .. } => self.apply_unsubscribed(*user, targets)?,
-            &EventKind::FriendAdded { user, friend } => self.apply_friend_added(user, friend)?,
-            &EventKind::FriendRemoved { user, friend } => self.apply_friend_removed(user, friend)?,
+            &EventKind::CustomStatusSet { user, custom, .. } => {
+                self.apply_custom_status_set((user, u), custom)?
+            }
+            EventKind::Subscribed { user, targets } => self.apply_subscribed((*user, u), targets)?,
+            EventKind::Unsubscribed { user, targets, .. } => self.apply_unsubscribed((*user, u), targets)?,
+            &EventKind::FriendAdded { user, friend } => self.apply_friend_added((user, u), friend)?,
+            &EventKind::FriendRemoved { user, friend } => self.apply_friend_removed((user, u), friend)?,
         }
         self.now_ms = self.now_ms.max(at_ms);
         Ok(())
@@ -38,12 +50,12 @@ impl State {
     /// R2.1: a new connected session, or a disconnected one reconnected, with its owner (R8.5).
     fn apply_session_opened(
         &mut self,
-        user: Text<'_>,
+        (user, known_user): (Text<'_>, Option<UserKey>),
         device: Text<'_>,
         owner: Option<Text<'_>>,
         at_ms: u64,
     ) -> Result<(), String> {
-        let (known_user, known_device) = (self.user_key(user), self.device_key(device));
+        let known_device = self.device_key(device);
         // A connected session is only opened again through another owner (R8.5).
         if let (Some(u), Some(d)) = (known_user, known_device) {
             if self.user(u).session(d).is_some_and(Session::connected)
@@ -72,11 +84,12 @@ impl State {
     /// R2.2, R2.4: a connected session becomes disconnected.
     fn apply_session_disconnected(
         &mut self,
-        user: Text<'_>,
+        user: (Text<'_>, Option<UserKey>),
         device: Text<'_>,
         at_ms: u64,
     ) -> Result<(), String> {
         let (u, d) = self.existing_session(user, device)?;
+        let user = user.0;
         if !self.user(u).session(d).is_some_and(Session::connected) {
             return Err(format!("{user}/{device} is not connected"));
         }
@@ -99,7 +112,12 @@ impl State {
     }
 
     /// R2.2, R2.5: a session is removed.
-    fn apply_session_closed(&mut self, user: Text<'_>, device: Text<'_>, at_ms: u64) -> Result<(), String> {
+    fn apply_session_closed(
+        &mut self,
+        user: (Text<'_>, Option<UserKey>),
+        device: Text<'_>,
+        at_ms: u64,
+    ) -> Result<(), String> {
         let (u, d) = self.existing_session(user, device)?;
         self.backup_user(u);
         let state = self.user_mut(u);
@@ -112,8 +130,12 @@ impl State {
     }
 
     /// R3.1: the custom status is set (or cleared with `""`), only while `ONLINE` (R3.3).
-    fn apply_custom_status_set(&mut self, user: Text<'_>, custom: Text<'_>) -> Result<(), String> {
-        let u = self.user_key(user).ok_or_else(|| format!("unknown user {user}"))?;
+    fn apply_custom_status_set(
+        &mut self,
+        (user, u): (Text<'_>, Option<UserKey>),
+        custom: Text<'_>,
+    ) -> Result<(), String> {
+        let u = u.ok_or_else(|| format!("unknown user {user}"))?;
         if !custom.is_empty() && !self.user(u).is_online() {
             return Err(format!("custom status for {user}, who is not ONLINE (R3.3)"));
         }
@@ -127,9 +149,13 @@ impl State {
 
     /// R4.2: targets move to (or join) the newest end of the list, in order; the reverse
     /// index follows.
-    fn apply_subscribed(&mut self, user: Text<'_>, targets: &[Text<'_>]) -> Result<(), String> {
+    fn apply_subscribed(
+        &mut self,
+        (user, u): (Text<'_>, Option<UserKey>),
+        targets: &[Text<'_>],
+    ) -> Result<(), String> {
         check_targets(user, targets)?;
-        let u = self.intern_user(user);
+        let u = u.unwrap_or_else(|| self.add_user(user));
         self.backup_user(u);
         for &target in targets {
             let t = self.intern_user(target);
@@ -146,8 +172,12 @@ impl State {
     }
 
     /// R4.3, R4.4, R4.5: targets leave the list; the reverse index follows.
-    fn apply_unsubscribed(&mut self, user: Text<'_>, targets: &[Text<'_>]) -> Result<(), String> {
-        let u = self.user_key(user).ok_or_else(|| format!("unknown user {user}"))?;
+    fn apply_unsubscribed(
+        &mut self,
+        (user, u): (Text<'_>, Option<UserKey>),
+        targets: &[Text<'_>],
+    ) -> Result<(), String> {
+        let u = u.ok_or_else(|| format!("unknown user {user}"))?;
         let mut keys = Vec::with_capacity(targets.len());
         for target in targets {
             match self.user_key(target) {
@@ -165,16 +195,20 @@ impl State {
     }
 
     /// R5.4: two users become friends, both ways.
-    fn apply_friend_added(&mut self, user: Text<'_>, friend: Text<'_>) -> Result<(), String> {
+    fn apply_friend_added(
+        &mut self,
+        (user, u): (Text<'_>, Option<UserKey>),
+        friend: Text<'_>,
+    ) -> Result<(), String> {
         if user == friend {
             return Err(format!("{user} cannot befriend itself"));
         }
-        if let (Some(u), Some(f)) = (self.user_key(user), self.user_key(friend)) {
+        if let (Some(u), Some(f)) = (u, self.user_key(friend)) {
             if self.user(u).friends().contains(&f) {
                 return Err(format!("{user} and {friend} are already friends"));
             }
         }
-        let u = self.intern_user(user);
+        let u = u.unwrap_or_else(|| self.add_user(user));
         let f = self.intern_user(friend);
         self.user_mut(u).social_mut().friends.insert(f);
         self.user_mut(f).social_mut().friends.insert(u);
@@ -183,8 +217,12 @@ impl State {
     }
 
     /// R5.4: a friendship ends, both ways.
-    fn apply_friend_removed(&mut self, user: Text<'_>, friend: Text<'_>) -> Result<(), String> {
-        let (u, f) = match (self.user_key(user), self.user_key(friend)) {
+    fn apply_friend_removed(
+        &mut self,
+        (user, u): (Text<'_>, Option<UserKey>),
+        friend: Text<'_>,
+    ) -> Result<(), String> {
+        let (u, f) = match (u, self.user_key(friend)) {
             (Some(u), Some(f)) if self.user(u).friends().contains(&f) => (u, f),
             _ => return Err(format!("{user} and {friend} are not friends")),
         };
@@ -202,8 +240,12 @@ impl State {
         }
     }
 
-    fn existing_session(&self, user: Text<'_>, device: Text<'_>) -> Result<(UserKey, DeviceKey), String> {
-        match (self.user_key(user), self.device_key(device)) {
+    fn existing_session(
+        &self,
+        (user, u): (Text<'_>, Option<UserKey>),
+        device: Text<'_>,
+    ) -> Result<(UserKey, DeviceKey), String> {
+        match (u, self.device_key(device)) {
             (Some(u), Some(d)) if self.user(u).session(d).is_some() => Ok((u, d)),
             _ => Err(format!("{user}/{device} has no session")),
         }
