@@ -34,16 +34,23 @@ fn run(c: &mut Criterion, name: &str, engine: &mut Engine<MemStore>, commands: &
 }
 
 /// `commands` in batches of 64 by value, `PER_ITER` per iteration, with or without
-/// [`Engine::prefetch`] before each batch. Making the batches is not measured.
-fn batches(c: &mut Criterion, engine: &mut Engine<MemStore>, commands: &[Command], prefetch: bool) {
+/// [`Engine::prefetch`] before each batch, as `{what}_batches_of_64[_prefetched]`. Making
+/// the batches is not measured.
+fn batches(
+    c: &mut Criterion,
+    what: &str,
+    engine: &mut Engine<MemStore>,
+    commands: &[Command],
+    prefetch: bool,
+) {
     const BATCH: usize = 64;
     let mut group = c.benchmark_group("commands");
     group.sample_size(20);
     group.throughput(Throughput::Elements((PER_ITER / BATCH * BATCH) as u64));
-    let name = if prefetch { "heartbeat_batches_of_64_prefetched" } else { "heartbeat_batches_of_64" };
+    let name = format!("{what}_batches_of_64{}", if prefetch { "_prefetched" } else { "" });
     let mut next = 0;
     let mut at_ms = 1;
-    group.bench_function(name, |b| {
+    group.bench_function(&name, |b| {
         b.iter_batched(
             || {
                 let batches: Vec<Vec<Command>> = (0..PER_ITER / BATCH)
@@ -79,6 +86,10 @@ fn benches(c: &mut Criterion) {
 
     let commands = mix(&mut rng, USERS, 2_000_000);
     run(c, "mix_over_1000000_users", &mut engine, &commands);
+    // The mix as the runtime's turns run it: in batches by value, each prefetched.
+    for prefetch in [false, true] {
+        batches(c, "mix", &mut engine, &commands, prefetch);
+    }
 
     let mut engine = engine_with_users(USERS);
     let commands: Vec<Command> =
@@ -88,7 +99,7 @@ fn benches(c: &mut Criterion) {
     // them: no copy of each command in the measured part), executed one by one, and after
     // `Engine::prefetch` on each batch.
     for prefetch in [false, true] {
-        batches(c, &mut engine, &commands, prefetch);
+        batches(c, "heartbeat", &mut engine, &commands, prefetch);
     }
 
     // The same heartbeats by session handle (what a connection that keeps its handle sends).
