@@ -268,6 +268,18 @@ impl<'a> EventKindRef<'a> {
             | EventKindRef::FriendRemoved { user, .. } => *user,
         }
     }
+
+    /// Every user the event names: its user, then its targets or friend.
+    pub(crate) fn users(&self) -> impl Iterator<Item = Text<'a>> + Clone + '_ {
+        let others: &[Text<'a>] = match self {
+            EventKindRef::Subscribed { targets, .. } | EventKindRef::Unsubscribed { targets, .. } => targets,
+            EventKindRef::FriendAdded { friend, .. } | EventKindRef::FriendRemoved { friend, .. } => {
+                std::slice::from_ref(friend)
+            }
+            _ => &[],
+        };
+        std::iter::once(self.user()).chain(others.iter().copied())
+    }
 }
 
 impl EventRef<'_> {

@@ -390,3 +390,47 @@ fn a_snapshot_with_no_tail_recovers_everything() {
     assert_eq!(reopened.status("alice"), status(Online, "busy"));
     assert_eq!(reopened.subscriber_count("ghost"), 1);
 }
+
+// R8.1: a snapshot may end inside a stored batch (a store's first batch for a sequence may
+// start before it): replay skips that batch's events up to the snapshot and applies the rest.
+#[test]
+fn a_snapshot_that_ends_inside_a_batch_replays_the_rest_of_it() {
+    let mut single = engine();
+    let mut grouped = engine();
+    let mut commands = Vec::new();
+    for u in ["ann", "bob", "cid", "dee", "eve"] {
+        commands.push(Command::login(u, "phone"));
+        commands.push(Command::set_status(u, "phone", format!("{u} is busy")));
+        commands.push(Command::subscribe(u, "phone", ["ann", "bob", "eve"].into_iter().filter(|t| *t != u)));
+    }
+    commands.push(Command::logout("bob", "phone"));
+    // The same commands, one batch each in `single` (a snapshot after each) and seven to a
+    // group commit in `grouped`.
+    for (i, chunk) in commands.chunks(7).enumerate() {
+        let at_ms = i as u64 * 1_000;
+        for command in chunk {
+            ok(&mut single, command.clone(), at_ms);
+            single.snapshot().unwrap();
+        }
+        let mut group = grouped.group();
+        for command in chunk {
+            group.execute(command.clone(), at_ms).unwrap();
+        }
+        group.commit().unwrap();
+    }
+    assert_eq!(single.last_seq(), grouped.last_seq());
+    let last = grouped.last_seq();
+    let mut inside = 0;
+    for seq in single.store().snapshots().unwrap() {
+        let mut store = grouped.store().clone();
+        store.save_snapshot(seq, &single.store().load_snapshot(seq).unwrap().unwrap()).unwrap();
+        let starts_before =
+            store.read_from(seq + 1).unwrap().next().is_some_and(|b| b.unwrap().first_seq <= seq);
+        inside += usize::from(starts_before);
+        let reopened = Engine::open(Config::default(), store).unwrap();
+        assert_eq!(reopened.recovery().snapshot_seq, seq);
+        assert_eq!(reopened.recovery().events_replayed, last - seq, "snapshot {seq}");
+        assert_eq!(reopened.logical_state(), grouped.logical_state(), "snapshot {seq}");
+    }
+    assert!(inside > 5, "only {inside} snapshots end inside a batch");
+}

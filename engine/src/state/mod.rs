@@ -257,6 +257,24 @@ impl State {
         self.device_ids.get(device.as_ref()).map(DeviceKey)
     }
 
+    /// Reads, changing nothing, what looking up `users` will read, in two passes of reads
+    /// independent of one another (where each name sits in the table, then the name found
+    /// there and the user's slot), so that their cache misses overlap instead of queueing:
+    /// for [`Engine::prefetch`](crate::Engine::prefetch) and replay. Returns a value made of
+    /// what it read, for the caller to `black_box`.
+    pub(crate) fn prefetch_users<'a>(&self, users: impl Iterator<Item = &'a [u8]> + Clone) -> u64 {
+        let mut seen = 0u64;
+        for user in users.clone() {
+            seen = seen.wrapping_add(u64::from(self.user_ids.touch(user)));
+        }
+        for user in users {
+            if let Some(key) = self.user_key(user) {
+                seen = seen.wrapping_add(self.user(key).version);
+            }
+        }
+        seen
+    }
+
     pub(crate) fn user(&self, key: UserKey) -> &UserState {
         &self.users[key.index()]
     }
