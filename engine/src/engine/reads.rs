@@ -253,7 +253,7 @@ impl<S: EventStore> Engine<S> {
         I::IntoIter: Clone,
     {
         let commands = commands.into_iter();
-        let users = || commands.clone().filter_map(Command::user);
+        let users = || commands.clone().flat_map(named_users);
         // Three passes, each of reads independent of one another: the ids' bytes, the table's
         // lines, then the names found there and the users' slots.
         let mut seen = 0u64;
@@ -390,4 +390,18 @@ impl<S: EventStore> Engine<S> {
     pub fn queued_heartbeat_deadlines(&self) -> usize {
         self.state.deadlines.heartbeat_len()
     }
+}
+
+/// Every user a command names: its user, then its targets or friend.
+fn named_users(command: &Command) -> impl Iterator<Item = &UserId> + Clone {
+    let others: &[UserId] = match command {
+        Command::GetStatus { targets, .. }
+        | Command::Subscribe { targets, .. }
+        | Command::Unsubscribe { targets, .. } => targets,
+        Command::AddFriend { friend, .. } | Command::RemoveFriend { friend, .. } => {
+            std::slice::from_ref(friend)
+        }
+        _ => &[],
+    };
+    command.user().into_iter().chain(others)
 }
