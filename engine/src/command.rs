@@ -129,6 +129,20 @@ impl Command {
         }
     }
 
+    /// Every user the command names: its user, then its targets or friend.
+    pub(crate) fn users(&self) -> impl Iterator<Item = &UserId> + Clone {
+        let others: &[UserId] = match self {
+            Command::GetStatus { targets, .. }
+            | Command::Subscribe { targets, .. }
+            | Command::Unsubscribe { targets, .. } => targets,
+            Command::AddFriend { friend, .. } | Command::RemoveFriend { friend, .. } => {
+                std::slice::from_ref(friend)
+            }
+            _ => &[],
+        };
+        self.user().into_iter().chain(others)
+    }
+
     /// The shard of `map` that orders this command: its user's; for a friendship the lower
     /// of the two users' shards, which records it and hands it to the other (R9.1); `None`
     /// for `disconnect_sessions`, which every shard runs on its own sessions.

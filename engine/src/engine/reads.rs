@@ -241,10 +241,10 @@ impl<'a> EngineView<'a> {
 }
 
 impl<S: EventStore> Engine<S> {
-    /// Reads, changing nothing, what `commands` will need first (each issuing user's id, where
-    /// its name sits in the table, then the name and the user's slot), so that a batch's cache misses overlap
-    /// instead of queueing one behind the other: over a million users each command's
-    /// lookups are misses that depend on one another. Call it on a batch (tens to hundreds
+    /// Reads, changing nothing, what `commands` will need first (the ids of the users each
+    /// names, where their names sit in the table, then the names and the users' slots), so
+    /// that a batch's cache misses overlap instead of queueing one behind the other: over a
+    /// million users each command's lookups are misses that depend on one another. Call it on a batch (tens to hundreds
     /// of commands) just before executing it; it is only a hint, and whether it is called
     /// changes no result.
     pub fn prefetch<'a, I>(&self, commands: I)
@@ -253,7 +253,7 @@ impl<S: EventStore> Engine<S> {
         I::IntoIter: Clone,
     {
         let commands = commands.into_iter();
-        let users = || commands.clone().flat_map(named_users);
+        let users = || commands.clone().flat_map(Command::users);
         // Three passes, each of reads independent of one another: the ids' bytes, the table's
         // lines, then the names found there and the users' slots.
         let mut seen = 0u64;
@@ -390,18 +390,4 @@ impl<S: EventStore> Engine<S> {
     pub fn queued_heartbeat_deadlines(&self) -> usize {
         self.state.deadlines.heartbeat_len()
     }
-}
-
-/// Every user a command names: its user, then its targets or friend.
-fn named_users(command: &Command) -> impl Iterator<Item = &UserId> + Clone {
-    let others: &[UserId] = match command {
-        Command::GetStatus { targets, .. }
-        | Command::Subscribe { targets, .. }
-        | Command::Unsubscribe { targets, .. } => targets,
-        Command::AddFriend { friend, .. } | Command::RemoveFriend { friend, .. } => {
-            std::slice::from_ref(friend)
-        }
-        _ => &[],
-    };
-    command.user().into_iter().chain(others)
 }

@@ -18,13 +18,12 @@ impl State {
         self.apply_as(event, known)
     }
 
-    /// [`State::apply`] for a caller that has just looked up the event's user: `known` is
+    /// [`State::apply`] for a caller that has just looked up the event's user: `u` is
     /// what [`State::user_key`] says of it now (`None`: not interned yet), so that it is not
     /// looked up twice.
-    pub(crate) fn apply_as(&mut self, event: &EventRef<'_>, known: Option<UserKey>) -> Result<(), String> {
-        debug_assert_eq!(known, self.user_key(event.kind.user()), "a stale key for the event's user");
+    pub(crate) fn apply_as(&mut self, event: &EventRef<'_>, u: Option<UserKey>) -> Result<(), String> {
+        debug_assert_eq!(u, self.user_key(event.kind.user()), "a stale key for the event's user");
         let at_ms = event.at_ms;
-        let u = known;
         match &event.kind {
             &EventKind::SessionOpened { user, device, owner } => {
                 self.apply_session_opened((user, u), device, owner, at_ms)?
@@ -84,12 +83,11 @@ impl State {
     /// R2.2, R2.4: a connected session becomes disconnected.
     fn apply_session_disconnected(
         &mut self,
-        user: (Text<'_>, Option<UserKey>),
+        (user, u): (Text<'_>, Option<UserKey>),
         device: Text<'_>,
         at_ms: u64,
     ) -> Result<(), String> {
-        let (u, d) = self.existing_session(user, device)?;
-        let user = user.0;
+        let (u, d) = self.existing_session((user, u), device)?;
         if !self.user(u).session(d).is_some_and(Session::connected) {
             return Err(format!("{user}/{device} is not connected"));
         }
@@ -114,11 +112,11 @@ impl State {
     /// R2.2, R2.5: a session is removed.
     fn apply_session_closed(
         &mut self,
-        user: (Text<'_>, Option<UserKey>),
+        (user, u): (Text<'_>, Option<UserKey>),
         device: Text<'_>,
         at_ms: u64,
     ) -> Result<(), String> {
-        let (u, d) = self.existing_session(user, device)?;
+        let (u, d) = self.existing_session((user, u), device)?;
         self.backup_user(u);
         let state = self.user_mut(u);
         let was_online = state.is_online();
