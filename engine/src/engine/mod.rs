@@ -393,7 +393,7 @@ impl<S: EventStore> Engine<S> {
                     }
                 }
             }
-            let applied = self.state.apply_as(&event.as_ref(), known);
+            let applied = self.state.apply(&event.as_ref(), known);
             debug_assert!(applied.is_ok(), "decide produced an event apply refuses: {applied:?}");
             // `before` is there for the events that move the version, which are those with a
             // cause (`cause_of`).

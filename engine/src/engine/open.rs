@@ -5,7 +5,6 @@ use super::Engine;
 use crate::codec;
 use crate::config::Config;
 use crate::error::{Error, StoreError, StoreErrorKind};
-use crate::event::Text;
 use crate::fanout::Marks;
 use crate::shard::ShardOf;
 use crate::snapshot::Snapshot;
@@ -220,6 +219,7 @@ const REPLAY_PREFETCH: usize = 64;
 /// Folds the store's batches after `state.last_seq` into `state`, checking contiguity.
 fn replay<S: EventStore>(store: &S, state: &mut State, recovery: &mut Recovery) -> Result<(), Error> {
     let mut expected = state.last_seq + 1;
+    let mut keys = Vec::with_capacity(REPLAY_PREFETCH);
     for batch in store.read_from(expected)? {
         let batch = batch?;
         if batch.first_seq > expected {
@@ -244,13 +244,14 @@ fn replay<S: EventStore>(store: &S, state: &mut State, recovery: &mut Recovery) 
         let skip = usize::try_from(expected - batch.first_seq).unwrap_or(usize::MAX);
         for (chunk_at, chunk) in events.get(skip..).unwrap_or(&[]).chunks(REPLAY_PREFETCH).enumerate() {
             // Over many users each event's lookup is a cache miss: the chunk's users first,
-            // together, so that those misses overlap (only a hint: it changes nothing).
-            let users = chunk.iter().flat_map(|e| e.kind.users().map(Text::as_bytes));
-            std::hint::black_box(state.prefetch_users(users));
+            // together, so that those misses overlap; the keys found are kept for applying.
+            std::hint::black_box(state.prefetch_events(chunk, &mut keys));
             let first = expected + (chunk_at * REPLAY_PREFETCH) as u64;
             debug_assert_eq!(first, state.last_seq + 1);
-            for (seq, event) in (first..).zip(chunk) {
-                state.apply(event).map_err(|why| {
+            for ((seq, event), &key) in (first..).zip(chunk).zip(&keys) {
+                // A user not found then may have been made since, by an event of this chunk.
+                let key = key.or_else(|| state.user_key(event.kind.user()));
+                state.apply(event, key).map_err(|why| {
                     StoreError::corrupt(format!("event {seq} does not fit the state: {why}"))
                 })?;
                 state.last_seq = seq;

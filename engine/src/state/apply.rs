@@ -12,16 +12,10 @@ use crate::ids::{DeviceKey, UserKey};
 
 impl State {
     /// Applies one event. On `Err` the state is unchanged and the message says why the
-    /// event does not fit.
-    pub(crate) fn apply(&mut self, event: &EventRef<'_>) -> Result<(), String> {
-        let known = self.user_key(event.kind.user());
-        self.apply_as(event, known)
-    }
-
-    /// [`State::apply`] for a caller that has just looked up the event's user: `u` is
-    /// what [`State::user_key`] says of it now (`None`: not interned yet), so that it is not
-    /// looked up twice.
-    pub(crate) fn apply_as(&mut self, event: &EventRef<'_>, u: Option<UserKey>) -> Result<(), String> {
+    /// event does not fit. `u` is what [`State::user_key`] says of the event's user now
+    /// (`None`: not interned yet): every caller has just looked it up, so it is not looked
+    /// up twice.
+    pub(crate) fn apply(&mut self, event: &EventRef<'_>, u: Option<UserKey>) -> Result<(), String> {
         debug_assert_eq!(u, self.user_key(event.kind.user()), "a stale key for the event's user");
         let at_ms = event.at_ms;
         match &event.kind {

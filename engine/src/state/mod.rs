@@ -27,7 +27,7 @@ pub(crate) use owners::Owners;
 pub(crate) use rates::{Api, RateLimits};
 pub(crate) use restore::canonicalize;
 
-use crate::event::Text;
+use crate::event::{EventRef, Text};
 use crate::ids::{DeviceId, DeviceKey, UserId, UserKey};
 use crate::shard::ShardOf;
 use crate::status::{GeneralStatus, LastOnline, UserStatus};
@@ -260,7 +260,7 @@ impl State {
     /// Reads, changing nothing, what looking up `users` will read, in two passes of reads
     /// independent of one another (where each name sits in the table, then the name found
     /// there and the user's slot), so that their cache misses overlap instead of queueing:
-    /// for [`Engine::prefetch`](crate::Engine::prefetch) and replay. Returns a value made of
+    /// for [`Engine::prefetch`](crate::Engine::prefetch) (replay has [`State::prefetch_events`]). Returns a value made of
     /// what it read, for the caller to `black_box`.
     pub(crate) fn prefetch_users<'a>(&self, users: impl Iterator<Item = &'a [u8]> + Clone) -> u64 {
         let mut seen = 0u64;
@@ -269,6 +269,28 @@ impl State {
         }
         for user in users {
             if let Some(key) = self.user_key(user) {
+                seen = seen.wrapping_add(self.user(key).version);
+            }
+        }
+        seen
+    }
+
+    /// [`State::prefetch_users`] for a run of logged events, keeping what the second pass
+    /// finds of each event's own user in `keys` (`None`: not interned when looked), so that
+    /// applying the event need not look it up again ([`State::apply`]). A key found stays
+    /// right; a user not found may be made by an earlier event of the run, so `None` means
+    /// "look again", not "new".
+    pub(crate) fn prefetch_events(&self, events: &[EventRef<'_>], keys: &mut Vec<Option<UserKey>>) -> u64 {
+        let mut seen = 0u64;
+        for user in events.iter().flat_map(|e| e.kind.users()) {
+            seen = seen.wrapping_add(u64::from(self.user_ids.touch(user.as_bytes())));
+        }
+        keys.clear();
+        for event in events {
+            let mut users = event.kind.users();
+            let own = users.next().and_then(|user| self.user_key(user));
+            keys.push(own);
+            for key in own.into_iter().chain(users.filter_map(|user| self.user_key(user))) {
                 seen = seen.wrapping_add(self.user(key).version);
             }
         }
