@@ -43,7 +43,7 @@ use crate::event::{Event, EventKind, EventRef};
 use crate::ids::UserId;
 pub use crate::limits::{BATCH_BYTES_MAX, SNAPSHOT_BYTES_MAX};
 use crate::limits::{DECODE_BYTES_PER_PAYLOAD_BYTE_MAX, DECODE_SLACK_BYTES_MAX};
-use crate::snapshot::{Snapshot, SnapshotWire};
+use crate::snapshot::{Snapshot, SnapshotWire, ValidWire};
 use crate::status::{GeneralStatus, UserStatus};
 use events::OutboxWire;
 use wire::{Reader, Writer};
@@ -446,13 +446,13 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot, StoreError> {
 }
 
 /// Decodes a snapshot in its encoded form and validates it.
-pub(crate) fn decode_snapshot_wire(bytes: &[u8]) -> Result<SnapshotWire<'_>, StoreError> {
+pub(crate) fn decode_snapshot_wire(bytes: &[u8]) -> Result<ValidWire<'_>, StoreError> {
     decode_snapshot_wire_and_version(bytes).map(|(wire, _)| wire)
 }
 
 /// Decodes and validates a snapshot in its encoded form; also says which format version it
 /// was written in (format 1 has no status versions, which the engine restores as 0).
-pub(crate) fn decode_snapshot_wire_and_version(bytes: &[u8]) -> Result<(SnapshotWire<'_>, u8), StoreError> {
+pub(crate) fn decode_snapshot_wire_and_version(bytes: &[u8]) -> Result<(ValidWire<'_>, u8), StoreError> {
     let raw: [u8; SNAPSHOT_HEADER_BYTES] = header(bytes, "snapshot")?;
     let version = raw[VERSION_AT];
     check_version(version, "snapshot")?;
@@ -463,7 +463,8 @@ pub(crate) fn decode_snapshot_wire_and_version(bytes: &[u8]) -> Result<(Snapshot
     }
     let wire =
         decode_payload(payload, SNAPSHOT_BYTES_MAX, "snapshot", |r| snapshot::decode_snapshot(r, version))?;
-    wire.validate().map_err(|why| StoreError::corrupt(format!("snapshot is inconsistent: {why}")))?;
+    let wire =
+        wire.validated().map_err(|why| StoreError::corrupt(format!("snapshot is inconsistent: {why}")))?;
     Ok((wire, version))
 }
 

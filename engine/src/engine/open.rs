@@ -199,7 +199,7 @@ fn restore_newest_snapshot<S: EventStore>(
                     (true, 1) if whole_log => Err("written in format 1, without status versions: \
                                                         the whole log is replayed instead"
                         .to_string()),
-                    (true, _) => State::from_wire(&wire),
+                    (true, _) => Ok(State::from_wire(&wire)),
                 }),
         };
         match restored {

@@ -2,7 +2,9 @@
 
 use super::{no_custom, Session, State, UserState};
 use crate::ids::{DeviceKey, OwnerId, UserKey};
-use crate::snapshot::{LogicalState, SessionRecord, SessionWire, SnapshotWire, Span, UserRecord, UserWire};
+use crate::snapshot::{
+    LogicalState, SessionRecord, SessionWire, SnapshotWire, Span, UserRecord, UserWire, ValidWire,
+};
 
 impl State {
     /// The state as the log defines it, canonically ordered.
@@ -136,8 +138,7 @@ impl State {
     /// Rebuilds a state from a validated snapshot ([`SnapshotWire::validate`]): ids become
     /// keys in order, so no id is looked up. Deadline queues are left paused; the caller
     /// rebuilds them.
-    pub(crate) fn from_wire(wire: &SnapshotWire<'_>) -> Result<State, String> {
-        wire.validate()?;
+    pub(crate) fn from_wire(wire: &ValidWire<'_>) -> State {
         let mut state = State { now_ms: wire.now_ms, last_seq: wire.last_seq, ..State::default() };
         state.deadlines.paused = true;
         state.users.reserve_exact(wire.ids.len());
@@ -193,7 +194,7 @@ impl State {
                 state.user_mut(u).social_mut().friends.extend(friends.iter().map(|&f| UserKey(f)));
             }
         }
-        Ok(state)
+        state
     }
 }
 
