@@ -260,8 +260,9 @@ impl State {
     /// Reads, changing nothing, what looking up `users` will read, in two passes of reads
     /// independent of one another (where each name sits in the table, then the name found
     /// there and the user's slot), so that their cache misses overlap instead of queueing:
-    /// for [`Engine::prefetch`](crate::Engine::prefetch) (replay has [`State::prefetch_events`]). Returns a value made of
-    /// what it read, for the caller to `black_box`.
+    /// for [`Engine::prefetch`](crate::Engine::prefetch) (replay has
+    /// [`State::prefetch_events`]). Returns a value made of what it read, for the caller to
+    /// `black_box`.
     pub(crate) fn prefetch_users<'a>(&self, users: impl Iterator<Item = &'a [u8]> + Clone) -> u64 {
         let mut seen = 0u64;
         for user in users.clone() {
