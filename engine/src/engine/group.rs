@@ -11,7 +11,7 @@ use crate::codec;
 use crate::command::{Command, Outcome};
 use crate::error::Error;
 use crate::event::Event;
-use crate::shard::RemoteStatuses;
+use crate::shard::{no_remote_statuses, RemoteStatuses};
 use crate::store::EventStore;
 
 /// A group commit in progress (see [`Engine::group`]). Dropping it without
@@ -40,7 +40,7 @@ impl<'a, S: EventStore> Group<'a, S> {
     /// the group's one append. Its outcome must not be handed out before
     /// [`Group::commit`] succeeds.
     pub fn execute(&mut self, command: Command, at_ms: u64) -> Result<Outcome, Error> {
-        self.execute_with_remote(command, at_ms, &RemoteStatuses::new())
+        self.execute_with_remote(command, at_ms, no_remote_statuses())
     }
 
     /// [`Group::execute`] on one shard of a deployment, with the statuses of other shards'

@@ -32,7 +32,7 @@ use crate::fanout::{recipients, Marks};
 use crate::ids::{UserId, UserKey};
 use crate::limits::TIME_MS_MAX;
 use crate::notice::{Notice, Recipient, StatusNotice};
-use crate::shard::RemoteStatuses;
+use crate::shard::{no_remote_statuses, RemoteStatuses};
 use crate::state::{State, StatusPair};
 use crate::store::EventStore;
 
@@ -93,7 +93,7 @@ impl<S: EventStore> Engine<S> {
             group.commit()?;
             return Ok(outcome);
         }
-        self.command_step(command, at_ms, Append::Now, &RemoteStatuses::new()).map(|(outcome, _)| outcome)
+        self.command_step(command, at_ms, Append::Now, no_remote_statuses()).map(|(outcome, _)| outcome)
     }
 
     /// [`Engine::execute`] on one shard of a sharded deployment (R9.3): `remote` holds the
