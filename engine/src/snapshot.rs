@@ -300,7 +300,7 @@ impl SnapshotWire<'_> {
     /// devices and sessions sorted and unique, indexes in range, no self-subscription or
     /// self-friendship (R4.1, R5.4), friendships mutual, a custom status only while ONLINE
     /// (R3.3).
-    pub(crate) fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), String> {
         let n = self.users.len();
         if self.ids.len() < n {
             return Err(format!("{} users but only {} ids", n, self.ids.len()));

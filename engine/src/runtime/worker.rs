@@ -24,7 +24,7 @@ use crate::engine::{encode_captured_snapshot, Engine, SessionHandle};
 use crate::error::{Error, StoreError, StoreErrorKind};
 use crate::ids::UserId;
 use crate::notice::{delivery_count, Notice};
-use crate::shard::RemoteStatuses;
+use crate::shard::{no_remote_statuses, RemoteStatuses};
 use crate::store::EventStore;
 
 /// A request waiting in a shard's queue.
@@ -481,7 +481,7 @@ impl<S: EventStore, C: Clock, N: NoticeSink> Worker<S, C, N> {
                     let command = command.clone();
                     let work =
                         Work::Command { command, at_ms, reply, queued_at, mirrored: false, given: None };
-                    self.turn(i, vec![work], &RemoteStatuses::new(), 0)?;
+                    self.turn(i, vec![work], no_remote_statuses(), 0)?;
                 }
                 self.release_early()?;
                 Ok(None)
