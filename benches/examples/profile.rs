@@ -20,7 +20,7 @@
 
 use std::hint::black_box;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use presence_benches::{bench_config, engine_with_users, mix, replay_log, spread_subscriptions, user, Rng};
 use presence_engine::{Command, Engine, ReadOnlyStore};
@@ -99,32 +99,33 @@ fn measured_tick(engine: &mut Engine<MemStore>, at_ms: u64) -> u64 {
     engine.tick(at_ms).map_or(0, |out| out.events as u64)
 }
 
+/// Runs `measured` (after [`wait_if_asked`]) and returns what it returned, not dropped yet
+/// (a recovered engine's drop is not what is measured), with the wall-clock time and the CPU
+/// seconds it took.
+fn timed<T>(measured: impl FnOnce() -> T) -> (T, Duration, f64) {
+    wait_if_asked();
+    let (started, cpu_started) = (Instant::now(), cpu_s());
+    let result = measured();
+    (result, started.elapsed(), cpu_s() - cpu_started)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let what = args.get(1).map(String::as_str).unwrap_or_else(|| usage());
     let users = arg(&args, 2);
     let mut rng = Rng::new(42);
-    let started;
-    let cpu_started;
-    let count;
-    // Read before what was measured is dropped.
-    let (elapsed, cpu);
+    let (count, elapsed, cpu);
     match what {
         "replay-log" | "replay-snapshot" => {
             let path = replay_store(users);
             let store = SledStore::open(&path, Durability::Sync).unwrap_or_else(|e| panic!("{e}"));
-            wait_if_asked();
-            (started, cpu_started) = (Instant::now(), cpu_s());
-            let engine = measured_replay(&store, what == "replay-log");
-            (elapsed, cpu) = (started.elapsed(), cpu_s() - cpu_started);
+            let engine;
+            (engine, elapsed, cpu) = timed(|| measured_replay(&store, what == "replay-log"));
             count = engine.recovery().events_replayed;
         }
         "tick-expire" => {
             let mut engine = engine_with_users(users);
-            wait_if_asked();
-            (started, cpu_started) = (Instant::now(), cpu_s());
-            count = measured_tick(&mut engine, bench_config().heartbeat_timeout_ms);
-            (elapsed, cpu) = (started.elapsed(), cpu_s() - cpu_started);
+            (count, elapsed, cpu) = timed(|| measured_tick(&mut engine, bench_config().heartbeat_timeout_ms));
         }
         _ => {
             let n = arg(&args, 3) as usize;
@@ -153,10 +154,7 @@ fn main() {
                 }
                 _ => usage(),
             };
-            wait_if_asked();
-            (started, cpu_started) = (Instant::now(), cpu_s());
-            count = measured_commands(&mut engine, &commands) as u64;
-            (elapsed, cpu) = (started.elapsed(), cpu_s() - cpu_started);
+            (count, elapsed, cpu) = timed(|| measured_commands(&mut engine, &commands) as u64);
         }
     }
     eprintln!("{what}: {} in {:.3} s ({cpu:.2} s of CPU)", black_box(count), elapsed.as_secs_f64());
