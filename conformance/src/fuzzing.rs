@@ -63,16 +63,14 @@ pub fn commands(data: &[u8]) {
     run.allow_store_failures(true);
     let mut clock_ms = 0u64;
     let mut done = Vec::new();
-    // Whether an append may fail now: a reopening that disconnects (R8.4) must append, and
-    // an engine that cannot open loses its store, so it is drawn only when none can fail.
-    let mut faults_armed = false;
     while !input.is_empty() && done.len() < MAX_STEPS {
         let Ok(drawn) = step(&mut input, &mut clock_ms) else { break };
         let step = match drawn {
-            Drawn::Step(Step::ReopenDisconnecting { .. }) if faults_armed => Step::Reopen,
+            // A reopening that disconnects (R8.4) must append, and an engine that cannot open
+            // loses its store, so it runs only when the store says no append can fail now.
+            Drawn::Step(Step::ReopenDisconnecting { .. }) if faults.appends_may_fail() => Step::Reopen,
             Drawn::Step(step) => step,
             Drawn::Faults(fault) => {
-                faults_armed = !matches!(fault, Fault::FailAppends(false));
                 fault.apply(&faults);
                 done.push(format!("{fault:?}"));
                 continue;
@@ -102,7 +100,7 @@ fn failure(config: &Config, done: &[String], step: &str, error: &str) -> String 
 /// A change to the store's failure switches between two steps.
 #[derive(Clone, Copy, Debug)]
 enum Fault {
-    /// Every append fails (true) or succeeds (false) from now on.
+    /// Every append fails (true) or succeeds (false) from now on; false also cancels a countdown.
     FailAppends(bool),
     /// `n` more appends succeed, then every append fails.
     FailAfterAppends(u64),

@@ -137,9 +137,23 @@ pub struct Faults {
 }
 
 impl Faults {
-    /// Makes every `append` fail (true) or succeed (false) from now on.
+    /// Makes every `append` fail (true) or succeed (false) from now on. `false` also
+    /// disarms a countdown set by [`fail_after_appends`](Faults::fail_after_appends), so that
+    /// "from now on" holds: after `fail_appends(false)` no append fails until a switch is set
+    /// again.
     pub fn fail_appends(&self, on: bool) {
+        if !on {
+            self.appends_before_failure.store(0, Ordering::SeqCst);
+        }
         self.fail_appends.store(on, Ordering::SeqCst);
+    }
+
+    /// Whether an `append` may fail: every append fails, or a countdown set by
+    /// [`fail_after_appends`](Faults::fail_after_appends) is running. A test that needs an
+    /// append to succeed (a reopening that must log disconnects, R8.4) asks this rather than
+    /// keeping its own idea of which switches it set.
+    pub fn appends_may_fail(&self) -> bool {
+        self.fail_appends.load(Ordering::SeqCst) || self.appends_before_failure.load(Ordering::SeqCst) > 0
     }
 
     /// Makes every `sync` fail (true) or succeed (false) from now on.
@@ -148,7 +162,8 @@ impl Faults {
     }
 
     /// Lets `n` more appends succeed, then fails every append until
-    /// [`fail_appends(false)`](Faults::fail_appends).
+    /// [`fail_appends(false)`](Faults::fail_appends), which also cancels a countdown still
+    /// running.
     pub fn fail_after_appends(&self, n: u64) {
         self.appends_before_failure.store(n.saturating_add(1), Ordering::SeqCst);
     }
@@ -241,5 +256,45 @@ impl<S: EventStore> EventStore for FaultyStore<S> {
 
     fn compact(&mut self, upto_seq: u64) -> Result<(), StoreError> {
         self.inner.compact(upto_seq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn append(store: &mut FaultyStore<MemStore>) -> Result<(), StoreError> {
+        let seq = store.next_seq();
+        store.append(seq, 1, &[seq as u8])
+    }
+
+    #[test]
+    fn fail_appends_false_cancels_a_running_countdown() {
+        let mut store = FaultyStore::new(MemStore::new());
+        let faults = store.faults();
+        faults.fail_after_appends(3);
+        assert!(faults.appends_may_fail());
+        append(&mut store).unwrap();
+        faults.fail_appends(false);
+        assert!(!faults.appends_may_fail());
+        for _ in 0..10 {
+            append(&mut store).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_countdown_lets_n_appends_through_then_fails_until_switched_off() {
+        let mut store = FaultyStore::new(MemStore::new());
+        let faults = store.faults();
+        faults.fail_after_appends(2);
+        append(&mut store).unwrap();
+        append(&mut store).unwrap();
+        assert!(faults.appends_may_fail());
+        assert!(append(&mut store).is_err());
+        assert!(append(&mut store).is_err());
+        assert!(faults.appends_may_fail());
+        faults.fail_appends(false);
+        append(&mut store).unwrap();
+        assert!(!faults.appends_may_fail());
     }
 }
