@@ -237,16 +237,19 @@ impl GatewayConfig {
             }
         }
         if g.max_anonymous_connections > g.max_connections {
-            return Err(ConfigError("[gateway] max_anonymous_connections must be at most max_connections".into()));
+            return Err(ConfigError(
+                "[gateway] max_anonymous_connections must be at most max_connections".into(),
+            ));
         }
         if g.max_connections_per_address == 0 || g.max_connections_per_address > CONNECTIONS_LIMIT {
             return Err(ConfigError(format!(
                 "[gateway] max_connections_per_address must be 1 to {CONNECTIONS_LIMIT}"
             )));
         }
-        for (name, value) in
-            [("header_read_timeout_ms", g.header_read_timeout_ms), ("http_idle_timeout_ms", g.http_idle_timeout_ms)]
-        {
+        for (name, value) in [
+            ("header_read_timeout_ms", g.header_read_timeout_ms),
+            ("http_idle_timeout_ms", g.http_idle_timeout_ms),
+        ] {
             if value == 0 || value > HTTP_TIMEOUT_MS_LIMIT {
                 return Err(ConfigError(format!("[gateway] {name} must be 1 to {HTTP_TIMEOUT_MS_LIMIT}")));
             }

@@ -40,7 +40,8 @@ const HTTP_BUFFER_BYTES_MAX: usize = 16 << 10;
 
 /// What a connection refused at accept is sent, if the socket takes it at once (no waiting):
 /// a client that already sent its request may see a reset instead.
-const REFUSED_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+const REFUSED_RESPONSE: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
 
 /// Accepts connections on `listener` and serves `router` on each until `shutdown` completes.
 /// The shutdown itself (telling every connection to end) is the caller's.
@@ -66,7 +67,9 @@ pub(crate) async fn serve(
                 // wait a little, still ready to stop.
                 if !matches!(
                     error.kind(),
-                    io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted
+                    io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::Interrupted
                 ) {
                     tracing::debug!(error = %error, "accept failed; backing off");
                     tokio::select! {
@@ -431,7 +434,9 @@ mod tests {
     #[test]
     fn frames_within_the_limit_pass_in_any_split() {
         let mut stream = HEAD.to_vec();
-        for (opcode, fin, len) in [(1, true, 100), (9, true, 4), (1, false, 300), (0, true, 200), (2, true, 500)] {
+        for (opcode, fin, len) in
+            [(1, true, 100), (9, true, 4), (1, false, 300), (0, true, 200), (2, true, 500)]
+        {
             stream.extend(frame(opcode, fin, len));
         }
         for chunk in [1, 2, 3, 7, 64, stream.len()] {

@@ -149,7 +149,8 @@ impl Shared {
             return Err(Refusal::Address);
         }
         let counted = sockets.all.len().saturating_sub(sockets.evicting);
-        if counted >= gateway.max_connections || sockets.anonymous.len() >= self.config.anonymous_connections_max()
+        if counted >= gateway.max_connections
+            || sockets.anonymous.len() >= self.config.anonymous_connections_max()
         {
             let oldest = match sockets.evicting < EVICTING_MAX {
                 true => sockets.anonymous.pop_first(),

@@ -47,7 +47,8 @@ fn close_code(socket: &mut WebSocket<TcpStream>) -> u16 {
         match socket.read() {
             Ok(Message::Close(frame)) => return frame.map_or(1005, |f| u16::from(f.code)),
             Ok(_) => {}
-            Err(tungstenite::Error::Io(e)) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(tungstenite::Error::Io(e))
+                if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
             Err(_) => return 1006,
         }
     }
@@ -95,7 +96,9 @@ fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
         if let Some((head, body)) = text.split_once("\r\n\r\n") {
             let length: usize = head
                 .lines()
-                .find_map(|line| line.to_ascii_lowercase().strip_prefix("content-length: ").map(str::to_owned))
+                .find_map(|line| {
+                    line.to_ascii_lowercase().strip_prefix("content-length: ").map(str::to_owned)
+                })
                 .and_then(|value| value.trim().parse().ok())
                 .expect("a content-length");
             if body.len() >= length {

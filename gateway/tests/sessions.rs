@@ -185,7 +185,9 @@ fn connections_beyond_max_connections_are_refused_at_accept() {
         Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => {
             assert_eq!(response.status(), 503)
         }
-        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Io(_) | tungstenite::Error::Protocol(_))) => {}
+        Err(tungstenite::HandshakeError::Failure(
+            tungstenite::Error::Io(_) | tungstenite::Error::Protocol(_),
+        )) => {}
         other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
     }
     assert_eq!(gateway.stats().connections_refused, 1);
