@@ -63,7 +63,7 @@ async fn upgrade(
         || headers.get(header::CONTENT_LENGTH).is_some_and(|length| length.as_bytes() != b"0");
     if place.requests.load(Ordering::Relaxed) != 1 || body {
         let failure = Failure::new(
-            ProtocolCode::BadJson,
+            ProtocolCode::BadRequest,
             "a WebSocket upgrade must be the first request of its connection, without a body",
         );
         return failure_response(StatusCode::BAD_REQUEST, &failure);
