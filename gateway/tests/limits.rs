@@ -186,3 +186,59 @@ fn a_frame_before_login_longer_than_a_login_is_closed_before_it_is_read() {
     alice.send_text(&format!(r#"{{"id": 7, "op": "set_status", "custom": "{custom}"}}{padding}"#));
     assert_eq!(alice.reply_to(Some(7))["ok"], true);
 }
+
+#[test]
+fn a_long_frame_sent_with_the_handshake_is_caught_too() {
+    let gateway = start("[gateway]\nlogin_timeout_ms = 60000\n");
+    let addr = gateway.addr();
+    // Frames must wait for the handshake's answer (RFC 6455 4.1); this client does not: the
+    // header of a 1 MiB frame arrives with its request, in hyper's buffer before the upgrade.
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let mut bytes = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .into_bytes();
+    bytes.extend_from_slice(&[0x81, 0x80 | 127]);
+    bytes.extend_from_slice(&(1u64 << 20).to_be_bytes());
+    bytes.extend_from_slice(&[1, 2, 3, 4, b'x']);
+    stream.write_all(&bytes).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 1024];
+    // The 101, then a close frame with 1009 (0x03f1), then the end.
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        received.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+    let head_end = text.find("\r\n\r\n").unwrap() + 4;
+    let frames = &received[head_end..];
+    assert_eq!(frames.get(..4), Some(&[0x88, frames[1], 0x03, 0xf1][..]), "{frames:?}");
+}
+
+#[test]
+fn an_upgrade_must_be_the_first_request_of_its_connection() {
+    let gateway = start("");
+    let addr = gateway.addr();
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let upgrade = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream.write_all(format!("GET /stats HTTP/1.1\r\nHost: {addr}\r\n\r\n{upgrade}").as_bytes()).unwrap();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&received).contains("8001") {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&received));
+        received.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 401"), "the first request is answered: {text}");
+    assert!(text.contains("HTTP/1.1 400") && !text.contains(" 101 "), "{text}");
+}
