@@ -38,7 +38,7 @@ pub const HTTP_TIMEOUT_MS_LIMIT: u64 = 3_600_000;
 /// Descriptors kept out of the connection cap when the process's limit on open files is
 /// lower than `max_connections` ([`GatewayConfig::fit_descriptors`]): the store's files, the
 /// listener, NATS and log files, and the evicted connections still closing
-/// ([`EVICTING_MAX`](crate::shared) is 256 of them).
+/// (at most 256 of them, the gateway's `EVICTING_MAX`).
 pub const DESCRIPTORS_RESERVED: u64 = 512;
 
 /// Everything `presence serve` can be told, in three sections.
