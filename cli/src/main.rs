@@ -4,6 +4,7 @@
 
 mod cluster_load;
 mod conform;
+mod descriptors;
 
 mod inspect;
 mod load;

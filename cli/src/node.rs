@@ -65,6 +65,7 @@ pub fn run(args: Args) -> ExitCode {
         },
         None => None,
     };
+    let nofile = crate::descriptors::raise_nofile_limit("presence node");
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => return fail(format!("cannot start its threads: {e}")),
@@ -73,7 +74,7 @@ pub fn run(args: Args) -> ExitCode {
     let result = runtime.block_on(async move {
         match (args.gateway_addr, secret) {
             (Some(addr), Some(secret)) => {
-                let stop = start_gateway(&options, addr, secret).await?;
+                let stop = start_gateway(&options, addr, secret, nofile).await?;
                 run_node(options, stop).await
             }
             _ => run_node(options, stop_signal()).await,
@@ -91,13 +92,15 @@ async fn start_gateway(
     options: &NodeOptions,
     addr: SocketAddr,
     secret: Secret,
+    nofile: Option<u64>,
 ) -> Result<impl std::future::Future<Output = ()>, String> {
     let node = &options.config;
-    let config = GatewayConfig {
+    let mut config = GatewayConfig {
         engine: node.engine.clone(),
         gateway: GatewaySettings { node_id: options.node_id.clone(), ..GatewaySettings::default() },
         ..GatewayConfig::default()
     };
+    crate::descriptors::fit_connections(&mut config, nofile, "presence node");
     let listener =
         tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let name = format!("presence-gateway-{}", options.node_id);

@@ -37,7 +37,7 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
 
 /// Runs `presence serve`.
 pub fn run(args: Args) -> ExitCode {
-    let config = match &args.config {
+    let mut config = match &args.config {
         None => GatewayConfig::default(),
         Some(path) => match std::fs::read_to_string(path) {
             Ok(text) => match GatewayConfig::from_toml(&text) {
@@ -47,6 +47,8 @@ pub fn run(args: Args) -> ExitCode {
             Err(e) => return fail(format!("{}: {e}", path.display())),
         },
     };
+    let nofile = crate::descriptors::raise_nofile_limit("presence serve");
+    crate::descriptors::fit_connections(&mut config, nofile, "presence serve");
     let secret = match Secret::from_file(&args.secret_file) {
         Ok(secret) => secret,
         Err(e) => return fail(e),

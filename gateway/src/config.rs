@@ -33,6 +33,13 @@ pub const FRAME_HARD_LIMIT_FACTOR: usize = 16;
 pub const OUTBOUND_QUEUE_LIMIT: usize = 1 << 20;
 /// The most connections a gateway may be configured to serve at once.
 pub const CONNECTIONS_LIMIT: usize = 1 << 20;
+/// The longest `header_read_timeout_ms` and `http_idle_timeout_ms` may be: an hour.
+pub const HTTP_TIMEOUT_MS_LIMIT: u64 = 3_600_000;
+/// Descriptors kept out of the connection cap when the process's limit on open files is
+/// lower than `max_connections` ([`GatewayConfig::fit_descriptors`]): the store's files, the
+/// listener, NATS and log files, and the evicted connections still closing
+/// (at most 256 of them, the gateway's `EVICTING_MAX`).
+pub const DESCRIPTORS_RESERVED: u64 = 512;
 
 /// Everything `presence serve` can be told, in three sections.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -114,8 +121,26 @@ pub struct GatewaySettings {
     /// This gateway's name, the connection owner of every session it logs in (R8.5): give
     /// each node of a cluster its own, so that a lost node's sessions can be disconnected.
     pub node_id: String,
-    /// Sockets served at once; an upgrade beyond it is answered 503.
+    /// Connections (plain HTTP and WebSocket) served at once, each counted from accept until
+    /// it closes; beyond it a connection is refused at accept (or an anonymous one evicted).
     pub max_connections: usize,
+    /// Of `max_connections`, how many may be connections not logged in yet (plain HTTP ones
+    /// included); beyond it the oldest of them is closed (1013) to make room. The rest of
+    /// the cap only logged-in devices may use. 0 means three quarters of `max_connections`.
+    pub max_anonymous_connections: usize,
+    /// Connections open at once from one IP address; beyond it a connection is refused at
+    /// accept. Load tests on loopback must raise it.
+    pub max_connections_per_address: usize,
+    /// The longest a connection may take to send a request's headers (counted from accept,
+    /// or from the end of the previous response); then it is closed.
+    pub header_read_timeout_ms: u64,
+    /// A plain HTTP connection with no request in progress and nothing sent or received this
+    /// long is closed (keep-alive and before the first request).
+    pub http_idle_timeout_ms: u64,
+    /// The longest frame (and message) a WebSocket may send before its login is answered:
+    /// room for a login (capped by `max_frame_bytes`). A longer one closes the socket (1009)
+    /// before it is read.
+    pub max_login_frame_bytes: usize,
     /// The longest request frame, in bytes; longer ones are refused (8003, or close 1009).
     pub max_frame_bytes: usize,
     /// Messages (replies and notices) waiting to be written to one socket; a socket whose
@@ -136,6 +161,11 @@ impl Default for GatewaySettings {
         Self {
             node_id: "gateway".into(),
             max_connections: 10_000,
+            max_anonymous_connections: 0,
+            max_connections_per_address: 64,
+            header_read_timeout_ms: 10_000,
+            http_idle_timeout_ms: 5_000,
+            max_login_frame_bytes: 4_096,
             max_frame_bytes: 64 << 10,
             outbound_queue: 256,
             login_timeout_ms: 10_000,
@@ -206,6 +236,29 @@ impl GatewayConfig {
                 return Err(ConfigError(format!("[gateway] {name} must be at least 1")));
             }
         }
+        if g.max_anonymous_connections > g.max_connections {
+            return Err(ConfigError(
+                "[gateway] max_anonymous_connections must be at most max_connections".into(),
+            ));
+        }
+        if g.max_connections_per_address == 0 || g.max_connections_per_address > CONNECTIONS_LIMIT {
+            return Err(ConfigError(format!(
+                "[gateway] max_connections_per_address must be 1 to {CONNECTIONS_LIMIT}"
+            )));
+        }
+        for (name, value) in [
+            ("header_read_timeout_ms", g.header_read_timeout_ms),
+            ("http_idle_timeout_ms", g.http_idle_timeout_ms),
+        ] {
+            if value == 0 || value > HTTP_TIMEOUT_MS_LIMIT {
+                return Err(ConfigError(format!("[gateway] {name} must be 1 to {HTTP_TIMEOUT_MS_LIMIT}")));
+            }
+        }
+        if !(FRAME_BYTES_MIN..=FRAME_BYTES_LIMIT).contains(&g.max_login_frame_bytes) {
+            return Err(ConfigError(format!(
+                "[gateway] max_login_frame_bytes must be {FRAME_BYTES_MIN} to {FRAME_BYTES_LIMIT}"
+            )));
+        }
         Ok(())
     }
 
@@ -215,6 +268,35 @@ impl GatewayConfig {
             0 => self.engine.heartbeat_timeout_ms,
             ms => ms,
         })
+    }
+
+    /// The longest frame a socket may send before it logs in: `max_login_frame_bytes`, or
+    /// `max_frame_bytes` if that is smaller.
+    pub fn login_frame_bytes_max(&self) -> usize {
+        self.gateway.max_login_frame_bytes.min(self.gateway.max_frame_bytes)
+    }
+
+    /// How many connections not logged in may be open: `max_anonymous_connections`, or three
+    /// quarters of `max_connections` (at least one).
+    pub fn anonymous_connections_max(&self) -> usize {
+        match self.gateway.max_anonymous_connections {
+            0 => (self.gateway.max_connections - self.gateway.max_connections / 4).max(1),
+            n => n,
+        }
+    }
+
+    /// Lowers `max_connections` (and `max_anonymous_connections` with it) to fit a process
+    /// that may open `nofile` descriptors, keeping [`DESCRIPTORS_RESERVED`] for everything
+    /// else; returns the new cap when it lowered it.
+    pub fn fit_descriptors(&mut self, nofile: u64) -> Option<usize> {
+        let room = usize::try_from(nofile.saturating_sub(DESCRIPTORS_RESERVED)).unwrap_or(usize::MAX).max(1);
+        let g = &mut self.gateway;
+        if g.max_connections <= room {
+            return None;
+        }
+        g.max_connections = room;
+        g.max_anonymous_connections = g.max_anonymous_connections.min(room);
+        Some(room)
     }
 
     /// The longest frame the transport reads before it gives up on the connection.
@@ -270,9 +352,31 @@ mod tests {
             ("[gateway]\nmax_connections = 0\n", "max_connections"),
             ("[gateway]\nlogin_timeout_ms = 0\n", "login_timeout_ms"),
             ("[gateway]\nmax_frame_bytes = \"big\"\n", "max_frame_bytes"),
+            ("[gateway]\nmax_connections = 5\nmax_anonymous_connections = 6\n", "max_anonymous_connections"),
+            ("[gateway]\nmax_connections_per_address = 0\n", "max_connections_per_address"),
+            ("[gateway]\nheader_read_timeout_ms = 0\n", "header_read_timeout_ms"),
+            ("[gateway]\nhttp_idle_timeout_ms = 0\n", "http_idle_timeout_ms"),
+            ("[gateway]\nmax_login_frame_bytes = 100\n", "max_login_frame_bytes"),
         ] {
             let error = GatewayConfig::from_toml(bad).unwrap_err().to_string();
             assert!(error.contains(key), "{bad:?}: {error}");
         }
+    }
+
+    #[test]
+    fn the_cap_fits_the_descriptors_and_the_anonymous_share_follows() {
+        let mut config = GatewayConfig::from_toml("[gateway]\nmax_connections = 10000\n").unwrap();
+        assert_eq!(config.anonymous_connections_max(), 7_500);
+        assert_eq!(config.fit_descriptors(1_000_000), None, "room enough: unchanged");
+        assert_eq!(config.fit_descriptors(1_024), Some(1_024 - DESCRIPTORS_RESERVED as usize));
+        assert_eq!(config.gateway.max_connections, 512);
+        assert_eq!(config.anonymous_connections_max(), 384);
+        let mut explicit =
+            GatewayConfig::from_toml("[gateway]\nmax_connections = 900\nmax_anonymous_connections = 800\n")
+                .unwrap();
+        assert_eq!(explicit.fit_descriptors(612), Some(100));
+        assert_eq!(explicit.anonymous_connections_max(), 100);
+        assert!(explicit.validate().is_ok());
+        assert_eq!(config.fit_descriptors(10), Some(1), "never below one connection");
     }
 }

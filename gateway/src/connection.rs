@@ -3,6 +3,7 @@
 //! `logout`, its session is disconnected (R2.2), unless another socket has since taken the
 //! device over.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::protocol::{self, CloseReason, Failure, Op, ProtocolCode};
 use crate::routes::{self, Outbound, Peer};
-use crate::shared::{unavailable, Backend, QueueError, Shared, Slot};
+use crate::shared::{unavailable, Backend, Place, QueueError, Shared};
 use crate::stats::Counters;
 use crate::token::{self, TokenError};
 
@@ -24,19 +25,26 @@ use crate::token::{self, TokenError};
 const DISCONNECT_RETRY: Duration = Duration::from_millis(10);
 
 /// Serves one upgraded socket until it closes, then cleans up after it.
-pub(crate) async fn serve(socket: WebSocket, shared: Arc<Shared>, slot: Slot, ending: routes::Ending) {
-    let (sink, stream) = socket.split();
+pub(crate) async fn serve(socket: WebSocket, shared: Arc<Shared>, place: Arc<Place>) {
+    let ending = Arc::clone(&place.ending);
+    if place.frame_too_big.load(Ordering::Relaxed) {
+        // A frame too long for a socket not logged in came with the handshake: the socket
+        // closes (1009) before it reads it.
+        routes::end(&ending, CloseReason::TooBig);
+    }
+    let (sink, mut stream) = socket.split();
     let (outbound, queue) = mpsc::channel(shared.config.gateway.outbound_queue);
-    let peer = Peer { id: slot.id, outbound, ending: Arc::clone(&ending) };
+    let peer = Peer { id: place.id, outbound, ending: Arc::clone(&ending) };
     let close_timeout = Duration::from_millis(shared.config.gateway.close_timeout_ms);
     let writer = tokio::spawn(write_frames(sink, queue, Arc::clone(&ending), close_timeout));
     let mut connection = Connection { shared, peer, identity: None, session: None };
-    let reason = connection.read_frames(stream).await;
+    let reason = connection.read_frames(&mut stream).await;
     routes::end(&ending, reason);
     connection.finish(reason).await;
     drop(connection);
     let _ = writer.await;
-    drop(slot);
+    // The socket (and with it the connection's place among the caps) goes last.
+    drop(stream);
 }
 
 /// Whether the socket goes on after a request.
@@ -64,7 +72,7 @@ impl Connection {
     }
 
     /// Reads frames until the socket ends; returns why.
-    async fn read_frames(&mut self, mut stream: SplitStream<WebSocket>) -> CloseReason {
+    async fn read_frames(&mut self, stream: &mut SplitStream<WebSocket>) -> CloseReason {
         let mut ending = self.peer.ending.subscribe();
         let login_deadline =
             Instant::now() + Duration::from_millis(self.shared.config.gateway.login_timeout_ms);
@@ -209,6 +217,7 @@ impl Connection {
             return Err(failure);
         }
         self.identity = Some((user.clone(), device.clone()));
+        self.shared.logged_in(self.peer.id);
         // Without a handle pings still keep the socket open; explicit heartbeats still work.
         self.session = self.shared.session_handle(&user, &device).await;
         Ok((user, device))

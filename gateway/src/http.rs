@@ -1,6 +1,7 @@
 //! The gateway's HTTP side: the page at `/`, the socket at `/ws`, and the host's endpoints
 //! (friendships and statistics), which need the host's bearer (token.rs).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
@@ -8,14 +9,20 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, put};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use presence_engine::{Command, UserId};
 use serde_json::json;
-use tokio::sync::watch;
 
 use crate::connection;
 use crate::protocol::{Failure, ProtocolCode};
-use crate::shared::{Backend, Shared};
+use crate::shared::{Backend, Place, Shared};
+
+/// What the WebSocket library reads at once and allocates up front for each socket (its
+/// default is 128 KiB): presence frames are small, and an idle socket should cost little.
+const WS_READ_BUFFER_BYTES: usize = 4 << 10;
+/// How much the WebSocket library gathers before it writes to the socket (frames are still
+/// written at each flush).
+const WS_WRITE_BUFFER_BYTES: usize = 4 << 10;
 
 const PAGE: &str = include_str!("../page/index.html");
 const SCRIPT: &str = include_str!("../page/app.js");
@@ -40,18 +47,34 @@ async fn script() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], SCRIPT)
 }
 
-async fn upgrade(State(shared): State<Arc<Shared>>, ws: WebSocketUpgrade) -> Response {
-    let (ending, _) = watch::channel(None);
-    let ending = Arc::new(ending);
-    let Some(slot) = shared.reserve(Arc::clone(&ending)) else {
-        let failure =
-            Failure::new(ProtocolCode::Busy, "too many sockets open, or shutting down: try again later");
+async fn upgrade(
+    State(shared): State<Arc<Shared>>,
+    Extension(place): Extension<Arc<Place>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if shared.is_shutting_down() {
+        let failure = Failure::new(ProtocolCode::Busy, "shutting down: try again later");
         return failure_response(StatusCode::SERVICE_UNAVAILABLE, &failure);
-    };
+    }
+    // The listener follows the frames a socket sends before login from the end of its
+    // connection's first request head: an upgrade must be that request, without a body.
+    let body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers.get(header::CONTENT_LENGTH).is_some_and(|length| length.as_bytes() != b"0");
+    if place.requests.load(Ordering::Relaxed) != 1 || body {
+        let failure = Failure::new(
+            ProtocolCode::BadRequest,
+            "a WebSocket upgrade must be the first request of its connection, without a body",
+        );
+        return failure_response(StatusCode::BAD_REQUEST, &failure);
+    }
+    place.upgraded.store(true, Ordering::Relaxed);
     let limit = shared.config.frame_hard_limit();
-    ws.max_message_size(limit)
+    ws.read_buffer_size(WS_READ_BUFFER_BYTES)
+        .write_buffer_size(WS_WRITE_BUFFER_BYTES)
+        .max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| connection::serve(socket, shared, slot, ending))
+        .on_upgrade(move |socket| connection::serve(socket, shared, place))
 }
 
 fn failure_response(status: StatusCode, failure: &Failure) -> Response {

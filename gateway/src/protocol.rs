@@ -116,6 +116,9 @@ pub enum CloseReason {
     LoginTimeout,
     /// Nothing received within the idle timeout (4004).
     IdleTimeout,
+    /// Not logged in yet, and evicted to make room for a newer connection (1013, try again
+    /// later): `max_anonymous_connections` or `max_connections` were reached.
+    Crowded,
     /// The client closed, or the connection broke: nothing to send.
     ClientGone,
 }
@@ -132,6 +135,7 @@ impl CloseReason {
             CloseReason::SlowReader => 4002,
             CloseReason::LoginTimeout => 4003,
             CloseReason::IdleTimeout => 4004,
+            CloseReason::Crowded => 1013,
         }
     }
 
@@ -146,6 +150,7 @@ impl CloseReason {
             CloseReason::SlowReader => "too slow reading: outbound queue full",
             CloseReason::LoginTimeout => "no login in time",
             CloseReason::IdleTimeout => "nothing received in time",
+            CloseReason::Crowded => "too many connections not logged in: try again later",
             CloseReason::ClientGone => "",
         }
     }

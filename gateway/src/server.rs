@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use futures_util::StreamExt;
 use presence_cluster::wire::NoticeBatch;
 use presence_cluster::AsyncClusterClient;
@@ -17,6 +16,7 @@ use tokio::net::TcpListener;
 
 use crate::config::GatewayConfig;
 use crate::http;
+use crate::listener;
 use crate::routes::{self, RouteSink, Routes};
 use crate::shared::{Backend, ClusterBackend, QueueError, Shared};
 use crate::stats::{Counters, GatewayStats};
@@ -229,7 +229,8 @@ impl ClusterGateway {
 }
 
 /// Serves `listener` until `shutdown` completes (or the listener fails); then refuses new
-/// sockets, closes the open ones (1001), waits for them, and disconnects this node's
+/// connections, closes the open ones (WebSockets with 1001; a plain HTTP connection after
+/// the request in progress), waits for them, and disconnects this node's
 /// sessions (R8.5). Returns how serving ended and how many sessions were disconnected.
 async fn serve_sockets(
     shared: &Arc<Shared>,
@@ -243,11 +244,7 @@ async fn serve_sockets(
             shared.begin_shutdown();
         }
     };
-    // Small frames go out at once (no Nagle delay waiting for an acknowledgement).
-    let listener = listener.tap_io(|socket| {
-        let _ = socket.set_nodelay(true);
-    });
-    let served = axum::serve(listener, http::router(Arc::clone(shared))).with_graceful_shutdown(signal).await;
+    let served = listener::serve(shared, listener, http::router(Arc::clone(shared)), signal).await;
     // Should the listener fail, the sockets still close and the engine still stops cleanly.
     shared.begin_shutdown();
     let closing = Duration::from_millis(shared.config.gateway.close_timeout_ms.saturating_mul(2));

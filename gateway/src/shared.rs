@@ -2,7 +2,8 @@
 //! handle, or a cluster client), the routing table, the secret, the settings, the counters
 //! and the list of open sockets.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -26,21 +27,84 @@ pub(crate) struct Shared {
     pub config: GatewayConfig,
     /// The connection owner of every session logged in here (R8.5).
     pub node_id: OwnerId,
-    /// Every open socket, to end them all at shutdown.
-    sockets: Mutex<HashMap<u64, Ending>>,
+    /// Every open connection (plain HTTP or WebSocket), to count them against the caps and
+    /// to end them all at shutdown.
+    sockets: Mutex<Sockets>,
     shutting_down: AtomicBool,
     next_id: AtomicU64,
 }
 
-/// A socket's place among the `max_connections`: given back when dropped.
+/// The open connections, from accept until they close.
+#[derive(Default)]
+struct Sockets {
+    all: HashMap<u64, Arc<Place>>,
+    /// The connections not logged in (plain HTTP ones included), oldest (lowest id) first:
+    /// the ones a new connection may evict.
+    anonymous: BTreeSet<u64>,
+    /// Open connections by peer address (`max_connections_per_address`).
+    per_address: HashMap<IpAddr, usize>,
+    /// Connections evicted but not closed yet: in `all`, no longer counted against the caps.
+    evicting: usize,
+}
+
+/// How many evicted connections may be closing at once; beyond it a connection that would
+/// need one more eviction is refused instead, so that eviction cannot grow the descriptors in
+/// use without bound while the evicted sockets finish closing.
+pub(crate) const EVICTING_MAX: usize = 256;
+
+/// One connection, from accept until it closes: how it is told to end, and what the
+/// listener's frame guard and the upgrade need to know about it.
+#[derive(Debug)]
+pub(crate) struct Place {
+    /// The connection's number, unique in this gateway (the socket's [`Peer`](routes::Peer) id).
+    pub id: u64,
+    /// How the connection is told to end (a WebSocket closes with the reason's code).
+    pub ending: Ending,
+    /// Its socket logged in: it no longer counts among the anonymous connections, and its
+    /// frames are no longer held to `max_login_frame_bytes`.
+    pub logged_in: AtomicBool,
+    /// It was evicted to make room for a newer anonymous connection.
+    evicted: AtomicBool,
+    /// Requests its HTTP side has received (a WebSocket upgrade must be the first).
+    pub requests: AtomicU64,
+    /// Its WebSocket upgrade was accepted: bytes read from now on are WebSocket frames.
+    pub upgraded: AtomicBool,
+    /// A frame before login was longer than `max_login_frame_bytes`.
+    pub frame_too_big: AtomicBool,
+}
+
+/// Why a connection was refused at accept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// `max_connections` are open and none of them is anonymous (or too many are being
+    /// evicted), or the gateway is shutting down.
+    Full,
+    /// `max_connections_per_address` are open from this address.
+    Address,
+}
+
+/// A connection's place among the `max_connections`: given back when dropped.
 pub(crate) struct Slot {
     shared: Arc<Shared>,
-    pub id: u64,
+    address: IpAddr,
+    pub place: Arc<Place>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.shared.sockets.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.id);
+        let mut sockets = self.shared.sockets.lock().unwrap_or_else(PoisonError::into_inner);
+        let id = self.place.id;
+        if sockets.all.remove(&id).is_some() && self.place.evicted.load(Ordering::Relaxed) {
+            sockets.evicting = sockets.evicting.saturating_sub(1);
+        }
+        sockets.anonymous.remove(&id);
+        if let Some(count) = sockets.per_address.get_mut(&self.address) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                sockets.per_address.remove(&self.address);
+            }
+        }
+        drop(sockets);
         self.shared.counters.connections_open.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -61,30 +125,79 @@ impl Shared {
             secret,
             config,
             node_id,
-            sockets: Mutex::new(HashMap::new()),
+            sockets: Mutex::new(Sockets::default()),
             shutting_down: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
         }
     }
 
-    /// A place for a new socket, unless `max_connections` are open or the gateway is
-    /// shutting down.
-    pub fn reserve(self: &Arc<Self>, ending: Ending) -> Option<Slot> {
+    /// A place for a connection just accepted from `address`, or why not. Connections that
+    /// have not logged in may hold at most `max_anonymous_connections` places: beyond that,
+    /// or when all `max_connections` are taken, the oldest anonymous connection is evicted
+    /// (closed, 1013) to make room, so that a flood of sockets that never log in cannot lock
+    /// a real device out; logged-in devices are never evicted.
+    pub fn admit(self: &Arc<Self>, address: IpAddr) -> Result<Slot, Refusal> {
+        let gateway = &self.config.gateway;
         let mut sockets = self.sockets.lock().unwrap_or_else(PoisonError::into_inner);
-        if self.is_shutting_down() || sockets.len() >= self.config.gateway.max_connections {
+        if self.is_shutting_down() {
             Counters::add(&self.counters.connections_refused, 1);
-            return None;
+            return Err(Refusal::Full);
+        }
+        if sockets.per_address.get(&address).copied().unwrap_or(0) >= gateway.max_connections_per_address {
+            Counters::add(&self.counters.connections_refused, 1);
+            Counters::add(&self.counters.connections_refused_address, 1);
+            return Err(Refusal::Address);
+        }
+        let counted = sockets.all.len().saturating_sub(sockets.evicting);
+        if counted >= gateway.max_connections
+            || sockets.anonymous.len() >= self.config.anonymous_connections_max()
+        {
+            let oldest = match sockets.evicting < EVICTING_MAX {
+                true => sockets.anonymous.pop_first(),
+                false => None,
+            };
+            let Some(place) = oldest.and_then(|id| sockets.all.get(&id).cloned()) else {
+                Counters::add(&self.counters.connections_refused, 1);
+                return Err(Refusal::Full);
+            };
+            place.evicted.store(true, Ordering::Relaxed);
+            sockets.evicting += 1;
+            routes::end(&place.ending, CloseReason::Crowded);
+            Counters::add(&self.counters.connections_evicted, 1);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        sockets.insert(id, ending);
+        let (ending, _) = watch::channel(None);
+        let place = Arc::new(Place {
+            id,
+            ending: Arc::new(ending),
+            logged_in: AtomicBool::new(false),
+            evicted: AtomicBool::new(false),
+            requests: AtomicU64::new(0),
+            upgraded: AtomicBool::new(false),
+            frame_too_big: AtomicBool::new(false),
+        });
+        sockets.all.insert(id, Arc::clone(&place));
+        sockets.anonymous.insert(id);
+        *sockets.per_address.entry(address).or_insert(0) += 1;
         Counters::add(&self.counters.connections_open, 1);
         Counters::add(&self.counters.connections_total, 1);
-        Some(Slot { shared: Arc::clone(self), id })
+        Ok(Slot { shared: Arc::clone(self), address, place })
     }
 
-    /// Open sockets.
+    /// The socket of connection `id` logged in: it leaves the anonymous connections (it can
+    /// no longer be evicted, and makes room for another anonymous one).
+    pub fn logged_in(&self, id: u64) {
+        let mut sockets = self.sockets.lock().unwrap_or_else(PoisonError::into_inner);
+        if sockets.anonymous.remove(&id) {
+            if let Some(place) = sockets.all.get(&id) {
+                place.logged_in.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Open connections (plain HTTP and WebSocket).
     pub fn open_sockets(&self) -> usize {
-        self.sockets.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.sockets.lock().unwrap_or_else(PoisonError::into_inner).all.len()
     }
 
     pub fn is_shutting_down(&self) -> bool {
@@ -98,7 +211,7 @@ impl Shared {
         let sockets = {
             let sockets = self.sockets.lock().unwrap_or_else(PoisonError::into_inner);
             self.shutting_down.store(true, Ordering::SeqCst);
-            sockets.values().cloned().collect::<Vec<_>>()
+            sockets.all.values().map(|place| Arc::clone(&place.ending)).collect::<Vec<_>>()
         };
         for ending in sockets {
             routes::end(&ending, CloseReason::GoingAway);

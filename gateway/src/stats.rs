@@ -8,12 +8,20 @@ use serde::Serialize;
 /// The gateway's counters as of one moment.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct GatewayStats {
-    /// Sockets open now.
+    /// Connections open now (plain HTTP and WebSocket, counted from accept).
     pub connections_open: u64,
-    /// Sockets accepted since the gateway started.
+    /// Connections accepted since the gateway started.
     pub connections_total: u64,
-    /// Upgrades refused because `max_connections` sockets were open (or it was shutting down).
+    /// Connections refused at accept: `max_connections` open and none of them anonymous,
+    /// `max_connections_per_address` open from its address, or shutting down.
     pub connections_refused: u64,
+    /// Of `connections_refused`, those refused by `max_connections_per_address`.
+    pub connections_refused_address: u64,
+    /// Connections not logged in closed (1013) to make room for a newer one
+    /// (`max_anonymous_connections`, or `max_connections` reached).
+    pub connections_evicted: u64,
+    /// Accepts that failed (for lack of descriptors the listener backs off a little).
+    pub accept_errors: u64,
     /// Status notices and kicks queued onto sockets.
     pub notices_queued: u64,
     /// Notices for a device that no socket of this gateway serves (a session restored from
@@ -36,6 +44,9 @@ pub(crate) struct Counters {
     pub connections_open: AtomicU64,
     pub connections_total: AtomicU64,
     pub connections_refused: AtomicU64,
+    pub connections_refused_address: AtomicU64,
+    pub connections_evicted: AtomicU64,
+    pub accept_errors: AtomicU64,
     pub notices_queued: AtomicU64,
     pub notices_unrouted: AtomicU64,
     pub slow_readers_closed: AtomicU64,
@@ -55,6 +66,9 @@ impl Counters {
             connections_open: load(&self.connections_open),
             connections_total: load(&self.connections_total),
             connections_refused: load(&self.connections_refused),
+            connections_refused_address: load(&self.connections_refused_address),
+            connections_evicted: load(&self.connections_evicted),
+            accept_errors: load(&self.accept_errors),
             notices_queued: load(&self.notices_queued),
             notices_unrouted: load(&self.notices_unrouted),
             slow_readers_closed: load(&self.slow_readers_closed),

@@ -109,7 +109,11 @@ pub fn start_gateway(dir: &Path, secret: &Path, devices: usize) -> Result<Server
     let port = free_port()?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let config = dir.join("gateway.toml");
-    let text = format!("[gateway]\nnode_id = \"load\"\nmax_connections = {}\n", devices + 1_000);
+    // Every device connects from loopback: one address.
+    let text = format!(
+        "[gateway]\nnode_id = \"load\"\nmax_connections = {0}\nmax_connections_per_address = {0}\n",
+        devices + 1_000
+    );
     std::fs::write(&config, text).map_err(|e| format!("{}: {e}", config.display()))?;
     let exe = std::env::current_exe().map_err(|e| format!("where is this binary? {e}"))?;
     let args: Vec<String> = [
