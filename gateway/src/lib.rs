@@ -49,6 +49,7 @@
 pub mod config;
 mod connection;
 mod http;
+mod metrics;
 pub mod protocol;
 mod routes;
 mod server;
