@@ -276,7 +276,7 @@ fn runtime(out: &mut Exposition, stats: &RuntimeStats, histograms: &RuntimeHisto
     out.single(
         "presence_runtime_turns_total",
         "counter",
-        "Turns run: each one group commit (append and sync) of the commands taken together.",
+        "Turns run, ticks included: each one group commit (append and sync).",
         stats.turns,
     );
     out.family(
@@ -333,12 +333,12 @@ fn runtime(out: &mut Exposition, stats: &RuntimeStats, histograms: &RuntimeHisto
     );
     out.histogram(
         "presence_runtime_turn_duration_seconds",
-        "How long a turn took, from taking its first command to handing out its notices.",
+        "How long a turn of commands took (ticks are not timed), from taking its first command to handing out its notices.",
         &histograms.turn,
     );
     out.histogram(
         "presence_runtime_sync_duration_seconds",
-        "How long the store's sync took, per turn that logged something.",
+        "How long the store's sync took, per turn of commands that logged something.",
         &histograms.sync,
     );
     out.histogram(
