@@ -1,7 +1,8 @@
 //! `GET /metrics`: Prometheus's text format behind the host's bearer, with requests counted
 //! by op and result code, logins, connections by state, closes by code, notices and the
-//! runtime's histograms; every line parses, and `promtool check metrics` (Prometheus's own
-//! checker and linter) accepts the whole exposition.
+//! runtime's histograms; every line parses, `promtool check metrics` (Prometheus's own
+//! checker and linter) accepts the whole exposition, and a real Prometheus scrapes it with the
+//! bearer in its configuration (and fails to without).
 
 mod common;
 
@@ -12,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{secret, start, Client, WAIT};
-use presence_testkit::process::find_program;
+use presence_testkit::process::{find_program, free_ports, wait_until, ServerProcess};
 use serde_json::json;
 use tungstenite::Message;
 
@@ -348,4 +349,89 @@ fn promtool_check_metrics_accepts_the_exposition_idle_and_busy() {
     let text = metrics(addr);
     let (passed, said) = promtool_check(&text);
     assert!(passed, "promtool check metrics, busy:\n{said}\n{text}");
+}
+
+/// How long Prometheus may take to start and scrape twice, on a loaded machine.
+const PROMETHEUS_WAIT: Duration = Duration::from_secs(60);
+
+/// Asks Prometheus's API for `query` (an instant query): the response's text, or `None`
+/// while it is not listening yet.
+fn prometheus_query(port: u16, query: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let encoded: String = query
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    // HTTP/1.0: the whole body, never chunked.
+    let request = format!("GET /api/v1/query?query={encoded} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
+}
+
+/// The value of the one series `query` returns, if it returns one.
+fn prometheus_value(port: u16, query: &str) -> Option<f64> {
+    let body: serde_json::Value = serde_json::from_str(&prometheus_query(port, query)?).ok()?;
+    let result = body["data"]["result"].as_array()?;
+    match result.as_slice() {
+        [one] => one["value"][1].as_str()?.parse().ok(),
+        _ => None,
+    }
+}
+
+#[test]
+fn prometheus_scrapes_it_with_the_bearer_in_its_configuration_and_not_without() {
+    let program = find_program("prometheus").unwrap_or_else(|e| panic!("{e}"));
+    let gateway = start("");
+    let _alice = Client::login(gateway.addr(), "alice", "phone");
+    let dir = tempfile::tempdir().unwrap();
+    let bearer_file = dir.path().join("presence.bearer");
+    std::fs::write(&bearer_file, secret().host_bearer()).unwrap();
+    // The configuration PROTOCOL.md gives, and the same target without the bearer.
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n\
+         \x20 - job_name: presence\n\
+         \x20   authorization:\n\
+         \x20     type: Bearer\n\
+         \x20     credentials_file: {bearer}\n\
+         \x20   static_configs:\n\
+         \x20     - targets: [\"{addr}\"]\n\
+         \x20 - job_name: no_bearer\n\
+         \x20   static_configs:\n\
+         \x20     - targets: [\"{addr}\"]\n",
+        bearer = bearer_file.display(),
+        addr = gateway.addr(),
+    );
+    let config_file = dir.path().join("prometheus.yml");
+    std::fs::write(&config_file, config).unwrap();
+    let port = free_ports(1)[0];
+    let args = [
+        format!("--config.file={}", config_file.display()),
+        format!("--storage.tsdb.path={}", dir.path().join("data").display()),
+        format!("--web.listen-address=127.0.0.1:{port}"),
+    ];
+    let mut prometheus = ServerProcess::spawn(&program, &args, &dir.path().join("prometheus.log")).unwrap();
+    let scraped = wait_until(PROMETHEUS_WAIT, "Prometheus scraped the gateway", || {
+        assert!(prometheus.is_running(), "Prometheus exited; its log:\n{}", prometheus.log_tail(30));
+        prometheus_value(port, "up{job=\"presence\"}") == Some(1.0)
+            && prometheus_value(port, "up{job=\"no_bearer\"}").is_some()
+    });
+    if let Err(e) = scraped {
+        panic!("{e}; Prometheus's log:\n{}", prometheus.log_tail(30));
+    }
+    // Without the bearer the scrape fails (401): the target is down.
+    assert_eq!(prometheus_value(port, "up{job=\"no_bearer\"}"), Some(0.0));
+    // With it, the samples arrived as the gateway wrote them.
+    let logged_in = "presence_gateway_connections{job=\"presence\",state=\"logged_in\"}";
+    assert_eq!(prometheus_value(port, logged_in), Some(1.0));
+    let logins = "presence_gateway_requests_total{job=\"presence\",op=\"login\",code=\"0\"}";
+    assert_eq!(prometheus_value(port, logins), Some(1.0));
+    let replies = "presence_runtime_reply_duration_seconds_count{job=\"presence\"}";
+    assert!(prometheus_value(port, replies).is_some_and(|n| n >= 1.0));
+    prometheus.kill();
 }
