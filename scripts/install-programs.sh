@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Makes sure the programs the tests run as real servers are installed, from Debian's packages.
+# Makes sure the programs the tests run (real servers, and promtool) are installed, from
+# Debian's packages.
 #
-#   scripts/install-programs.sh nats-server redis-server chromium [PROGRAM...]
+#   scripts/install-programs.sh nats-server redis-server chromium promtool prometheus [PROGRAM...]
 #
 # For each program named: nothing to do when it is already on PATH; otherwise, as root,
 # `apt-get update` (once per run) and `apt-get install -y PACKAGE`; not as root, it prints the
@@ -25,6 +26,9 @@ package_of() {
         # protocol; chromedriver is only for those who prefer WebDriver (no test needs it).
         chromium) echo chromium ;;
         chromedriver) echo chromium-driver ;;
+        # `promtool check metrics` checks the gateway's `GET /metrics` (Prometheus's own tool),
+        # and a real Prometheus scrapes it with the host's bearer.
+        promtool | prometheus) echo prometheus ;;
         *)
             echo "install-programs.sh: no rule to install '$1' (add a case to package_of)" >&2
             return 1
@@ -37,6 +41,9 @@ stop_service_of() {
     case "$1" in
         nats-server) echo nats-server ;;
         redis-server) echo redis-server ;;
+        # The package installs the Prometheus server as a service too; the tests start their
+        # own on a free loopback port.
+        promtool | prometheus) echo prometheus ;;
         *) echo "" ;;
     esac
 }
@@ -84,7 +91,7 @@ ensure() {
 }
 
 if [ "$#" -eq 0 ]; then
-    echo "usage: scripts/install-programs.sh PROGRAM... (known: nats-server, redis-server, chromium, chromedriver)" >&2
+    echo "usage: scripts/install-programs.sh PROGRAM... (known: nats-server, redis-server, chromium, chromedriver, promtool, prometheus)" >&2
     exit 2
 fi
 for program in "$@"; do

@@ -19,7 +19,8 @@ pub struct Args {
     /// How long the token is good for, in seconds (at most a year).
     #[arg(long = "ttl-s", default_value_t = 86_400)]
     ttl_s: u64,
-    /// Print the host's bearer instead (`Authorization: Bearer ...` on /friends and /stats).
+    /// Print the host's bearer instead (`Authorization: Bearer ...` on /friends, /stats and
+    /// /metrics).
     #[arg(long)]
     host: bool,
 }

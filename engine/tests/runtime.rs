@@ -466,3 +466,27 @@ fn a_client_that_keeps_the_newest_version_never_ends_stale() {
     assert!(pushed.len() > 1 && replies.len() > 1);
     assert_ne!(orders[2].last(), Some(&truth), "the test's worst order really is stale for a naive client");
 }
+
+// The histograms a Prometheus exporter serves count what the distributions count, every reply
+// refused or not, and go on across a reset of the distributions (their counters never go down).
+#[test]
+fn the_latency_histograms_count_every_reply_and_outlive_a_reset() {
+    let clock = ManualClock::new(0);
+    let (runtime, handle) = spawn_mem(&clock);
+    handle.execute(Command::login("alice", "phone")).unwrap();
+    handle.execute(Command::set_status("alice", "phone", "busy")).unwrap();
+    let too_long = "x".repeat(51);
+    assert!(handle.execute(Command::set_status("alice", "phone", too_long)).is_err(), "R3.1");
+    // A turn is recorded after its replies are sent: wait for the turn to be over.
+    handle.quiesce(std::time::Duration::from_secs(10)).unwrap();
+    let (stats, histograms) = (handle.stats(), handle.histograms());
+    assert_eq!(histograms.reply.count(), 3);
+    assert_eq!(histograms.reply.count(), stats.reply_latency.count);
+    assert_eq!(histograms.turn.count(), stats.turn_latency.count);
+    assert_eq!(histograms.sync.count(), stats.sync_latency.count);
+    assert!(histograms.turn.count() >= 1 && histograms.turn.sum_us >= 1);
+    handle.reset_latencies();
+    assert_eq!(handle.stats().reply_latency.count, 0);
+    assert_eq!(handle.histograms(), histograms, "the histograms are never reset");
+    runtime.shutdown().unwrap();
+}

@@ -15,6 +15,7 @@ use presence_engine::{Command, DeviceId, Reply, SessionHandle, UserId};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::metrics::{self, OP_INVALID};
 use crate::protocol::{self, CloseReason, Failure, Op, ProtocolCode};
 use crate::routes::{self, Outbound, Peer};
 use crate::shared::{unavailable, Backend, Place, QueueError, Shared};
@@ -37,9 +38,11 @@ pub(crate) async fn serve(socket: WebSocket, shared: Arc<Shared>, place: Arc<Pla
     let peer = Peer { id: place.id, outbound, ending: Arc::clone(&ending) };
     let close_timeout = Duration::from_millis(shared.config.gateway.close_timeout_ms);
     let writer = tokio::spawn(write_frames(sink, queue, Arc::clone(&ending), close_timeout));
-    let mut connection = Connection { shared, peer, identity: None, session: None };
+    let mut connection = Connection { shared, peer, identity: None, session: None, op: OP_INVALID };
     let reason = connection.read_frames(&mut stream).await;
     routes::end(&ending, reason);
+    // The first reason set is the one the writer closes with.
+    connection.shared.counters.tallies.closed(ending.borrow().unwrap_or(reason));
     connection.finish(reason).await;
     drop(connection);
     let _ = writer.await;
@@ -60,15 +63,25 @@ struct Connection {
     identity: Option<(UserId, DeviceId)>,
     /// The session's handle, for heartbeats by WebSocket ping.
     session: Option<SessionHandle>,
+    /// The op of the request being answered, for the metrics' count of replies.
+    op: &'static str,
 }
 
 impl Connection {
+    /// Queues a reply that succeeded, counted for the metrics (failures go through `fail`).
     fn send(&self, text: String) {
+        self.shared.counters.tallies.succeeded(self.op);
+        self.reply(text);
+    }
+
+    /// Queues a reply; `send` and `fail` count it first.
+    fn reply(&self, text: String) {
         self.peer.push(Outbound::Text(Utf8Bytes::from(text)), &self.shared.counters);
     }
 
     fn fail(&self, id: Option<u64>, failure: &Failure) {
-        self.send(protocol::failed(id, failure));
+        self.shared.counters.tallies.answered(self.op, failure.code);
+        self.reply(protocol::failed(id, failure));
     }
 
     /// Reads frames until the socket ends; returns why.
@@ -98,6 +111,7 @@ impl Connection {
                 Ok(Some(Err(error))) => return read_error(&error),
                 Ok(Some(Ok(message))) => message,
             };
+            self.op = OP_INVALID;
             let flow = match message {
                 Message::Text(text) => self.request(text.as_str()).await,
                 Message::Binary(_) => {
@@ -153,6 +167,7 @@ impl Connection {
             }
         };
         let id = request.id;
+        self.op = metrics::op_label(&request.op);
         let command = match (request.op, &self.identity) {
             (Op::Login { token, device }, _) => {
                 match self.login(token, device).await {

@@ -36,6 +36,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/friends/{user}/{friend}", put(add_friend).delete(remove_friend))
         .route("/friends/{user}", get(friends))
         .route("/stats", get(stats))
+        .route("/metrics", get(metrics))
         .with_state(shared)
 }
 
@@ -160,4 +161,13 @@ async fn stats(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respons
         Backend::Cluster(_) => serde_json::Value::Null,
     };
     Json(json!({"gateway": gateway, "routed_devices": routed, "runtime": runtime})).into_response()
+}
+
+/// `GET /metrics`: Prometheus's text format, behind the host's bearer like `/stats`
+/// (docs/PROTOCOL.md, "Metrics", says why).
+async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(refused) = unauthorized(&shared, &headers) {
+        return refused;
+    }
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], crate::metrics::render(&shared)).into_response()
 }

@@ -50,6 +50,7 @@ pub mod config;
 mod connection;
 mod http;
 mod listener;
+mod metrics;
 pub mod protocol;
 mod routes;
 mod server;

@@ -178,24 +178,30 @@ struct Delivery<'a> {
     counters: &'a Counters,
     queued: u64,
     unrouted: u64,
+    dropped: u64,
 }
 
 impl<'a> Delivery<'a> {
     fn new(routes: RoutesGuard<'a>, counters: &'a Counters) -> Self {
-        Delivery { routes, counters, queued: 0, unrouted: 0 }
+        Delivery { routes, counters, queued: 0, unrouted: 0, dropped: 0 }
     }
 
     /// Queues `outs` on the socket of `user` on `device`, if it is served here; a full queue
-    /// ends the socket (slow reader) and drops the rest.
+    /// ends the socket (slow reader) and drops the rest, and the notice counts as dropped.
     fn send(&mut self, user: &str, device: &str, outs: impl IntoIterator<Item = Outbound>) {
         match self.routes.get(user, device) {
             Some(peer) => {
+                let mut queued = true;
                 for out in outs {
                     if !peer.push(out, self.counters) {
+                        queued = false;
                         break;
                     }
                 }
-                self.queued += 1;
+                match queued {
+                    true => self.queued += 1,
+                    false => self.dropped += 1,
+                }
             }
             None => self.unrouted += 1,
         }
@@ -204,6 +210,7 @@ impl<'a> Delivery<'a> {
     fn finish(self) {
         Counters::add(&self.counters.notices_queued, self.queued);
         Counters::add(&self.counters.notices_unrouted, self.unrouted);
+        Counters::add(&self.counters.notices_dropped, self.dropped);
     }
 }
 
@@ -314,7 +321,8 @@ mod tests {
         assert_eq!(text(pc_queue.try_recv().unwrap()), expected);
         assert!(pc_queue.try_recv().is_err(), "the second notice did not fit");
         let stats = counters.read();
-        assert_eq!((stats.notices_queued, stats.notices_unrouted, stats.slow_readers_closed), (4, 1, 1));
+        assert_eq!((stats.notices_queued, stats.notices_unrouted, stats.slow_readers_closed), (3, 1, 1));
+        assert_eq!(stats.notices_dropped, 1, "the notice that did not fit");
     }
 
     #[test]

@@ -200,6 +200,15 @@ impl Shared {
         self.sockets.lock().unwrap_or_else(PoisonError::into_inner).all.len()
     }
 
+    /// Open connections by state: (not logged in, plain HTTP ones included; logged in).
+    /// Evicted connections still closing count as neither.
+    pub fn connections_by_state(&self) -> (usize, usize) {
+        let sockets = self.sockets.lock().unwrap_or_else(PoisonError::into_inner);
+        let anonymous = sockets.anonymous.len();
+        let logged_in = sockets.all.len().saturating_sub(anonymous + sockets.evicting);
+        (anonymous, logged_in)
+    }
+
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::SeqCst)
     }

@@ -29,6 +29,9 @@ pub struct GatewayStats {
     pub notices_unrouted: u64,
     /// Sockets closed because their outbound queue was full (4002).
     pub slow_readers_closed: u64,
+    /// Notices not queued because their socket's queue was full (the socket is closed as a
+    /// slow reader) or the socket was closing.
+    pub notices_dropped: u64,
     /// Requests answered `Busy` (8008) because the engine's queue was full.
     pub requests_shed: u64,
     /// WebSocket pings whose heartbeat was dropped because the engine's queue was full (the
@@ -50,9 +53,12 @@ pub(crate) struct Counters {
     pub notices_queued: AtomicU64,
     pub notices_unrouted: AtomicU64,
     pub slow_readers_closed: AtomicU64,
+    pub notices_dropped: AtomicU64,
     pub requests_shed: AtomicU64,
     pub heartbeats_shed: AtomicU64,
     pub bad_tokens: AtomicU64,
+    /// Requests by op and code, closes by reason: the counts `GET /metrics` labels.
+    pub tallies: crate::metrics::Tallies,
 }
 
 impl Counters {
@@ -72,6 +78,7 @@ impl Counters {
             notices_queued: load(&self.notices_queued),
             notices_unrouted: load(&self.notices_unrouted),
             slow_readers_closed: load(&self.slow_readers_closed),
+            notices_dropped: load(&self.notices_dropped),
             requests_shed: load(&self.requests_shed),
             heartbeats_shed: load(&self.heartbeats_shed),
             bad_tokens: load(&self.bad_tokens),

@@ -12,7 +12,7 @@ use crossbeam_channel::{Sender, TrySendError as ChannelFull};
 use rustc_hash::FxHashMap;
 
 use super::reply::{self, Gather, GatherPart, PendingReply, ReplyTo};
-use super::stats::{RuntimeStats, SharedStats};
+use super::stats::{RuntimeHistograms, RuntimeStats, SharedStats};
 use crate::change::StatusChange;
 use crate::command::{Command, Reply};
 use crate::engine::{EngineView, SessionHandle};
@@ -603,6 +603,12 @@ impl Handle {
     pub fn stats(&self) -> RuntimeStats {
         let depth = self.routes.threads.iter().map(|t| t.commands.len()).sum();
         self.shared.stats.read(depth, self.shared.queue_capacity * self.routes.threads.len())
+    }
+
+    /// The runtime's latency histograms, counted since it started (never reset), for an
+    /// exporter such as Prometheus.
+    pub fn histograms(&self) -> RuntimeHistograms {
+        self.shared.stats.histograms()
     }
 
     /// Starts the latency distributions of [`Handle::stats`] afresh (for an exporter that

@@ -46,7 +46,9 @@ pub use handle::{Handle, RuntimeError, TrySendError};
 pub use reply::PendingReply;
 pub use sharded::{default_threads, open_shards, ShardedRuntime};
 pub use sink::{ChannelSink, DiscardSink, NoticeSink, OwnedDelivery};
-pub use stats::{Latency, RuntimeStats};
+pub use stats::{
+    Latency, LatencyHistogram, RuntimeHistograms, RuntimeStats, LATENCY_BUCKETS, LATENCY_BUCKET_BOUNDS_US,
+};
 
 use crate::engine::Engine;
 use crate::error::{Error, StoreError, StoreErrorKind};
