@@ -25,8 +25,8 @@ use crate::token::{self, TokenError};
 const DISCONNECT_RETRY: Duration = Duration::from_millis(10);
 /// The longest a closing socket stays open after its close frame (at most `close_timeout_ms`),
 /// reading what the client still sends, so that the close frame reaches the client before
-/// the connection is dropped (a drop with unread bytes is a reset, and a reset destroys what
-/// the client has not read yet).
+/// the connection is dropped: a drop with unread bytes is a reset, and a client that meets
+/// the reset first (its write failing, say) may never read the close frame.
 const CLOSE_LINGER: Duration = Duration::from_millis(500);
 /// Frames in a row refused for the rate limit (8010) before the socket is closed (4005): a
 /// client that pipelined a burst hears 8010 and slows down; one that floods on is dropped.
@@ -63,8 +63,7 @@ pub(crate) async fn serve(socket: WebSocket, shared: Arc<Shared>, slot: Slot, en
 /// After the close frame: reads and drops whatever the client still sends until it answers
 /// the close or goes, for at most `linger`. A stream that failed (a frame the transport
 /// refused) cannot be read any more, so then the connection just stays open that long: its
-/// unread bytes would make the drop a reset, which can destroy the close frame before the
-/// client reads it.
+/// unread bytes would make the drop a reset at once.
 async fn linger(stream: &mut SplitStream<WebSocket>, reason: CloseReason, linger: Duration) {
     let failed =
         matches!(reason, CloseReason::TooBig | CloseReason::InvalidData | CloseReason::ProtocolViolation);
@@ -173,7 +172,7 @@ impl Connection {
             return Ok(true);
         }
         self.refused_in_row = self.refused_in_row.saturating_add(1);
-        if self.refused_in_row > RATE_LIMIT_REFUSALS_MAX {
+        if self.refused_in_row >= RATE_LIMIT_REFUSALS_MAX {
             return Err(CloseReason::TooManyRequests);
         }
         if let Message::Text(text) = message {
