@@ -203,6 +203,30 @@ fn pings_count_toward_the_rate_limit_and_a_ping_flood_is_closed_with_4005() {
 }
 
 #[test]
+fn a_socket_that_pings_never_times_out_whatever_the_coalescing_setting() {
+    // A coalescing interval far beyond the heartbeat timeout is cut to a quarter of it.
+    let gateway = start(
+        "[engine]\nheartbeat_timeout_ms = 2000\n[runtime]\ntick_interval_ms = 20\n\
+         [gateway]\nidle_timeout_ms = 60000\nheartbeat_coalesce_ms = 600000\n",
+    );
+    let mut alice = Client::login(gateway.addr(), "alice", "phone");
+    let mut bob = Client::login(gateway.addr(), "bob", "pc");
+    assert_eq!(bob.request(json!({"op": "subscribe", "targets": ["alice"]}))["ok"], true);
+    // Two and a half timeouts of pings from both, every 50 ms.
+    let started = Instant::now();
+    while started.elapsed() < std::time::Duration::from_millis(5_000) {
+        for client in [&mut alice, &mut bob] {
+            client.send(Message::Ping(vec![1].into()));
+            if let Some(frame) = client.read(std::time::Duration::from_millis(25)) {
+                client.pushed.push_back(frame);
+            }
+        }
+    }
+    assert_eq!(status_of(&mut bob, "alice")["status"], "ONLINE");
+    assert!(bob.pushed.is_empty(), "no notice about alice meanwhile: {:?}", bob.pushed);
+}
+
+#[test]
 fn heartbeat_requests_within_the_coalescing_interval_are_answered_without_the_engine() {
     let gateway = start("[gateway]\nheartbeat_coalesce_ms = 60000\n");
     let mut alice = Client::login(gateway.addr(), "alice", "phone");
