@@ -156,6 +156,14 @@ pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
+/// Checks a user id as every command checks it (R1.1: non-empty, at most
+/// `max_user_id_bytes` bytes, no control characters), refusing with `InvalidParameter` (6017)
+/// and the rule it breaks: for a host that reads ids from elsewhere, such as a URL path, and
+/// answers before any command.
+pub fn check_user_id(id: &str, max_user_id_bytes: u32) -> Result<(), Error> {
+    validate_id(id, max_user_id_bytes, "user id")
+}
+
 /// Checks one id against R1.1: non-empty, at most `max_bytes` bytes of UTF-8, no control
 /// characters. `what` names the field in the error message.
 pub(crate) fn validate_id(id: &str, max_bytes: u32, what: &str) -> Result<(), Error> {

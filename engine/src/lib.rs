@@ -62,7 +62,7 @@ pub use engine::{
 };
 pub use error::{Error, StoreError, StoreErrorKind};
 pub use event::{CloseReason, DisconnectReason, Event, EventKind, UnsubscribeReason};
-pub use ids::{DeviceId, DeviceKey, OwnerId, UserId, UserKey};
+pub use ids::{check_user_id, DeviceId, DeviceKey, OwnerId, UserId, UserKey};
 pub use limits::{
     BATCH_BYTES_MAX, CONFIG_LIMIT_MAX, DISCONNECT_SESSIONS_MAX, OWNER_BYTES_MAX, SNAPSHOT_BYTES_MAX,
     TICK_EVENTS_MAX, TICK_TARGETS_MAX, TIME_MS_MAX,

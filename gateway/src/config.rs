@@ -40,6 +40,12 @@ pub const HTTP_TIMEOUT_MS_LIMIT: u64 = 3_600_000;
 /// listener, NATS and log files, and the evicted connections still closing
 /// (at most 256 of them, the gateway's `EVICTING_MAX`).
 pub const DESCRIPTORS_RESERVED: u64 = 512;
+/// The most `request_rate_per_s` and `request_burst` may be configured to.
+pub const REQUEST_RATE_LIMIT: u32 = 1_000_000;
+/// Heartbeats are coalesced over at most this fraction of the engine's
+/// `heartbeat_timeout_ms` (1 / N), whatever `heartbeat_coalesce_ms` says, so that a session
+/// whose socket pings never times out between two heartbeats the engine took.
+pub const HEARTBEAT_COALESCE_DIVISOR: u64 = 4;
 
 /// Everything `presence serve` can be told, in three sections.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -154,6 +160,17 @@ pub struct GatewaySettings {
     /// How long the gateway waits to write a close frame, or for its sockets to end at
     /// shutdown, before it drops them.
     pub close_timeout_ms: u64,
+    /// A WebSocket ping or a `heartbeat` request this soon after the last heartbeat the
+    /// engine took for the socket's session is answered without reaching the engine's queue;
+    /// never more than `heartbeat_timeout_ms / 4`; 0: every one reaches it.
+    pub heartbeat_coalesce_ms: u64,
+    /// Frames (requests, pings, any) one socket may send per second, on average; beyond it
+    /// requests are answered `TooManyRequests` (8010), and a socket that goes on is closed
+    /// (4005).
+    pub request_rate_per_s: u32,
+    /// Frames one socket may send at once above `request_rate_per_s` (the token bucket's
+    /// size).
+    pub request_burst: u32,
 }
 
 impl Default for GatewaySettings {
@@ -171,6 +188,9 @@ impl Default for GatewaySettings {
             login_timeout_ms: 10_000,
             idle_timeout_ms: 0,
             close_timeout_ms: 2_000,
+            heartbeat_coalesce_ms: 1_000,
+            request_rate_per_s: 100,
+            request_burst: 1_000,
         }
     }
 }
@@ -259,6 +279,13 @@ impl GatewayConfig {
                 "[gateway] max_login_frame_bytes must be {FRAME_BYTES_MIN} to {FRAME_BYTES_LIMIT}"
             )));
         }
+        for (name, value) in
+            [("request_rate_per_s", g.request_rate_per_s), ("request_burst", g.request_burst)]
+        {
+            if value == 0 || value > REQUEST_RATE_LIMIT {
+                return Err(ConfigError(format!("[gateway] {name} must be 1 to {REQUEST_RATE_LIMIT}")));
+            }
+        }
         Ok(())
     }
 
@@ -299,6 +326,13 @@ impl GatewayConfig {
         Some(room)
     }
 
+    /// How long after a heartbeat the engine took another is not sent: `heartbeat_coalesce_ms`,
+    /// at most a quarter of the engine's `heartbeat_timeout_ms`.
+    pub fn heartbeat_coalesce(&self) -> Duration {
+        let most = self.engine.heartbeat_timeout_ms / HEARTBEAT_COALESCE_DIVISOR;
+        Duration::from_millis(self.gateway.heartbeat_coalesce_ms.min(most))
+    }
+
     /// The longest frame the transport reads before it gives up on the connection.
     pub fn frame_hard_limit(&self) -> usize {
         self.gateway.max_frame_bytes.saturating_mul(FRAME_HARD_LIMIT_FACTOR)
@@ -328,6 +362,13 @@ mod tests {
         assert_eq!(config.gateway.node_id, "gw-7");
         assert_eq!(config.gateway.outbound_queue, 3);
         assert_eq!(config.idle_timeout(), Duration::from_millis(5_000));
+        assert_eq!(config.heartbeat_coalesce(), Duration::from_millis(1_000));
+        let short = GatewayConfig::from_toml("[engine]\nheartbeat_timeout_ms = 2000\n").unwrap();
+        assert_eq!(
+            short.heartbeat_coalesce(),
+            Duration::from_millis(500),
+            "at most a quarter of the timeout"
+        );
 
         for bad in [
             "[engine]\nheartbeat_timeout = 5\n",
@@ -357,6 +398,8 @@ mod tests {
             ("[gateway]\nheader_read_timeout_ms = 0\n", "header_read_timeout_ms"),
             ("[gateway]\nhttp_idle_timeout_ms = 0\n", "http_idle_timeout_ms"),
             ("[gateway]\nmax_login_frame_bytes = 100\n", "max_login_frame_bytes"),
+            ("[gateway]\nrequest_rate_per_s = 0\n", "request_rate_per_s"),
+            ("[gateway]\nrequest_burst = 1000001\n", "request_burst"),
         ] {
             let error = GatewayConfig::from_toml(bad).unwrap_err().to_string();
             assert!(error.contains(key), "{bad:?}: {error}");

@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::Error as AxumError;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use presence_engine::runtime::TrySendError;
 use presence_engine::{Command, DeviceId, Reply, SessionHandle, UserId};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 
 use crate::metrics::{self, OP_INVALID};
@@ -24,6 +25,14 @@ use crate::token::{self, TokenError};
 
 /// How long a socket's disconnect waits between tries while the engine's queue is full.
 const DISCONNECT_RETRY: Duration = Duration::from_millis(10);
+/// The longest a closing socket stays open after its close frame (at most `close_timeout_ms`),
+/// reading what the client still sends, so that the close frame reaches the client before
+/// the connection is dropped: a drop with unread bytes is a reset, and a client that meets
+/// the reset first (its write failing, say) may never read the close frame.
+const CLOSE_LINGER: Duration = Duration::from_millis(500);
+/// Frames in a row refused for the rate limit (8010) before the socket is closed (4005): a
+/// client that pipelined a burst hears 8010 and slows down; one that floods on is dropped.
+const RATE_LIMIT_REFUSALS_MAX: u32 = 100;
 
 /// Serves one upgraded socket until it closes, then cleans up after it.
 pub(crate) async fn serve(socket: WebSocket, shared: Arc<Shared>, place: Arc<Place>) {
@@ -34,20 +43,48 @@ pub(crate) async fn serve(socket: WebSocket, shared: Arc<Shared>, place: Arc<Pla
         routes::end(&ending, CloseReason::TooBig);
     }
     let (sink, mut stream) = socket.split();
-    let (outbound, queue) = mpsc::channel(shared.config.gateway.outbound_queue);
+    // Notices may take `outbound_queue` places, the socket's own replies as many again, each
+    // holding one of the reply budget's permits (`Connection::send`).
+    let budget = shared.config.gateway.outbound_queue;
+    let (outbound, queue) = mpsc::channel(budget.saturating_mul(2));
     let peer = Peer { id: place.id, outbound, ending: Arc::clone(&ending) };
     let close_timeout = Duration::from_millis(shared.config.gateway.close_timeout_ms);
     let writer = tokio::spawn(write_frames(sink, queue, Arc::clone(&ending), close_timeout));
-    let mut connection = Connection { shared, peer, identity: None, session: None, op: OP_INVALID };
+    let mut connection = Connection::new(shared, peer, budget);
     let reason = connection.read_frames(&mut stream).await;
-    routes::end(&ending, reason);
+    // A logout's close frame is queued behind its reply, and the writer ends the socket when
+    // it gets there; ending it now would drop the reply.
+    if reason != CloseReason::LoggedOut {
+        routes::end(&ending, reason);
+    }
     // The first reason set is the one the writer closes with.
     connection.shared.counters.tallies.closed(ending.borrow().unwrap_or(reason));
     connection.finish(reason).await;
     drop(connection);
-    let _ = writer.await;
+    let mut writer = writer;
+    if tokio::time::timeout(close_timeout, &mut writer).await.is_err() {
+        routes::end(&ending, reason);
+        let _ = writer.await;
+    }
+    linger(&mut stream, reason, close_timeout.min(CLOSE_LINGER)).await;
     // The socket (and with it the connection's place among the caps) goes last.
     drop(stream);
+}
+
+/// After the close frame: reads and drops whatever the client still sends until it answers
+/// the close or goes, for at most `linger`. A stream that failed (a frame the transport
+/// refused) cannot be read any more, so then the connection just stays open that long: its
+/// unread bytes would make the drop a reset at once.
+async fn linger(stream: &mut SplitStream<WebSocket>, reason: CloseReason, linger: Duration) {
+    let failed =
+        matches!(reason, CloseReason::TooBig | CloseReason::InvalidData | CloseReason::ProtocolViolation);
+    let drain = async {
+        while let Some(Ok(_)) = stream.next().await {}
+        if failed {
+            std::future::pending::<()>().await;
+        }
+    };
+    let _ = tokio::time::timeout(linger, drain).await;
 }
 
 /// Whether the socket goes on after a request.
@@ -63,25 +100,123 @@ struct Connection {
     identity: Option<(UserId, DeviceId)>,
     /// The session's handle, for heartbeats by WebSocket ping.
     session: Option<SessionHandle>,
+    /// Places for replies in the outbound queue: the reader waits for one before it queues a
+    /// reply, so a client that pipelines requests faster than it reads is slowed down
+    /// (backpressure), never closed as a slow reader.
+    replies: Arc<Semaphore>,
+    /// When the engine last took a heartbeat for this socket's session (its login counts).
+    heartbeat_taken: Option<Instant>,
+    /// Heartbeats sooner than this after the last one taken are answered without the engine.
+    coalesce: Duration,
+    /// The socket's rate limit, one token a frame.
+    limit: RateLimit,
+    /// Frames refused for the rate limit since the last one admitted.
+    refused_in_row: u32,
     /// The op of the request being answered, for the metrics' count of replies.
     op: &'static str,
 }
 
 impl Connection {
-    /// Queues a reply that succeeded, counted for the metrics (failures go through `fail`).
-    fn send(&self, text: String) {
+    fn new(shared: Arc<Shared>, peer: Peer, reply_budget: usize) -> Connection {
+        let gateway = &shared.config.gateway;
+        let limit = RateLimit::new(gateway.request_rate_per_s, gateway.request_burst, Instant::now());
+        let coalesce = shared.config.heartbeat_coalesce();
+        Connection {
+            shared,
+            peer,
+            identity: None,
+            session: None,
+            replies: Arc::new(Semaphore::new(reply_budget.max(1))),
+            heartbeat_taken: None,
+            coalesce,
+            limit,
+            refused_in_row: 0,
+            op: OP_INVALID,
+        }
+    }
+
+    /// Queues a reply to one of the socket's own requests, waiting for a place in the reply
+    /// budget while the client has not read the earlier ones. Replies are never a reason to
+    /// close a socket as a slow reader: a client that reads nothing holds at most the budget
+    /// and its requests wait. One that has read nothing for the idle timeout is closed as a
+    /// slow reader all the same (4002), since it holds a connection for nothing.
+    async fn send(&self, text: String) {
         self.shared.counters.tallies.succeeded(self.op);
-        self.reply(text);
+        self.queue_reply(Outbound::Text(Utf8Bytes::from(text))).await;
     }
 
-    /// Queues a reply; `send` and `fail` count it first.
-    fn reply(&self, text: String) {
-        self.peer.push(Outbound::Text(Utf8Bytes::from(text)), &self.shared.counters);
-    }
-
-    fn fail(&self, id: Option<u64>, failure: &Failure) {
+    /// Queues a refusal, counted for the metrics by its code, as `send` counts a success.
+    async fn fail(&self, id: Option<u64>, failure: &Failure) {
         self.shared.counters.tallies.answered(self.op, failure.code);
-        self.reply(protocol::failed(id, failure));
+        self.queue_reply(Outbound::Text(Utf8Bytes::from(protocol::failed(id, failure)))).await;
+    }
+
+    /// Queues `out` (a reply's text, or a close after a reply) in the reply budget.
+    async fn queue_reply(&self, out: Outbound) {
+        let mut ending = self.peer.ending.subscribe();
+        let idle = self.shared.config.idle_timeout();
+        let permit = tokio::select! {
+            biased;
+            _ = ending.wait_for(Option::is_some) => return,
+            permit = tokio::time::timeout(idle, Arc::clone(&self.replies).acquire_owned()) => permit,
+        };
+        let out = match (permit, out) {
+            (Ok(Ok(permit)), Outbound::Text(text)) => Outbound::Reply(text, permit),
+            (Ok(Ok(_)), out) => out,
+            // The budget is never closed; if it were, there would be nobody to tell.
+            (Ok(Err(_)), _) => return,
+            (Err(_), _) => {
+                if routes::end(&self.peer.ending, CloseReason::SlowReader) {
+                    Counters::add(&self.shared.counters.slow_readers_closed, 1);
+                }
+                return;
+            }
+        };
+        // With a permit in hand there is room unless notices filled the queue, which ends
+        // the socket (4002) and closes the queue: the send then fails at once.
+        tokio::select! {
+            biased;
+            _ = ending.wait_for(Option::is_some) => {}
+            _ = self.peer.outbound.send(out) => {}
+        }
+    }
+
+    /// Takes one token of the socket's rate limit for a frame; says whether the frame may
+    /// be served. A refused text frame is answered `TooManyRequests` (8010).
+    async fn admit(&mut self, message: &Message) -> Result<bool, CloseReason> {
+        if self.limit.take(Instant::now()) {
+            self.refused_in_row = 0;
+            return Ok(true);
+        }
+        self.refused_in_row = self.refused_in_row.saturating_add(1);
+        if self.refused_in_row >= RATE_LIMIT_REFUSALS_MAX {
+            return Err(CloseReason::TooManyRequests);
+        }
+        if let Message::Text(text) = message {
+            let id = match protocol::parse(text.as_str(), self.shared.config.gateway.max_frame_bytes) {
+                Ok(request) => {
+                    self.op = metrics::op_label(&request.op);
+                    Some(request.id)
+                }
+                Err(refusal) => refusal.id,
+            };
+            let gateway = &self.shared.config.gateway;
+            let failure = Failure::new(
+                ProtocolCode::TooManyRequests,
+                format!(
+                    "more than {} frames a second (bursts of {}): nothing was done; slow down",
+                    gateway.request_rate_per_s, gateway.request_burst
+                ),
+            );
+            self.fail(id, &failure).await;
+        }
+        Ok(false)
+    }
+
+    /// Whether a heartbeat now should reach the engine: not if it took one for this session
+    /// within the coalescing interval.
+    fn heartbeat_due(&self, now: Instant) -> bool {
+        self.heartbeat_taken.is_none_or(|taken| now.saturating_duration_since(taken) >= self.coalesce)
     }
 
     /// Reads frames until the socket ends; returns why.
@@ -112,6 +247,13 @@ impl Connection {
                 Ok(Some(Ok(message))) => message,
             };
             self.op = OP_INVALID;
+            if !matches!(message, Message::Close(_)) {
+                match self.admit(&message).await {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(reason) => return reason,
+                }
+            }
             let flow = match message {
                 Message::Text(text) => self.request(text.as_str()).await,
                 Message::Binary(_) => {
@@ -119,7 +261,7 @@ impl Connection {
                         ProtocolCode::BadJson,
                         "binary frames are not part of the protocol: send JSON text",
                     );
-                    self.fail(None, &failure);
+                    self.fail(None, &failure).await;
                     Flow::Continue
                 }
                 Message::Ping(_) => {
@@ -138,23 +280,34 @@ impl Connection {
     /// A WebSocket ping is a heartbeat (R2.4), by session handle (in a cluster, by ids, sent
     /// to the shard's owner without waiting for the answer): queued if there is room, dropped
     /// if not (the next one will do, well within the timeout). Pings before login only keep
-    /// the socket from idling.
-    fn ping(&self) {
-        let shed = match &self.shared.backend {
+    /// the socket from idling. A ping within the coalescing interval of the last heartbeat
+    /// the engine took does not reach the queue at all: however fast a client pings, its
+    /// session puts at most one heartbeat on the queue per interval, so pings cannot make the
+    /// queue refuse others' requests.
+    fn ping(&mut self) {
+        let now = Instant::now();
+        if !self.heartbeat_due(now) {
+            return;
+        }
+        let queued = match &self.shared.backend {
             Backend::Local(handle) => match self.session {
-                Some(session) => matches!(handle.try_submit_heartbeat(session), Err(TrySendError::Full(_))),
-                None => false,
+                Some(session) => {
+                    handle.try_submit_heartbeat(session).map_err(|e| matches!(e, TrySendError::Full(_)))
+                }
+                None => return,
             },
             Backend::Cluster(_) => match &self.identity {
                 Some((user, device)) => {
                     let heartbeat = Command::heartbeat(user.clone(), device.clone());
-                    matches!(self.shared.try_queue(heartbeat), Err(QueueError::Full))
+                    self.shared.try_queue(heartbeat).map(drop).map_err(|e| e == QueueError::Full)
                 }
-                None => false,
+                None => return,
             },
         };
-        if shed {
-            Counters::add(&self.shared.counters.heartbeats_shed, 1);
+        match queued {
+            Ok(()) => self.heartbeat_taken = Some(now),
+            Err(true) => Counters::add(&self.shared.counters.heartbeats_shed, 1),
+            Err(false) => {}
         }
     }
 
@@ -162,34 +315,45 @@ impl Connection {
         let request = match protocol::parse(text, self.shared.config.gateway.max_frame_bytes) {
             Ok(request) => request,
             Err(refusal) => {
-                self.fail(refusal.id, &refusal.failure);
+                self.fail(refusal.id, &refusal.failure).await;
                 return Flow::Continue;
             }
         };
         let id = request.id;
         self.op = metrics::op_label(&request.op);
+        let now = Instant::now();
+        let heartbeat = matches!(request.op, Op::Heartbeat {});
         let command = match (request.op, &self.identity) {
             (Op::Login { token, device }, _) => {
                 match self.login(token, device).await {
-                    Ok((user, device)) => self.send(protocol::logged_in(id, &user, &device)),
-                    Err(failure) => self.fail(Some(id), &failure),
+                    Ok((user, device)) => self.send(protocol::logged_in(id, &user, &device)).await,
+                    Err(failure) => self.fail(Some(id), &failure).await,
                 }
                 return Flow::Continue;
             }
             (_, None) => {
-                self.fail(
-                    Some(id),
-                    &Failure::new(ProtocolCode::LoginFirst, "log in first: {\"op\": \"login\", ...}"),
-                );
+                let failure =
+                    Failure::new(ProtocolCode::LoginFirst, "log in first: {\"op\": \"login\", ...}");
+                self.fail(Some(id), &failure).await;
                 return Flow::Continue;
             }
             (Op::Logout {}, Some(_)) => return self.logout(id).await,
+            // Coalesced as a ping is: the engine took a heartbeat for this session just now.
+            (Op::Heartbeat {}, Some(_)) if !self.heartbeat_due(now) => {
+                self.send(protocol::ok(id)).await;
+                return Flow::Continue;
+            }
             (op, Some((user, device))) => op_command(op, user, device),
         };
         match self.shared.run(command).await {
-            Ok(Reply::Statuses(statuses)) => self.send(protocol::statuses(id, &statuses)),
-            Ok(_) => self.send(protocol::ok(id)),
-            Err(failure) => self.fail(Some(id), &failure),
+            Ok(Reply::Statuses(statuses)) => self.send(protocol::statuses(id, &statuses)).await,
+            Ok(_) => {
+                if heartbeat {
+                    self.heartbeat_taken = Some(now);
+                }
+                self.send(protocol::ok(id)).await;
+            }
+            Err(failure) => self.fail(Some(id), &failure).await,
         }
         Flow::Continue
     }
@@ -233,6 +397,8 @@ impl Connection {
         }
         self.identity = Some((user.clone(), device.clone()));
         self.shared.logged_in(self.peer.id);
+        // A login starts the session's heartbeat clock, as a heartbeat does.
+        self.heartbeat_taken = Some(Instant::now());
         // Without a handle pings still keep the socket open; explicit heartbeats still work.
         self.session = self.shared.session_handle(&user, &device).await;
         Ok((user, device))
@@ -249,31 +415,39 @@ impl Connection {
             match self.shared.queue(Command::logout(user.clone(), device.clone())) {
                 Ok(pending) => {
                     routes.remove(&user, &device, self.peer.id);
-                    pending
+                    Ok(pending)
                 }
-                Err(failure) => {
-                    self.fail(Some(id), &failure);
-                    return Flow::Continue;
-                }
+                Err(failure) => Err(failure),
+            }
+        };
+        let pending = match pending {
+            Ok(pending) => pending,
+            Err(failure) => {
+                self.fail(Some(id), &failure).await;
+                return Flow::Continue;
             }
         };
         match pending.wait().await {
+            // The socket served its session and nothing else: it reads no more frames (a
+            // frame pipelined behind the logout, a login as someone else included, is never
+            // run), and closes once the reply is written.
             Ok(_) => {
                 self.identity = None;
                 self.session = None;
-                self.send(protocol::ok(id));
-                self.peer.push(Outbound::Close(CloseReason::LoggedOut), &self.shared.counters);
-                Flow::Continue
+                self.send(protocol::ok(id)).await;
+                self.queue_reply(Outbound::Close(CloseReason::LoggedOut)).await;
+                Flow::Close(CloseReason::LoggedOut)
             }
             Err(failure) => {
                 // Nothing changed (R7.1): the socket still serves the device, unless another
                 // socket claimed it meanwhile.
-                let mut routes = self.shared.routes.lock();
-                if routes.get(&user, &device).is_none() {
-                    routes.insert(&user, &device, self.peer.clone());
+                {
+                    let mut routes = self.shared.routes.lock();
+                    if routes.get(&user, &device).is_none() {
+                        routes.insert(&user, &device, self.peer.clone());
+                    }
                 }
-                drop(routes);
-                self.fail(Some(id), &failure);
+                self.fail(Some(id), &failure).await;
                 Flow::Continue
             }
         }
@@ -333,12 +507,20 @@ fn op_command(op: Op, user: &UserId, device: &DeviceId) -> Command {
     }
 }
 
-/// Why reading failed: a frame beyond the transport's limit, or the connection broke.
-fn read_error(error: &axum::Error) -> CloseReason {
-    let text = error.to_string().to_ascii_lowercase();
-    match text.contains("too long") || text.contains("too big") || text.contains("capacity") {
-        true => CloseReason::TooBig,
-        false => CloseReason::ClientGone,
+/// Why reading failed, as RFC 6455 section 7.4.1 names it: a frame beyond the transport's
+/// limit (1009), a text frame that is not UTF-8 (1007), a frame that breaks the protocol
+/// (1002); or the connection broke (nothing to send). The transport's error is tungstenite's,
+/// wrapped by axum.
+fn read_error(error: &AxumError) -> CloseReason {
+    use tungstenite::error::{Error, ProtocolError};
+    let inner = std::error::Error::source(error).and_then(|e| e.downcast_ref::<Error>());
+    match inner {
+        Some(Error::Capacity(_)) => CloseReason::TooBig,
+        Some(Error::Utf8(_)) => CloseReason::InvalidData,
+        // The client went without a close frame: nobody is left to tell.
+        Some(Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => CloseReason::ClientGone,
+        Some(Error::Protocol(_)) => CloseReason::ProtocolViolation,
+        _ => CloseReason::ClientGone,
     }
 }
 
@@ -406,11 +588,68 @@ async fn write_batch(
                 }
                 next = queue.try_recv().ok();
             }
+            // The reply leaves the budget once the sink has it.
+            Outbound::Reply(text, _permit) => {
+                if sink.feed(Message::Text(text)).await.is_err() {
+                    return Written::Broken;
+                }
+                next = queue.try_recv().ok();
+            }
             Outbound::Close(reason) => end = Written::Close(reason),
         }
     }
     match sink.flush().await {
         Ok(()) => end,
         Err(_) => Written::Broken,
+    }
+}
+
+/// One socket's rate limit, a token bucket: `burst` tokens to start with, `rate_per_s` more
+/// each second up to `burst`, one taken by each frame.
+#[derive(Debug)]
+struct RateLimit {
+    tokens: f64,
+    burst: f64,
+    rate_per_s: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    fn new(rate_per_s: u32, burst: u32, now: Instant) -> RateLimit {
+        let burst = f64::from(burst.max(1));
+        RateLimit { tokens: burst, burst, rate_per_s: f64::from(rate_per_s), last: now }
+    }
+
+    /// Takes a token at `now` if there is one.
+    fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = self.last.max(now);
+        self.tokens = (self.tokens + elapsed * self.rate_per_s).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_limit_allows_a_burst_then_its_rate() {
+        let start = Instant::now();
+        let mut limit = RateLimit::new(10, 5, start);
+        assert_eq!((0..8).filter(|_| limit.take(start)).count(), 5, "the burst");
+        // 10 a second: one more every 100 ms, never more than the burst after a pause.
+        assert!(!limit.take(start + Duration::from_millis(50)));
+        assert!(limit.take(start + Duration::from_millis(110)));
+        assert!(!limit.take(start + Duration::from_millis(120)));
+        let later = start + Duration::from_secs(60);
+        assert_eq!((0..8).filter(|_| limit.take(later)).count(), 5, "refilled to the burst only");
+        // A clock read out of order takes nothing back.
+        assert!(!limit.take(start));
     }
 }

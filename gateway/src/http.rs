@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Extension, Json, Router};
-use presence_engine::{Command, UserId};
+use presence_engine::{check_user_id, Command, UserId};
 use serde_json::json;
 
 use crate::connection;
@@ -26,26 +26,60 @@ const WS_WRITE_BUFFER_BYTES: usize = 4 << 10;
 
 const PAGE: &str = include_str!("../page/index.html");
 const SCRIPT: &str = include_str!("../page/app.js");
+const STYLE: &str = include_str!("../page/app.css");
+
+/// The page's Content-Security-Policy: its script, styles and images come from this server
+/// only (none inline: index.html has no inline script, handler or style), it talks only to
+/// this server (`ws:`/`wss:` for the socket, which older browsers do not count as 'self'),
+/// and no other site may frame it (clickjacking).
+const PAGE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; \
+     connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; form-action 'none'; \
+     frame-ancestors 'none'";
 
 /// Every route of one gateway.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/app.js", get(script))
+        .route("/app.css", get(style))
         .route("/ws", get(upgrade))
         .route("/friends/{user}/{friend}", put(add_friend).delete(remove_friend))
         .route("/friends/{user}", get(friends))
         .route("/stats", get(stats))
         .route("/metrics", get(metrics))
         .with_state(shared)
+        .layer(axum::middleware::map_response(nosniff))
 }
 
-async fn page() -> Html<&'static str> {
-    Html(PAGE)
+/// `X-Content-Type-Options: nosniff` on every response: a browser takes each as the type it
+/// is sent as, never guessing (a JSON error run as a script, say).
+async fn nosniff(mut response: Response) -> Response {
+    response.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    response
 }
 
-async fn script() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], SCRIPT)
+/// One of the page's files, with the page's security headers.
+fn page_file(content_type: &'static str, body: &'static str) -> Response {
+    let headers = [
+        (header::CONTENT_TYPE, content_type),
+        (header::CONTENT_SECURITY_POLICY, PAGE_CSP),
+        // For browsers without CSP's frame-ancestors.
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ];
+    (headers, body).into_response()
+}
+
+async fn page() -> Response {
+    page_file("text/html; charset=utf-8", PAGE)
+}
+
+async fn script() -> Response {
+    page_file("text/javascript; charset=utf-8", SCRIPT)
+}
+
+async fn style() -> Response {
+    page_file("text/css; charset=utf-8", STYLE)
 }
 
 async fn upgrade(
@@ -142,6 +176,10 @@ async fn friends(
 ) -> Response {
     if let Some(refused) = unauthorized(&shared, &headers) {
         return refused;
+    }
+    // The same rule as every command's ids (R1.1), before anything is read.
+    if let Err(error) = check_user_id(&user, shared.config.engine.max_user_id_bytes) {
+        return failure_response(StatusCode::BAD_REQUEST, &Failure::engine(&error));
     }
     match shared.friends(user.clone()).await {
         Ok(friends) => Json(json!({"user": UserId::from(user), "friends": friends})).into_response(),

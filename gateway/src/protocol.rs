@@ -32,6 +32,9 @@ pub enum ProtocolCode {
     Busy,
     /// The server is shutting down (or its engine stopped): nothing was done.
     Unavailable,
+    /// The socket sends frames faster than its rate limit (`request_rate_per_s`,
+    /// `request_burst`): nothing was done; slow down.
+    TooManyRequests,
 }
 
 impl ProtocolCode {
@@ -48,6 +51,7 @@ impl ProtocolCode {
             ProtocolCode::TokenExpired => 8007,
             ProtocolCode::Busy => 8008,
             ProtocolCode::Unavailable => 8009,
+            ProtocolCode::TooManyRequests => 8010,
         }
     }
 
@@ -64,6 +68,7 @@ impl ProtocolCode {
             ProtocolCode::TokenExpired => "TokenExpired",
             ProtocolCode::Busy => "Busy",
             ProtocolCode::Unavailable => "Unavailable",
+            ProtocolCode::TooManyRequests => "TooManyRequests",
         }
     }
 }
@@ -87,7 +92,20 @@ impl Failure {
 
     /// The engine's error, with its code (R7.1).
     pub fn engine(error: &Error) -> Failure {
-        Failure { code: error.code(), name: error.name(), message: error.to_string() }
+        Failure::refused(error.code(), error.name(), error.to_string())
+    }
+
+    /// An error the engine (here or on a cluster's node) refused with: the engine's text
+    /// starts with its name and code (`InvalidParameter (6017): ...`), which the reply
+    /// already carries in its own fields, and which [`Failure`]'s `Display` adds again, so
+    /// the message keeps only what follows.
+    pub fn refused(code: u32, name: &'static str, message: String) -> Failure {
+        let prefix = format!("{name} ({code}): ");
+        let message = match message.strip_prefix(&prefix) {
+            Some(rest) => rest.to_owned(),
+            None => message,
+        };
+        Failure { code, name, message }
     }
 }
 
@@ -119,6 +137,13 @@ pub enum CloseReason {
     /// Not logged in yet, and evicted to make room for a newer connection (1013, try again
     /// later): `max_anonymous_connections` or `max_connections` were reached.
     Crowded,
+    /// The socket kept sending frames beyond its rate limit after being told (8010) (4005).
+    TooManyRequests,
+    /// A text frame that is not UTF-8 (1007, RFC 6455 section 7.4.1).
+    InvalidData,
+    /// A frame that breaks RFC 6455: a reserved opcode, a reserved bit set, a frame the
+    /// client did not mask, a fragmented control frame (1002).
+    ProtocolViolation,
     /// The client closed, or the connection broke: nothing to send.
     ClientGone,
 }
@@ -136,6 +161,9 @@ impl CloseReason {
             CloseReason::LoginTimeout => 4003,
             CloseReason::IdleTimeout => 4004,
             CloseReason::Crowded => 1013,
+            CloseReason::TooManyRequests => 4005,
+            CloseReason::InvalidData => 1007,
+            CloseReason::ProtocolViolation => 1002,
         }
     }
 
@@ -151,6 +179,9 @@ impl CloseReason {
             CloseReason::LoginTimeout => "no login in time",
             CloseReason::IdleTimeout => "nothing received in time",
             CloseReason::Crowded => "too many connections not logged in: try again later",
+            CloseReason::TooManyRequests => "too many requests: over the rate limit",
+            CloseReason::InvalidData => "a text frame is not UTF-8",
+            CloseReason::ProtocolViolation => "WebSocket protocol violation",
             CloseReason::ClientGone => "",
         }
     }
@@ -449,9 +480,48 @@ mod tests {
             ProtocolCode::TokenExpired,
             ProtocolCode::Busy,
             ProtocolCode::Unavailable,
+            ProtocolCode::TooManyRequests,
         ];
         let numbers: std::collections::HashSet<u32> = codes.iter().map(|c| c.code()).collect();
         assert_eq!(numbers.len(), codes.len());
         assert!(numbers.iter().all(|n| (8000..9000).contains(n)), "clear of R7.1's codes");
+
+        let closes = [
+            CloseReason::LoggedOut,
+            CloseReason::GoingAway,
+            CloseReason::TooBig,
+            CloseReason::Kicked,
+            CloseReason::Replaced,
+            CloseReason::SlowReader,
+            CloseReason::LoginTimeout,
+            CloseReason::IdleTimeout,
+            CloseReason::TooManyRequests,
+            CloseReason::InvalidData,
+            CloseReason::ProtocolViolation,
+        ];
+        let numbers: std::collections::HashSet<u16> = closes.iter().map(|c| c.code()).collect();
+        assert_eq!(numbers.len(), closes.len());
+        // RFC 6455 section 7.4.1's codes for what they mean there.
+        assert_eq!(
+            (
+                CloseReason::ProtocolViolation.code(),
+                CloseReason::InvalidData.code(),
+                CloseReason::TooBig.code()
+            ),
+            (1002, 1007, 1009)
+        );
+    }
+
+    #[test]
+    fn an_engine_error_names_its_code_once() {
+        let failure = Failure::engine(&Error::InvalidParameter("user id is empty".into()));
+        assert_eq!((failure.code, failure.name), (6017, "InvalidParameter"));
+        assert_eq!(failure.message, "user id is empty");
+        assert_eq!(failure.to_string(), "InvalidParameter (6017): user id is empty");
+        // A cluster node's refusal carries the engine's full text; the same prefix goes.
+        let remote = Failure::refused(6014, "NotLoggedIn", "NotLoggedIn (6014): no session".into());
+        assert_eq!(remote.message, "no session");
+        let plain = Failure::refused(6017, "InvalidParameter", "not a command request".into());
+        assert_eq!(plain.message, "not a command request");
     }
 }

@@ -8,7 +8,7 @@ use axum::extract::ws::Utf8Bytes;
 use presence_cluster::wire::{NoticeBatch, NoticeOut};
 use presence_engine::runtime::NoticeSink;
 use presence_engine::{DeviceId, Names, Notice, UserId, UserStatus};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 
 use crate::protocol::{self, CloseReason};
 use crate::stats::Counters;
@@ -16,8 +16,11 @@ use crate::stats::Counters;
 /// What a socket's writer is given.
 #[derive(Debug)]
 pub(crate) enum Outbound {
-    /// A text frame: a reply or a notice.
+    /// A text frame: a notice (or a kick).
     Text(Utf8Bytes),
+    /// A reply to one of the socket's own requests, holding its place in the socket's reply
+    /// budget until it is written (connection.rs: replies never make a socket a slow reader).
+    Reply(Utf8Bytes, OwnedSemaphorePermit),
     /// Close the socket with this reason, after what was queued before.
     Close(CloseReason),
 }
@@ -311,7 +314,9 @@ mod tests {
         };
         deliver_batch(&routes, &counters, &batch);
         let text = |out: Outbound| match out {
-            Outbound::Text(text) => serde_json::from_str::<serde_json::Value>(text.as_str()).unwrap(),
+            Outbound::Text(text) | Outbound::Reply(text, _) => {
+                serde_json::from_str::<serde_json::Value>(text.as_str()).unwrap()
+            }
             Outbound::Close(reason) => serde_json::json!({"close": reason.code()}),
         };
         let expected = serde_json::json!({"notice": {"user": "bob", "status": "ONLINE", "custom": "busy", "version": 2}});

@@ -403,7 +403,7 @@ impl ClusterBackend {
 pub(crate) fn cluster_failure(error: &ClientError) -> Failure {
     match error {
         ClientError::Refused { code, message } => {
-            Failure { code: *code, name: engine_error_name(*code), message: message.clone() }
+            Failure::refused(*code, engine_error_name(*code), message.clone())
         }
         ClientError::Unavailable(why) => Failure::new(
             ProtocolCode::Unavailable,

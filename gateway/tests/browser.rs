@@ -49,6 +49,12 @@ fn a_page_watches_another_change_its_status_live() {
     let bob = browser.open(&url);
     log_in(&mut browser, &alice, "alice");
     log_in(&mut browser, &bob, "bob");
+    // The page runs under its Content-Security-Policy (nothing inline): its script logged in
+    // over the socket above, and its styles, from /app.css, applied.
+    assert_eq!(
+        browser.eval(&alice, "getComputedStyle(document.querySelector('header')).backgroundColor").unwrap(),
+        "rgb(29, 35, 48)"
+    );
 
     browser
         .eval(&alice, "document.getElementById('targets').value = 'bob, carol'; document.getElementById('subscribe').click(); true")
