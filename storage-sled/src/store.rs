@@ -21,7 +21,7 @@ use crate::recover::{self, RepairReport};
 /// dropped), then fails with [`StoreErrorKind::Io`].
 #[derive(Debug)]
 pub struct SledStore {
-    trees: Trees,
+    pub(crate) trees: Trees,
     durability: Durability,
     next_seq: u64,
     path: Option<PathBuf>,
