@@ -39,6 +39,7 @@ mod reply;
 mod sharded;
 mod sink;
 mod stats;
+mod stop;
 mod worker;
 
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -47,6 +48,7 @@ pub use reply::PendingReply;
 pub use sharded::{default_threads, open_shards, ShardedRuntime};
 pub use sink::{ChannelSink, DiscardSink, NoticeSink, OwnedDelivery};
 pub use stats::{Latency, RuntimeStats};
+pub use stop::{RuntimeStop, Stopped};
 
 use crate::engine::Engine;
 use crate::error::{Error, StoreError, StoreErrorKind};
