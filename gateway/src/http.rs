@@ -14,6 +14,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::connection;
+use crate::health;
 use crate::protocol::{Failure, ProtocolCode};
 use crate::shared::{Backend, Shared};
 
@@ -29,6 +30,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/friends/{user}/{friend}", put(add_friend).delete(remove_friend))
         .route("/friends/{user}", get(friends))
         .route("/stats", get(stats))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .with_state(shared)
 }
 

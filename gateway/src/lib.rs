@@ -48,6 +48,7 @@
 
 pub mod config;
 mod connection;
+mod health;
 mod http;
 pub mod protocol;
 mod routes;
