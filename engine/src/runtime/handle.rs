@@ -635,7 +635,9 @@ impl Handle {
     }
 
     /// Whether the runtime takes writes: it runs, and its store took the last batch a turn
-    /// appended (a refused append clears once a later turn's batch is appended and synced).
+    /// appended (in a deployment of several shards, the last any shard appended). A refused
+    /// append makes it false until a later turn's batch is appended and synced, which takes
+    /// a write: a runtime that receives none stays false meanwhile.
     pub fn takes_writes(&self) -> bool {
         !self.shared.stopped.load(Ordering::SeqCst)
             && self.shared.stop.reason().is_none()
