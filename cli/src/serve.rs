@@ -1,12 +1,14 @@
 //! `presence serve`: the WebSocket gateway (presence-gateway) on a sled store or a NATS
 //! stream, until SIGINT or SIGTERM; then it closes the sockets, disconnects their sessions,
-//! drains the engine's queue, syncs and exits.
+//! drains the engine's queue, syncs and exits. Should the runtime stop by itself (its store
+//! could not make a turn durable), it closes the sockets and exits with status 1 and the
+//! cause on stderr; a bad configuration exits with status 2.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use presence_gateway::{Gateway, GatewayConfig, Secret};
+use presence_gateway::{Gateway, GatewayConfig, GatewayError, Secret};
 use presence_storage_sled::Durability;
 
 use crate::stores::{open_or_create, StoreAddress};
@@ -89,6 +91,13 @@ pub fn run(args: Args) -> ExitCode {
                 report.stats.connections_total
             );
             ExitCode::SUCCESS
+        }
+        // The runtime stopped by itself (a store that could not make a turn durable): exit
+        // with the cause, so that a supervisor restarts the server and the next start
+        // disconnects the sessions this one held (R8.4).
+        Err(GatewayError::Engine(e)) => {
+            eprintln!("presence serve: the presence runtime stopped, so the server stops: {e}");
+            ExitCode::from(1)
         }
         Err(e) => fail(e),
     }

@@ -96,6 +96,11 @@ impl AsyncClusterClient {
         &self.client
     }
 
+    /// Whether the NATS connection is up now (the client reconnects by itself when it is not).
+    pub fn is_connected(&self) -> bool {
+        matches!(self.client.connection_state(), async_nats::connection::State::Connected)
+    }
+
     /// The deployment's subjects.
     pub fn subjects(&self) -> &Subjects {
         &self.subjects

@@ -7,7 +7,7 @@ use std::sync::{Arc, Barrier, Mutex};
 
 use presence_engine::runtime::{
     ChannelSink, DiscardSink, ManualClock, NoticeSink, OwnedDelivery, Runtime, RuntimeConfig, RuntimeError,
-    SnapshotPolicy, TrySendError,
+    RuntimeStop, SnapshotPolicy, TrySendError,
 };
 use presence_engine::{CauseKind, Command, Config, Engine, EventStore, GeneralStatus, Names, Notice, Reply};
 use presence_storage_mem::{FaultyStore, MemStore};
@@ -73,13 +73,18 @@ fn a_failing_store_fails_the_commands_and_changes_nothing() {
     let clock = ManualClock::new(0);
     let (runtime, handle) = Runtime::spawn(engine, clock, DiscardSink, RuntimeConfig::default());
     handle.execute(Command::login("alice", "phone")).unwrap();
+    assert!(handle.takes_writes());
     faults.fail_appends(true);
     let refused = handle.execute(Command::set_status("alice", "phone", "away")).unwrap_err();
     assert_eq!(refused.code(), Some(9000));
     let refused = handle.execute(Command::login("bob", "pc")).unwrap_err();
     assert_eq!(refused.code(), Some(9000));
+    // The log is intact: the runtime goes on, but says its store does not take writes.
+    assert_eq!(handle.stop_reason(), None);
+    assert!(!handle.takes_writes());
     faults.fail_appends(false);
     handle.execute(Command::login("carol", "pc")).unwrap();
+    assert!(handle.takes_writes(), "a turn whose batch was stored and synced");
     let engine = runtime.shutdown().unwrap();
     assert_eq!(&*engine.status("alice").custom, "");
     assert_eq!(engine.status("bob").general, GeneralStatus::Unlogined);
@@ -95,10 +100,31 @@ fn a_failed_sync_stops_the_runtime() {
     let engine = Engine::open(Config::default(), store).unwrap();
     let (runtime, handle) =
         Runtime::spawn(engine, ManualClock::new(0), DiscardSink, RuntimeConfig::default());
+    let stopped = handle.stopped();
+    assert_eq!(stopped.wait_timeout(std::time::Duration::ZERO), None, "it runs");
     faults.fail_syncs(true);
     assert_eq!(handle.execute(Command::login("alice", "phone")).unwrap_err().code(), Some(9000));
+    // The host learns it at once, with the cause, whether it looks or waits.
+    let reason = handle.stop_reason().expect("the runtime says it stopped");
+    assert!(reason.failure().is_some_and(|cause| cause.contains("sync failed on purpose")), "{reason}");
+    assert_eq!(stopped.wait(), reason);
+    assert!(!handle.takes_writes());
     assert!(matches!(handle.execute(Command::login("bob", "pc")), Err(RuntimeError::Stopped)));
     assert_eq!(runtime.shutdown().err().map(|e| e.code()), Some(9000));
+}
+
+// The host's own shutdown is a stop too, without a failure; an awaiting task is woken.
+#[tokio::test]
+async fn a_shutdown_resolves_the_stopped_future_without_a_failure() {
+    let engine = Engine::open(Config::default(), MemStore::new()).unwrap();
+    let (runtime, handle) =
+        Runtime::spawn(engine, ManualClock::new(0), DiscardSink, RuntimeConfig::default());
+    let waiting = tokio::spawn(handle.stopped());
+    tokio::task::yield_now().await;
+    assert_eq!(handle.stop_reason(), None);
+    tokio::task::spawn_blocking(move || runtime.shutdown().map(drop)).await.unwrap().unwrap();
+    assert_eq!(waiting.await.unwrap(), RuntimeStop::Shutdown);
+    assert_eq!(handle.stop_reason(), Some(RuntimeStop::Shutdown));
 }
 
 struct PanickingSink;

@@ -14,6 +14,7 @@ use presence_engine::{check_user_id, Command, UserId};
 use serde_json::json;
 
 use crate::connection;
+use crate::health;
 use crate::protocol::{Failure, ProtocolCode};
 use crate::shared::{Backend, Place, Shared};
 
@@ -47,6 +48,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/friends/{user}", get(friends))
         .route("/stats", get(stats))
         .route("/metrics", get(metrics))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .with_state(shared)
         .layer(axum::middleware::map_response(nosniff))
 }

@@ -48,6 +48,7 @@
 
 pub mod config;
 mod connection;
+mod health;
 mod http;
 mod listener;
 mod metrics;

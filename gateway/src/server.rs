@@ -111,11 +111,25 @@ impl<S: EventStore + Send + 'static> Gateway<S> {
     /// Serves `listener` until `shutdown` completes; then refuses new sockets, closes the
     /// open ones (1001), disconnects this node's sessions (R8.5), runs what is queued, syncs,
     /// and stops the runtime.
+    ///
+    /// Should the runtime stop by itself (a failed sync: docs/DESIGN.md, "When the store
+    /// fails"), serving ends at once the same way, and this returns
+    /// [`GatewayError::Engine`] with the cause: the host should exit, so that a supervisor
+    /// starts it again and the next open disconnects the sessions it held (R8.4).
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<ServeReport, GatewayError> {
+        let runtime_stopped = self.handle.stopped();
+        let shutdown = async move {
+            tokio::select! {
+                () = shutdown => {}
+                reason = runtime_stopped => {
+                    tracing::error!(%reason, "the presence runtime stopped: the gateway closes its sockets and stops");
+                }
+            }
+        };
         let (served, disconnected) = serve_sockets(&self.shared, listener, shutdown).await;
         let stats = self.shared.counters.read();
         let runtime = self.runtime;

@@ -96,13 +96,14 @@ pub(crate) struct Trees {
     pub snapshots: sled::Tree,
     pub meta: sled::Tree,
     /// What a durable flush syncs beyond sled's own flush (`None` for a temporary store or
-    /// without `OpenOptions::fsync`).
-    pub files: Option<DurableFiles>,
+    /// without `OpenOptions::fsync`). Boxed: a store handle stays small (hosts keep it in
+    /// enums beside other stores).
+    pub files: Option<Box<DurableFiles>>,
 }
 
 impl Trees {
     /// Opens the three trees of `db`.
-    pub(crate) fn open(db: sled::Db, files: Option<DurableFiles>) -> Result<Self, StoreError> {
+    pub(crate) fn open(db: sled::Db, files: Option<Box<DurableFiles>>) -> Result<Self, StoreError> {
         let batches = db.open_tree(BATCHES_TREE).map_err(sled_err("open the batches tree"))?;
         let snapshots = db.open_tree(SNAPSHOTS_TREE).map_err(sled_err("open the snapshots tree"))?;
         let meta = db.open_tree(META_TREE).map_err(sled_err("open the meta tree"))?;

@@ -21,7 +21,7 @@ use crate::recover::{self, RepairReport};
 /// dropped), then fails with [`StoreErrorKind::Io`].
 #[derive(Debug)]
 pub struct SledStore {
-    trees: Trees,
+    pub(crate) trees: Trees,
     durability: Durability,
     next_seq: u64,
     path: Option<PathBuf>,
@@ -67,7 +67,7 @@ impl SledStore {
             config.flush_every_ms(options.flush_every_ms).cache_capacity(options.cache_capacity_bytes);
         let db = open_db(&config, path.as_deref())?;
         let files = match options.fsync {
-            true => path.as_deref().map(DurableFiles::open).transpose()?,
+            true => path.as_deref().map(DurableFiles::open).transpose()?.map(Box::new),
             false => None,
         };
         let trees = Trees::open(db, files)?;

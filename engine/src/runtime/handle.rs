@@ -13,6 +13,7 @@ use rustc_hash::FxHashMap;
 
 use super::reply::{self, Gather, GatherPart, PendingReply, ReplyTo};
 use super::stats::{RuntimeHistograms, RuntimeStats, SharedStats};
+use super::stop::{RuntimeStop, StopSignal, Stopped};
 use crate::change::StatusChange;
 use crate::command::{Command, Reply};
 use crate::engine::{EngineView, SessionHandle};
@@ -166,6 +167,11 @@ pub(crate) struct Shared {
     /// The first time a shard adopted since the deployment started (`u64::MAX` before).
     pub recovery_ms: AtomicU64,
     pub queue_capacity: usize,
+    /// Why the runtime stopped, once it has (set before `stopped`).
+    pub stop: StopSignal,
+    /// Whether the store refused the last batch a turn appended (cleared by a turn whose
+    /// batch was appended and synced).
+    pub store_failing: AtomicBool,
 }
 
 impl Shared {
@@ -178,6 +184,8 @@ impl Shared {
             latest_ms: AtomicU64::new(0),
             recovery_ms: AtomicU64::new(u64::MAX),
             queue_capacity,
+            stop: StopSignal::default(),
+            store_failing: AtomicBool::new(false),
         }
     }
 
@@ -615,6 +623,31 @@ impl Handle {
     /// reports each interval on its own).
     pub fn reset_latencies(&self) {
         self.shared.stats.reset_latencies();
+    }
+
+    /// Why the runtime has stopped, or `None` while it runs. A runtime stops when its host
+    /// shuts it down, or by itself when the store fails in a way it cannot go on from (a
+    /// failed sync: docs/DESIGN.md, "When the store fails"); then every request is answered
+    /// [`RuntimeError::Stopped`] and the host should exit with the cause.
+    pub fn stop_reason(&self) -> Option<RuntimeStop> {
+        self.shared.stop.reason()
+    }
+
+    /// The runtime's stop, to await from any executor or wait for on a thread: it resolves
+    /// (with [`Handle::stop_reason`]) as soon as a thread of the runtime stops taking
+    /// requests, whether shut down or failed.
+    pub fn stopped(&self) -> Stopped {
+        Stopped { signal: Arc::clone(&self.shared) }
+    }
+
+    /// Whether the runtime takes writes: it runs, and its store took the last batch a turn
+    /// appended (in a deployment of several shards, the last any shard appended). A refused
+    /// append makes it false until a later turn's batch is appended and synced, which takes
+    /// a write: a runtime that receives none stays false meanwhile.
+    pub fn takes_writes(&self) -> bool {
+        !self.shared.stopped.load(Ordering::SeqCst)
+            && self.shared.stop.reason().is_none()
+            && !self.shared.store_failing.load(Ordering::SeqCst)
     }
 
     /// How many shards the deployment has (1 for a single engine).

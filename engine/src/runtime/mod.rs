@@ -39,6 +39,7 @@ mod reply;
 mod sharded;
 mod sink;
 mod stats;
+mod stop;
 mod worker;
 
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -49,6 +50,7 @@ pub use sink::{ChannelSink, DiscardSink, NoticeSink, OwnedDelivery};
 pub use stats::{
     Latency, LatencyHistogram, RuntimeHistograms, RuntimeStats, LATENCY_BUCKETS, LATENCY_BUCKET_BOUNDS_US,
 };
+pub use stop::{RuntimeStop, Stopped};
 
 use crate::engine::Engine;
 use crate::error::{Error, StoreError, StoreErrorKind};

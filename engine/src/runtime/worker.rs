@@ -17,6 +17,7 @@ use super::handle::{Message, ReadJob, RemoteWork, Shared};
 use super::peer::{Peer, PeerRoutes};
 use super::reply::{add_disconnected, ReplyTo};
 use super::stats::SharedStats;
+use super::stop::RuntimeStop;
 use super::{Clock, NoticeSink, RuntimeConfig};
 use crate::change::StatusChange;
 use crate::command::{Command, Reply};
@@ -214,7 +215,19 @@ impl<S: EventStore, C: Clock, N: NoticeSink> Worker<S, C, N> {
     /// hands back the engines with their shards.
     pub(crate) fn run(mut self) -> Result<Vec<(u32, Engine<S>)>, Error> {
         self.rebuild_watch_tables();
-        let result = self.serve();
+        // A panic of the thread stops the runtime like a failure, so that the host hears of it.
+        let result = catch_unwind(AssertUnwindSafe(|| self.serve())).unwrap_or_else(|_| {
+            Err(Error::Storage(StoreError::new(StoreErrorKind::Io, "a presence runtime thread panicked")))
+        });
+        // The host learns at once, before the queues are emptied (docs/DESIGN.md, "When the
+        // store fails").
+        match &result {
+            Ok(()) => self.shared.stop.set(RuntimeStop::Shutdown),
+            Err(e) => {
+                tracing::error!(error = %e, "the presence runtime stopped: it answers nothing more");
+                self.shared.stop.set(RuntimeStop::Failed(e.to_string()));
+            }
+        }
         // From here nothing runs what is queued: dropping it answers every waiting reply with
         // `Stopped` (a message left in a channel is never dropped while a handle keeps the
         // channel alive). Requests being queued now are waited for (emptying the queues lets a
@@ -463,6 +476,7 @@ impl<S: EventStore, C: Clock, N: NoticeSink> Worker<S, C, N> {
                 match result {
                     Ok(()) => reply.send(Ok(())),
                     Err(e) => {
+                        self.shared.stop.set(RuntimeStop::Failed(e.to_string()));
                         reply.send(Err(Error::Storage(StoreError::new(
                             StoreErrorKind::Io,
                             format!("the tick could not be made durable, the runtime stopped: {e}"),
@@ -823,6 +837,9 @@ impl<S: EventStore, C: Clock, N: NoticeSink> Worker<S, C, N> {
         let synced = self.commit_turn(i, &outcomes, bytes_before, sync_started);
         let sync_failure = synced.as_ref().err().map(|e| {
             tracing::error!(error = %e, "the store could not sync a turn; the presence runtime stops");
+            // Said before any answer goes, so that a host that sees the failed reply also
+            // sees why the runtime stopped.
+            self.shared.stop.set(RuntimeStop::Failed(e.to_string()));
             Failure::of(e, "the turn could not be made durable, the runtime stopped")
         });
         let group_failures: Vec<Option<Failure>> = outcomes
@@ -880,15 +897,21 @@ impl<S: EventStore, C: Clock, N: NoticeSink> Worker<S, C, N> {
         SharedStats::add(&self.shared.stats.bytes_appended, bytes);
         for failure in outcomes.iter().filter_map(|o| o.as_ref().err()) {
             SharedStats::add(&self.shared.stats.store_failures, 1);
+            self.shared.store_failing.store(true, Ordering::SeqCst);
             tracing::warn!(error = %failure, "the store refused a turn's batch; its commands failed and changed nothing");
         }
         SharedStats::add(&self.shared.stats.turns, 1);
         slot.events_since_snapshot += events as u64;
         slot.bytes_since_snapshot += bytes;
-        match (events, self.config.sync_each_turn) {
+        let synced = match (events, self.config.sync_each_turn) {
             (0, _) | (_, false) => Ok(None),
             _ => slot.engine.sync().map(|()| Some(sync_started.elapsed())),
+        };
+        if events > 0 && synced.is_ok() && outcomes.iter().all(Result::is_ok) {
+            // The store took this turn's writes again.
+            self.shared.store_failing.store(false, Ordering::SeqCst);
         }
+        synced
     }
 
     /// After a durable turn of shard `i`: its notices to the host, its status changes to the
