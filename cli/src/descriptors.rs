@@ -3,7 +3,7 @@
 //! 1 024 is far below a gateway's connections), say what it is, and keep the gateway's
 //! connection cap under it with room for the store.
 
-use presence_gateway::config::DESCRIPTORS_RESERVED;
+use presence_gateway::config::descriptors_reserved;
 use presence_gateway::GatewayConfig;
 use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 
@@ -33,14 +33,15 @@ pub(crate) fn raise_nofile_limit(name: &str) -> Option<u64> {
 }
 
 /// Lowers the gateway's `max_connections` to fit `nofile` descriptors (keeping
-/// [`DESCRIPTORS_RESERVED`] for the store, the listener and the rest) and says so.
+/// [`descriptors_reserved`] for the store, the listener and the rest) and says so.
 pub(crate) fn fit_connections(config: &mut GatewayConfig, nofile: Option<u64>, name: &str) {
     let Some(nofile) = nofile else { return };
     let before = config.gateway.max_connections;
     if let Some(cap) = config.fit_descriptors(nofile) {
         eprintln!(
             "{name}: max_connections lowered from {before} to {cap}: the open files limit is {nofile}, \
-             {DESCRIPTORS_RESERVED} of them kept for the store and the rest"
+             {} of them kept for the store and the rest",
+            descriptors_reserved(nofile)
         );
     }
 }

@@ -35,11 +35,21 @@ pub const OUTBOUND_QUEUE_LIMIT: usize = 1 << 20;
 pub const CONNECTIONS_LIMIT: usize = 1 << 20;
 /// The longest `header_read_timeout_ms` and `http_idle_timeout_ms` may be: an hour.
 pub const HTTP_TIMEOUT_MS_LIMIT: u64 = 3_600_000;
-/// Descriptors kept out of the connection cap when the process's limit on open files is
-/// lower than `max_connections` ([`GatewayConfig::fit_descriptors`]): the store's files, the
-/// listener, NATS and log files, and the evicted connections still closing
-/// (at most 256 of them, the gateway's `EVICTING_MAX`).
+/// The most descriptors kept out of the connection cap when the process's limit on open
+/// files is lower than `max_connections` ([`GatewayConfig::fit_descriptors`]): the store's
+/// files, the listener, NATS and log files, and the evicted connections still closing (at
+/// most 256 of them, the gateway's `EVICTING_MAX`). A small limit keeps a quarter of itself
+/// instead ([`descriptors_reserved`]), so that a server started with a few hundred
+/// descriptors still serves most of them.
 pub const DESCRIPTORS_RESERVED: u64 = 512;
+
+/// The descriptors kept out of the connection cap under a limit of `nofile` open files:
+/// [`DESCRIPTORS_RESERVED`], or a quarter of `nofile` if that is less. The store needs few
+/// (the sled store opens none per write); the rest of the reserve is for evicted sockets still
+/// closing, and an accept that finds none left backs off and is counted.
+pub fn descriptors_reserved(nofile: u64) -> u64 {
+    DESCRIPTORS_RESERVED.min(nofile / 4)
+}
 /// The most `request_rate_per_s` and `request_burst` may be configured to.
 pub const REQUEST_RATE_LIMIT: u32 = 1_000_000;
 /// Heartbeats are coalesced over at most this fraction of the engine's
@@ -313,10 +323,11 @@ impl GatewayConfig {
     }
 
     /// Lowers `max_connections` (and `max_anonymous_connections` with it) to fit a process
-    /// that may open `nofile` descriptors, keeping [`DESCRIPTORS_RESERVED`] for everything
+    /// that may open `nofile` descriptors, keeping [`descriptors_reserved`] for everything
     /// else; returns the new cap when it lowered it.
     pub fn fit_descriptors(&mut self, nofile: u64) -> Option<usize> {
-        let room = usize::try_from(nofile.saturating_sub(DESCRIPTORS_RESERVED)).unwrap_or(usize::MAX).max(1);
+        let room =
+            usize::try_from(nofile.saturating_sub(descriptors_reserved(nofile))).unwrap_or(usize::MAX).max(1);
         let g = &mut self.gateway;
         if g.max_connections <= room {
             return None;
@@ -411,15 +422,19 @@ mod tests {
         let mut config = GatewayConfig::from_toml("[gateway]\nmax_connections = 10000\n").unwrap();
         assert_eq!(config.anonymous_connections_max(), 7_500);
         assert_eq!(config.fit_descriptors(1_000_000), None, "room enough: unchanged");
-        assert_eq!(config.fit_descriptors(1_024), Some(1_024 - DESCRIPTORS_RESERVED as usize));
-        assert_eq!(config.gateway.max_connections, 512);
-        assert_eq!(config.anonymous_connections_max(), 384);
+        assert_eq!(config.fit_descriptors(4_096), Some(4_096 - DESCRIPTORS_RESERVED as usize));
+        assert_eq!(config.gateway.max_connections, 3_584);
+        assert_eq!(config.anonymous_connections_max(), 2_688);
+        // A small limit keeps a quarter of itself, not 512.
+        assert_eq!(config.fit_descriptors(1_024), Some(768));
+        assert_eq!(config.fit_descriptors(256), Some(192));
+        assert_eq!(config.anonymous_connections_max(), 144);
         let mut explicit =
             GatewayConfig::from_toml("[gateway]\nmax_connections = 900\nmax_anonymous_connections = 800\n")
                 .unwrap();
-        assert_eq!(explicit.fit_descriptors(612), Some(100));
-        assert_eq!(explicit.anonymous_connections_max(), 100);
+        assert_eq!(explicit.fit_descriptors(612), Some(459));
+        assert_eq!(explicit.anonymous_connections_max(), 459);
         assert!(explicit.validate().is_ok());
-        assert_eq!(config.fit_descriptors(10), Some(1), "never below one connection");
+        assert_eq!(config.fit_descriptors(1), Some(1), "never below one connection");
     }
 }
