@@ -24,7 +24,7 @@ fn durable_writes_need_no_new_descriptor() {
     let before = getrlimit(Resource::Nofile);
     // A limit a little above what is open, then every descriptor left taken, as a flood of
     // sockets would take them.
-    let mut limited = before.clone();
+    let mut limited = before;
     limited.current = Some(open_descriptors() + 64);
     setrlimit(Resource::Nofile, limited).unwrap();
     let mut flood = Vec::new();
