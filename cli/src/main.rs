@@ -8,6 +8,7 @@ mod descriptors;
 
 mod inspect;
 mod load;
+mod logging;
 mod node;
 mod redis_peer;
 mod replay;

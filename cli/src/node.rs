@@ -65,6 +65,7 @@ pub fn run(args: Args) -> ExitCode {
         },
         None => None,
     };
+    crate::logging::init("presence node");
     let nofile = crate::descriptors::raise_nofile_limit("presence node");
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(runtime) => runtime,

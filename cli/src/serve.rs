@@ -49,6 +49,7 @@ pub fn run(args: Args) -> ExitCode {
             Err(e) => return fail(format!("{}: {e}", path.display())),
         },
     };
+    crate::logging::init("presence serve");
     let nofile = crate::descriptors::raise_nofile_limit("presence serve");
     crate::descriptors::fit_connections(&mut config, nofile, "presence serve");
     let secret = match Secret::from_file(&args.secret_file) {

@@ -210,5 +210,10 @@ fn serve_exits_non_zero_with_the_cause_when_its_store_cannot_sync() {
         "the cause is printed: {log}"
     );
     assert_eq!(exit.code(), Some(1), "{log}");
+    // The runtime's own tracing error reaches the server's log too, with the store's cause.
+    assert!(
+        log.lines().any(|line| line.contains("ERROR") && line.contains("could not sync")),
+        "the runtime logs why it stopped: {log}"
+    );
     assert!(!accepts(port), "nothing listens any more");
 }
