@@ -157,7 +157,13 @@ impl Connection {
         let idle = self.shared.config.idle_timeout();
         let permit = tokio::select! {
             biased;
-            _ = ending.wait_for(Option::is_some) => return,
+            _ = ending.wait_for(Option::is_some) => {
+                // The socket is ending: the writer sends what is queued before its close
+                // frame (unless the client is gone or too slow), so the reply goes in if there
+                // is room, without waiting.
+                let _ = self.peer.outbound.try_send(out);
+                return;
+            }
             permit = tokio::time::timeout(idle, Arc::clone(&self.replies).acquire_owned()) => permit,
         };
         let out = match (permit, out) {
@@ -555,15 +561,37 @@ async fn write_frames(
             Written::Broken => break *ending.borrow(),
         }
     };
-    // Nobody reads the queue from now on: pushes fail at once instead of filling it.
-    queue.close();
     let reason = reason.unwrap_or(CloseReason::ClientGone);
     routes::end(&ending, reason);
+    if !matches!(reason, CloseReason::ClientGone | CloseReason::SlowReader) {
+        // What is queued before the reader has finished (a reply the runtime gave just
+        // before a shutdown, a notice before a kick) still goes out ahead of the close frame,
+        // within the close timeout; a slow reader's queue is what it could not take, and is
+        // dropped.
+        let _ = tokio::time::timeout(close_timeout, drain(&mut sink, &mut queue)).await;
+    }
+    // Nobody reads the queue from now on: pushes fail at once instead of filling it.
+    queue.close();
     if reason != CloseReason::ClientGone {
         let frame = CloseFrame { code: reason.code(), reason: Utf8Bytes::from_static(reason.text()) };
         let _ = tokio::time::timeout(close_timeout, sink.send(Message::Close(Some(frame)))).await;
     }
     let _ = tokio::time::timeout(close_timeout, sink.close()).await;
+}
+
+/// Writes what comes through `queue` (texts and replies; a queued close is moot now) until
+/// every sender is gone: the reader has answered its last request and the socket's route is
+/// removed.
+async fn drain(sink: &mut SplitSink<WebSocket, Message>, queue: &mut mpsc::Receiver<Outbound>) {
+    while let Some(out) = queue.recv().await {
+        let text = match out {
+            Outbound::Text(text) | Outbound::Reply(text, _) => text,
+            Outbound::Close(_) => continue,
+        };
+        if sink.send(Message::Text(text)).await.is_err() {
+            return;
+        }
+    }
 }
 
 enum Written {
