@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use presence_cluster::ClusterClient;
 use presence_gateway::Secret;
+use presence_testkit::process::http_status;
 use serde_json::{json, Value};
 use tungstenite::{Message, WebSocket};
 
@@ -107,20 +108,6 @@ impl Socket {
     }
 }
 
-/// `GET path` on a gateway: the status code (0 if it did not answer).
-fn http_status(addr: SocketAddr, path: &str) -> u16 {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = TcpStream::connect(addr) else { return 0 };
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return 0;
-    }
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
-}
-
 /// Logs `target` in on `device_node`'s gateway (its shard owned by `shard_node`) and a
 /// watcher on `watcher_node`'s (its shard owned by `watcher_node`), which subscribes and
 /// hears the target's custom status with versions. Returns both sockets, the target's user
@@ -196,8 +183,8 @@ fn a_stopped_node_closes_its_sockets_and_disconnects_their_sessions_first() {
     let owners = cluster.wait_served(&client, &["a", "b"], Duration::from_secs(60));
     let (mut device, mut watching, target, _) = watch_across(&cluster, &client, &owners, ("a", "b", "b"));
     // No runtime of its own: alive while it serves, ready while its NATS connection is up.
-    assert_eq!(http_status(cluster.gateways["a"], "/healthz"), 200);
-    assert_eq!(http_status(cluster.gateways["a"], "/readyz"), 200);
+    assert_eq!(http_status(cluster.gateways["a"], "/healthz", WAIT), 200);
+    assert_eq!(http_status(cluster.gateways["a"], "/readyz", WAIT), 200);
     let stopped_at = Instant::now();
     let exit = cluster.nodes.get_mut("a").unwrap().terminate(WAIT);
     let exit = exit.unwrap_or_else(|| panic!("node a did not exit after SIGTERM:\n{}", cluster.log("a")));

@@ -3,13 +3,13 @@
 //! cannot make a turn durable stops the runtime, and the process exits non-zero with the
 //! cause (docs/DESIGN.md, "When the store fails"), so that a supervisor restarts it.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use presence_testkit::process::{accepts, free_ports, wait_until, ServerProcess};
+use presence_testkit::process::{accepts, free_ports, http_status, wait_until, ServerProcess};
 use serde_json::{json, Value};
 use tungstenite::{Message, WebSocket};
 
@@ -88,19 +88,6 @@ impl Device {
     }
 }
 
-/// `GET path`: the status code (0 if the server did not answer).
-fn http_status(addr: SocketAddr, path: &str) -> u16 {
-    let Ok(mut stream) = TcpStream::connect(addr) else { return 0 };
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return 0;
-    }
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
-}
-
 /// The descriptors process `pid` has open (Linux: its `/proc/PID/fd`).
 fn open_descriptors(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |entries| entries.count())
@@ -161,7 +148,7 @@ fn a_descriptor_flood_does_not_stop_the_runtime() {
     let mut bob = Device::login(addr, &secret, "bob");
     let after = bob.request(json!({"op": "set_status", "custom": "after the flood"}));
     assert_eq!(after.as_ref().map(|r| &r["ok"]), Some(&json!(true)), "{after:?}\n{}", server.log_tail(20));
-    assert_eq!(http_status(addr, "/healthz"), 200);
+    assert_eq!(http_status(addr, "/healthz", WAIT), 200);
     assert!(server.is_running());
     let exit = server.terminate(WAIT).expect("presence serve exits after SIGTERM");
     assert!(exit.success(), "{exit:?}: {}", server.log_tail(20));

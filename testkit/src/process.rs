@@ -46,6 +46,23 @@ pub fn accepts(port: u16) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
 }
 
+/// `GET path` on the HTTP server at `addr`, answered within `timeout`: its status code, or 0
+/// when it did not answer (a server that is gone, or one that closed the connection).
+pub fn http_status(addr: SocketAddr, path: &str, timeout: Duration) -> u16 {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, timeout) else { return 0 };
+    if stream.set_read_timeout(Some(timeout)).is_err() {
+        return 0;
+    }
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return 0;
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
+}
+
 /// Polls `ready` every 20 ms until it is true or `timeout` passes; the error names `what`.
 pub fn wait_until(timeout: Duration, what: &str, mut ready: impl FnMut() -> bool) -> Result<(), String> {
     let started = Instant::now();
