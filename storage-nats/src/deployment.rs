@@ -75,8 +75,16 @@ pub fn open_nats_deployment(
             }
             Err(f) => return Err(io("read the manifest's stream", &f)),
         };
+        // An empty stream holds no manifest yet, so there is nothing to read; and it may be
+        // one another node is still creating, which nats-server 2.9 must not be asked for a
+        // message: a `MSG.GET` on a stream mid-creation crashed it (a Go panic in
+        // jsMsgGetRequest, seen in the cluster traces when two nodes start together). A
+        // stream that holds a message was made whole.
         let request = MsgGet::last(&subject);
-        let last = runtime.block_on(retrying(deadline, || api.get(&request)))?;
+        let last = match info.state.last_seq {
+            0 => Ok(None),
+            _ => runtime.block_on(retrying(deadline, || api.get(&request)))?,
+        };
         match last {
             Ok(Some(msg)) => {
                 let text = String::from_utf8_lossy(&msg.payload);
