@@ -5,15 +5,13 @@
 //!
 //! Most values are the counters that `GET /stats` serves as well ([`Counters`]), read when
 //! scraped; the two that need labels, requests by op and result code and closes by close
-//! code, are tallied here ([`Tallies`]).
+//! code, are tallied apart ([`Tallies`](crate::stats::Tallies)).
 
-use std::collections::{BTreeMap, HashMap};
 use std::fmt::{Display, Write};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use presence_engine::runtime::{LatencyHistogram, RuntimeHistograms, RuntimeStats, LATENCY_BUCKET_BOUNDS_US};
 
-use crate::protocol::{CloseReason, Op};
+use crate::protocol::Op;
 use crate::shared::{Backend, Shared};
 use crate::stats::{Counters, GatewayStats};
 
@@ -23,9 +21,6 @@ pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8"
 /// The `op` label of a frame that is not a request (not JSON, no `id` or `op`, an unknown op,
 /// a binary frame): a label's values must be a small fixed set, never what a client wrote.
 pub(crate) const OP_INVALID: &str = "invalid";
-
-/// The `code` label of a request that succeeded.
-const CODE_OK: u32 = 0;
 
 /// The `op` label of a request.
 pub(crate) fn op_label(op: &Op) -> &'static str {
@@ -38,63 +33,6 @@ pub(crate) fn op_label(op: &Op) -> &'static str {
         Op::Unsubscribe { .. } => "unsubscribe",
         Op::Logout {} => "logout",
     }
-}
-
-/// The counts that carry labels: requests answered, by op and result code, and sockets
-/// closed, by close reason. A small map under a lock each: the labels' values are a fixed
-/// set (ops, codes, reasons), and one request takes the lock once, for an add.
-#[derive(Debug, Default)]
-pub(crate) struct Tallies {
-    requests: Mutex<BTreeMap<(&'static str, u32), u64>>,
-    closes: Mutex<HashMap<CloseReason, u64>>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while the lock was held leaves a map of plain numbers, still usable.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl Tallies {
-    /// Counts one answered request: `op` (from [`op_label`], or [`OP_INVALID`]) and the
-    /// reply's code (0: it succeeded).
-    pub(crate) fn answered(&self, op: &'static str, code: u32) {
-        *lock(&self.requests).entry((op, code)).or_insert(0) += 1;
-    }
-
-    /// Counts a successful reply to `op`.
-    pub(crate) fn succeeded(&self, op: &'static str) {
-        self.answered(op, CODE_OK);
-    }
-
-    /// Counts one socket closed for `reason`.
-    pub(crate) fn closed(&self, reason: CloseReason) {
-        *lock(&self.closes).entry(reason).or_insert(0) += 1;
-    }
-
-    fn requests(&self) -> BTreeMap<(&'static str, u32), u64> {
-        lock(&self.requests).clone()
-    }
-
-    /// The closes, by code, then reason's name.
-    fn closes(&self) -> Vec<(u16, String, u64)> {
-        let mut closes: Vec<(u16, String, u64)> =
-            lock(&self.closes).iter().map(|(reason, n)| (reason.code(), reason_name(*reason), *n)).collect();
-        closes.sort();
-        closes
-    }
-}
-
-/// A close reason's name as a label value: `SlowReader` -> `slow_reader`. Derived from the
-/// variant's name, so that a new reason is counted under its own name without a table here.
-fn reason_name(reason: CloseReason) -> String {
-    let mut name = String::new();
-    for (i, c) in format!("{reason:?}").chars().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            name.push('_');
-        }
-        name.push(c.to_ascii_lowercase());
-    }
-    name
 }
 
 /// The text being written: families of samples, each family once, with its help and type.
@@ -375,13 +313,6 @@ fn runtime(out: &mut Exposition, stats: &RuntimeStats, histograms: &RuntimeHisto
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reason_names_are_snake_case() {
-        assert_eq!(reason_name(CloseReason::SlowReader), "slow_reader");
-        assert_eq!(reason_name(CloseReason::GoingAway), "going_away");
-        assert_eq!(reason_name(CloseReason::TooBig), "too_big");
-    }
 
     #[test]
     fn a_histogram_is_cumulative_in_seconds_with_inf_sum_and_count() {

@@ -1,9 +1,13 @@
 //! What the gateway has done: counters shared by its sockets and its notice sink, readable
 //! while it runs (`GET /stats`, [`Gateway::stats`](crate::Gateway::stats)).
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use serde::Serialize;
+
+use crate::protocol::CloseReason;
 
 /// The gateway's counters as of one moment.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -58,7 +62,7 @@ pub(crate) struct Counters {
     pub heartbeats_shed: AtomicU64,
     pub bad_tokens: AtomicU64,
     /// Requests by op and code, closes by reason: the counts `GET /metrics` labels.
-    pub tallies: crate::metrics::Tallies,
+    pub tallies: Tallies,
 }
 
 impl Counters {
@@ -83,5 +87,77 @@ impl Counters {
             heartbeats_shed: load(&self.heartbeats_shed),
             bad_tokens: load(&self.bad_tokens),
         }
+    }
+}
+
+/// The `code` label of a request that succeeded.
+const CODE_OK: u32 = 0;
+
+/// The counts that carry labels: requests answered, by op and result code, and sockets
+/// closed, by close reason. A small map under a lock each: the labels' values are a fixed
+/// set (ops, codes, reasons), and one request takes the lock once, for an add.
+#[derive(Debug, Default)]
+pub(crate) struct Tallies {
+    requests: Mutex<BTreeMap<(&'static str, u32), u64>>,
+    closes: Mutex<HashMap<CloseReason, u64>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while the lock was held leaves a map of plain numbers, still usable.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Tallies {
+    /// Counts one answered request: `op` (from `metrics::op_label`, or `metrics::OP_INVALID`) and the
+    /// reply's code (0: it succeeded).
+    pub(crate) fn answered(&self, op: &'static str, code: u32) {
+        *lock(&self.requests).entry((op, code)).or_insert(0) += 1;
+    }
+
+    /// Counts a successful reply to `op`.
+    pub(crate) fn succeeded(&self, op: &'static str) {
+        self.answered(op, CODE_OK);
+    }
+
+    /// Counts one socket closed for `reason`.
+    pub(crate) fn closed(&self, reason: CloseReason) {
+        *lock(&self.closes).entry(reason).or_insert(0) += 1;
+    }
+
+    pub(crate) fn requests(&self) -> BTreeMap<(&'static str, u32), u64> {
+        lock(&self.requests).clone()
+    }
+
+    /// The closes, by code, then reason's name.
+    pub(crate) fn closes(&self) -> Vec<(u16, String, u64)> {
+        let mut closes: Vec<(u16, String, u64)> =
+            lock(&self.closes).iter().map(|(reason, n)| (reason.code(), reason_name(*reason), *n)).collect();
+        closes.sort();
+        closes
+    }
+}
+
+/// A close reason's name as a label value: `SlowReader` -> `slow_reader`. Derived from the
+/// variant's name, so that a new reason is counted under its own name without a table here.
+pub(crate) fn reason_name(reason: CloseReason) -> String {
+    let mut name = String::new();
+    for (i, c) in format!("{reason:?}").chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            name.push('_');
+        }
+        name.push(c.to_ascii_lowercase());
+    }
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_names_are_snake_case() {
+        assert_eq!(reason_name(CloseReason::SlowReader), "slow_reader");
+        assert_eq!(reason_name(CloseReason::GoingAway), "going_away");
+        assert_eq!(reason_name(CloseReason::TooBig), "too_big");
     }
 }

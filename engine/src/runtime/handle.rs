@@ -168,7 +168,7 @@ pub(crate) struct Shared {
     pub recovery_ms: AtomicU64,
     pub queue_capacity: usize,
     /// Why the runtime stopped, once it has (set before `stopped`).
-    pub stop: StopSignal,
+    pub stop: Arc<StopSignal>,
     /// Whether the store refused the last batch a turn appended (cleared by a turn whose
     /// batch was appended and synced).
     pub store_failing: AtomicBool,
@@ -184,7 +184,7 @@ impl Shared {
             latest_ms: AtomicU64::new(0),
             recovery_ms: AtomicU64::new(u64::MAX),
             queue_capacity,
-            stop: StopSignal::default(),
+            stop: Arc::default(),
             store_failing: AtomicBool::new(false),
         }
     }
@@ -637,7 +637,7 @@ impl Handle {
     /// (with [`Handle::stop_reason`]) as soon as a thread of the runtime stops taking
     /// requests, whether shut down or failed.
     pub fn stopped(&self) -> Stopped {
-        Stopped { signal: Arc::clone(&self.shared) }
+        Stopped { signal: Arc::clone(&self.shared.stop) }
     }
 
     /// Whether the runtime takes writes: it runs, and its store took the last batch a turn

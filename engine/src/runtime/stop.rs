@@ -100,12 +100,12 @@ impl StopSignal {
 #[must_use = "a future does nothing unless awaited"]
 #[derive(Clone, Debug)]
 pub struct Stopped {
-    pub(crate) signal: Arc<super::handle::Shared>,
+    pub(crate) signal: Arc<StopSignal>,
 }
 
 impl Stopped {
     fn signal(&self) -> &StopSignal {
-        &self.signal.stop
+        &self.signal
     }
 
     /// Blocks the calling thread until the runtime stops.
