@@ -182,6 +182,13 @@ impl NatsStore {
             _ => max_payload,
         };
         store.batch_bytes_max = limit.saturating_sub(HEADROOM_BYTES);
+        if info.state.last_seq == 0 {
+            // Never written: no marker, batch or snapshot to read. It may also be a stream
+            // another process is still creating, which nats-server 2.9 must not be asked for
+            // a message (`MSG.GET` on a stream mid-creation panics it in jsMsgGetRequest, seen
+            // when a node's follower opened a shard's stream while another node's claim made it).
+            return Ok(Some(store));
+        }
         store.meta_present = store.read_meta()?;
         let newest_snapshot = store.snapshots()?.last().copied();
         let newest_batch_end = store.newest_batch_end()?;
@@ -286,6 +293,15 @@ impl NatsStore {
             let request = request.clone();
             async move { api.get(&request).await }
         })
+    }
+
+    /// The stream's last sequence number now, from its information.
+    fn stream_last_seq(&self) -> Result<u64, StoreError> {
+        let api = &self.api;
+        match self.runtime.block_on(retrying(self.deadline(), || api.info(None)))? {
+            Ok(info) => Ok(info.state.last_seq),
+            Err(failure) => Err(self.failed("read the stream's information", &failure)),
+        }
     }
 
     /// The stream's information, after creating it if it is missing and
@@ -550,6 +566,12 @@ impl NatsStore {
     /// from 0 for the whole log; pass the last number returned to go on. One request when
     /// nothing is new.
     pub fn batches_after(&self, after: u64, max: usize) -> Result<Vec<(u64, StoredBatch)>, StoreError> {
+        // The stream's information first (it costs one request, as a `MSG.GET` that finds
+        // nothing does): nothing newer means no message is asked for, so a follower never asks
+        // for one from a stream still being created (see `open_existing`).
+        if self.stream_last_seq()? <= after {
+            return Ok(Vec::new());
+        }
         let subject = self.subjects.batch();
         let mut batches = Vec::new();
         let mut next = after.saturating_add(1);
