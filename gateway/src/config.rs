@@ -333,7 +333,9 @@ impl GatewayConfig {
             return None;
         }
         g.max_connections = room;
-        g.max_anonymous_connections = g.max_anonymous_connections.min(room);
+        // An explicit share shrinks with the cap, and never past the default share of the
+        // lower cap, so that logged-in devices keep a part of it (0 already means that).
+        g.max_anonymous_connections = g.max_anonymous_connections.min(room - room / 4);
         Some(room)
     }
 
@@ -433,7 +435,11 @@ mod tests {
             GatewayConfig::from_toml("[gateway]\nmax_connections = 900\nmax_anonymous_connections = 800\n")
                 .unwrap();
         assert_eq!(explicit.fit_descriptors(612), Some(459));
-        assert_eq!(explicit.anonymous_connections_max(), 459);
+        assert_eq!(
+            explicit.anonymous_connections_max(),
+            345,
+            "a quarter of the cap stays the logged-in devices'"
+        );
         assert!(explicit.validate().is_ok());
         assert_eq!(config.fit_descriptors(1), Some(1), "never below one connection");
     }

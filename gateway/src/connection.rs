@@ -30,9 +30,18 @@ const DISCONNECT_RETRY: Duration = Duration::from_millis(10);
 /// the connection is dropped: a drop with unread bytes is a reset, and a client that meets
 /// the reset first (its write failing, say) may never read the close frame.
 const CLOSE_LINGER: Duration = Duration::from_millis(500);
-/// Frames in a row refused for the rate limit (8010) before the socket is closed (4005): a
-/// client that pipelined a burst hears 8010 and slows down; one that floods on is dropped.
+/// Frames refused for the rate limit (8010) within one [`RATE_LIMIT_WINDOW`] before the
+/// socket is closed (4005): a client that pipelined a burst hears 8010 and slows down; one
+/// that goes on sending faster than its rate is dropped, even if some of its frames fit in.
 const RATE_LIMIT_REFUSALS_MAX: u32 = 100;
+/// The window over which refusals are counted.
+const RATE_LIMIT_WINDOW: Duration = Duration::from_secs(1);
+/// The bytes of replies a socket may have queued and not yet written: a client that pipelines
+/// requests faster than it reads them waits for room (backpressure) once its replies fill
+/// this much, whatever their count, so one socket never holds more than this (plus one reply
+/// larger than all of it, which takes the whole budget alone) in the server's memory.
+const REPLY_BUDGET_BYTES: usize = 256 << 10;
+const _: () = assert!(REPLY_BUDGET_BYTES <= u32::MAX as usize, "a reply's cost is a u32 of permits");
 
 /// Serves one upgraded socket until it closes, then cleans up after it.
 pub(crate) async fn serve(socket: WebSocket, shared: Arc<Shared>, place: Arc<Place>) {
@@ -44,13 +53,13 @@ pub(crate) async fn serve(socket: WebSocket, shared: Arc<Shared>, place: Arc<Pla
     }
     let (sink, mut stream) = socket.split();
     // Notices may take `outbound_queue` places, the socket's own replies as many again, each
-    // holding one of the reply budget's permits (`Connection::send`).
-    let budget = shared.config.gateway.outbound_queue;
-    let (outbound, queue) = mpsc::channel(budget.saturating_mul(2));
+    // holding its bytes of the reply budget (`Connection::send`).
+    let places = shared.config.gateway.outbound_queue;
+    let (outbound, queue) = mpsc::channel(places.saturating_mul(2));
     let peer = Peer { id: place.id, outbound, ending: Arc::clone(&ending) };
     let close_timeout = Duration::from_millis(shared.config.gateway.close_timeout_ms);
     let writer = tokio::spawn(write_frames(sink, queue, Arc::clone(&ending), close_timeout));
-    let mut connection = Connection::new(shared, peer, budget);
+    let mut connection = Connection::new(shared, peer);
     let reason = connection.read_frames(&mut stream).await;
     // A logout's close frame is queued behind its reply, and the writer ends the socket when
     // it gets there; ending it now would drop the reply.
@@ -100,9 +109,9 @@ struct Connection {
     identity: Option<(UserId, DeviceId)>,
     /// The session's handle, for heartbeats by WebSocket ping.
     session: Option<SessionHandle>,
-    /// Places for replies in the outbound queue: the reader waits for one before it queues a
-    /// reply, so a client that pipelines requests faster than it reads is slowed down
-    /// (backpressure), never closed as a slow reader.
+    /// Bytes for replies in the outbound queue ([`REPLY_BUDGET_BYTES`]): the reader waits for
+    /// a reply's bytes before it queues it, so a client that pipelines requests faster than it
+    /// reads is slowed down (backpressure), never closed as a slow reader.
     replies: Arc<Semaphore>,
     /// When the engine last took a heartbeat for this socket's session (its login counts).
     heartbeat_taken: Option<Instant>,
@@ -110,14 +119,14 @@ struct Connection {
     coalesce: Duration,
     /// The socket's rate limit, one token a frame.
     limit: RateLimit,
-    /// Frames refused for the rate limit since the last one admitted.
-    refused_in_row: u32,
+    /// Frames refused for the rate limit in the current window, and when the window began.
+    refusals: (u32, Instant),
     /// The op of the request being answered, for the metrics' count of replies.
     op: &'static str,
 }
 
 impl Connection {
-    fn new(shared: Arc<Shared>, peer: Peer, reply_budget: usize) -> Connection {
+    fn new(shared: Arc<Shared>, peer: Peer) -> Connection {
         let gateway = &shared.config.gateway;
         let limit = RateLimit::new(gateway.request_rate_per_s, gateway.request_burst, Instant::now());
         let coalesce = shared.config.heartbeat_coalesce();
@@ -126,11 +135,11 @@ impl Connection {
             peer,
             identity: None,
             session: None,
-            replies: Arc::new(Semaphore::new(reply_budget.max(1))),
+            replies: Arc::new(Semaphore::new(REPLY_BUDGET_BYTES)),
             heartbeat_taken: None,
             coalesce,
             limit,
-            refused_in_row: 0,
+            refusals: (0, Instant::now()),
             op: OP_INVALID,
         }
     }
@@ -164,7 +173,7 @@ impl Connection {
                 let _ = self.peer.outbound.try_send(out);
                 return;
             }
-            permit = tokio::time::timeout(idle, Arc::clone(&self.replies).acquire_owned()) => permit,
+            permit = tokio::time::timeout(idle, Arc::clone(&self.replies).acquire_many_owned(reply_cost(&out))) => permit,
         };
         let out = match (permit, out) {
             (Ok(Ok(permit)), Outbound::Text(text)) => Outbound::Reply(text, permit),
@@ -190,12 +199,16 @@ impl Connection {
     /// Takes one token of the socket's rate limit for a frame; says whether the frame may
     /// be served. A refused text frame is answered `TooManyRequests` (8010).
     async fn admit(&mut self, message: &Message) -> Result<bool, CloseReason> {
-        if self.limit.take(Instant::now()) {
-            self.refused_in_row = 0;
+        let now = Instant::now();
+        if self.limit.take(now) {
             return Ok(true);
         }
-        self.refused_in_row = self.refused_in_row.saturating_add(1);
-        if self.refused_in_row >= RATE_LIMIT_REFUSALS_MAX {
+        let (refused, since) = &mut self.refusals;
+        if now.saturating_duration_since(*since) >= RATE_LIMIT_WINDOW {
+            (*refused, *since) = (0, now);
+        }
+        *refused = refused.saturating_add(1);
+        if *refused >= RATE_LIMIT_REFUSALS_MAX {
             return Err(CloseReason::TooManyRequests);
         }
         if let Message::Text(text) = message {
@@ -577,6 +590,17 @@ async fn write_frames(
         let _ = tokio::time::timeout(close_timeout, sink.send(Message::Close(Some(frame)))).await;
     }
     let _ = tokio::time::timeout(close_timeout, sink.close()).await;
+}
+
+/// The reply budget's bytes a queued reply takes: its length, or the whole budget for one
+/// longer than all of it (a close after a reply takes one).
+fn reply_cost(out: &Outbound) -> u32 {
+    let bytes = match out {
+        Outbound::Text(text) | Outbound::Reply(text, _) => text.len(),
+        Outbound::Close(_) => 1,
+    };
+    // The budget fits a u32 (a named constant of 256 KiB).
+    u32::try_from(bytes.clamp(1, REPLY_BUDGET_BYTES)).unwrap_or(u32::MAX)
 }
 
 /// Writes what comes through `queue` (texts and replies; a queued close is moot now) until

@@ -427,3 +427,80 @@ fn error_messages_do_not_repeat_their_code() {
     assert!(!message.contains("InvalidParameter") && !message.contains("6017"), "{message}");
     assert!(message.len() > 10, "still says what went wrong: {message}");
 }
+
+// Found when the server was attacked after the fixes above: the reply budget counted
+// messages, and a small request can have a large answer (a get_status naming one user many
+// times, whose custom status is written out as JSON escapes), so a client that pipelined such
+// requests and read nothing made the server hold 256 of them, 46 MiB for one socket. The
+// budget is in bytes now: a client that does not read its replies holds at most the budget
+// (plus what the kernel's socket buffers take), and its later requests wait unread.
+
+#[test]
+fn a_client_that_reads_no_replies_holds_a_bounded_number_of_bytes_not_of_replies() {
+    let gateway = start(
+        "[engine]\nrate_limit_calls = 100000\nmax_custom_status_bytes = 1000\nmax_query_batch = 100\n\
+         [gateway]\nrequest_rate_per_s = 100000\nrequest_burst = 100000\n",
+    );
+    let addr = gateway.addr();
+    let mut alice = Client::login(addr, "alice", "phone");
+    // Each character is written back as a six-byte escape: 6 KB a status, 600 KB a reply.
+    let custom = "\u{1}".repeat(1000);
+    assert_eq!(alice.request(json!({"op": "set_status", "custom": custom}))["ok"], true);
+    let mut bob = raw_login(addr, "bob", "pc");
+    let requests = 60u64;
+    let mut pipeline = Vec::new();
+    for id in 1..=requests {
+        pipeline.extend(text(&json!({"id": id, "op": "get_status", "targets": vec!["alice"; 100]})));
+    }
+    let before = gateway.handle().stats().commands;
+    write_raw(&mut bob, &pipeline);
+    // Bob reads nothing: the server runs his requests while their replies fit in the budget
+    // and the socket's buffers, then stops reading his socket.
+    let mut answered = 0;
+    let mut settled_since = Instant::now();
+    while settled_since.elapsed() < std::time::Duration::from_millis(800) {
+        let now = gateway.handle().stats().commands - before;
+        if now != answered {
+            (answered, settled_since) = (now, Instant::now());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // 60 replies are 36 MB; counted in messages, all 60 were run and held.
+    assert!(answered < requests / 2, "{answered} of {requests} requests run while their replies went unread");
+    // Reading on, every reply arrives, in order, whole.
+    for id in 1..=requests {
+        let reply = loop {
+            let frame = next(&mut bob).unwrap_or_else(|code| panic!("closed with {code} before reply {id}"));
+            if frame.get("notice").is_none() {
+                break frame;
+            }
+        };
+        assert_eq!(reply["id"].as_u64(), Some(id));
+        assert_eq!(reply["statuses"].as_array().map(Vec::len), Some(100), "reply {id}");
+    }
+}
+
+// Also found by that attack: refusals were counted in a row, and each admitted frame started
+// the count again, so a client sending just under the rate at which 100 refusals come between
+// two tokens (about 10 000 frames a second at the default rate) was refused forever and never
+// closed, every refused frame still costing a parse. Refusals are counted over a second now.
+
+#[test]
+fn a_client_sending_well_over_its_rate_is_closed_even_when_some_frames_fit_in() {
+    // A token every 10 ms: between two tokens this client sends about 10 frames, so 100
+    // refusals in a row never happen, but hundreds a second do.
+    let gateway = start("[gateway]\nrequest_rate_per_s = 100\nrequest_burst = 1\n");
+    let addr = gateway.addr();
+    let mut steady = raw_login(addr, "steady", "phone");
+    steady.get_mut().set_write_timeout(Some(WAIT)).unwrap();
+    let frame = text(&json!({"id": 1, "op": "heartbeat"}));
+    let started = Instant::now();
+    while started.elapsed() < WAIT {
+        // About a frame a millisecond; the server closes the socket, and the writes fail.
+        if steady.get_mut().write_all(&frame).is_err() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert_eq!(close_code(&mut steady), 4005);
+}
