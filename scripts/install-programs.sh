@@ -81,7 +81,11 @@ ensure() {
         DEBIAN_FRONTEND=noninteractive apt-get update -qq
         apt_updated=1
     fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null
+    # Prometheus recommends its node exporter, a second service listening on every address:
+    # the tests need neither, so recommended packages stay out for it.
+    local extra=()
+    [ "$package" = prometheus ] && extra=(--no-install-recommends)
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${extra[@]}" "$package" >/dev/null
     stop_service "$(stop_service_of "$program")"
     if ! installed "$program"; then
         echo "install-programs.sh: installed $package but '$program' is still not there" >&2
