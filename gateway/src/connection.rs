@@ -1,5 +1,5 @@
-//! One WebSocket: a reader that answers requests in order, and a writer that drains the
-//! socket's bounded outbound queue (replies and notices). When the socket closes without a
+//! One WebSocket: a reader that answers requests in order, and a writer (`writer.rs`) that
+//! drains the socket's bounded outbound queue (replies and notices). When the socket closes without a
 //! `logout`, its session is disconnected (R2.2), unless another socket has since taken the
 //! device over.
 
@@ -7,10 +7,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use axum::Error as AxumError;
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::stream::SplitStream;
+use futures_util::StreamExt;
 use presence_engine::runtime::TrySendError;
 use presence_engine::{Command, DeviceId, Reply, SessionHandle, UserId};
 use tokio::sync::{mpsc, Semaphore};
@@ -18,10 +18,12 @@ use tokio::time::Instant;
 
 use crate::metrics::{self, OP_INVALID};
 use crate::protocol::{self, CloseReason, Failure, Op, ProtocolCode};
+use crate::rate_limit::RateLimit;
 use crate::routes::{self, Outbound, Peer};
 use crate::shared::{unavailable, Backend, Place, QueueError, Shared};
 use crate::stats::Counters;
 use crate::token::{self, TokenError};
+use crate::writer::write_frames;
 
 /// How long a socket's disconnect waits between tries while the engine's queue is full.
 const DISCONNECT_RETRY: Duration = Duration::from_millis(10);
@@ -543,55 +545,6 @@ fn read_error(error: &AxumError) -> CloseReason {
     }
 }
 
-/// Writes queued frames to the socket, several at a time with one flush, until the socket
-/// ends; then sends the close frame (when there is someone to send it to).
-async fn write_frames(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut queue: mpsc::Receiver<Outbound>,
-    ending: routes::Ending,
-    close_timeout: Duration,
-) {
-    let mut watch = ending.subscribe();
-    let reason = loop {
-        let first = tokio::select! {
-            biased;
-            reason = watch.wait_for(Option::is_some) => break reason.ok().and_then(|r| *r),
-            first = queue.recv() => first,
-        };
-        // Every sender is gone: the reader has finished and set its reason.
-        let Some(first) = first else { break *ending.borrow() };
-        let written = tokio::select! {
-            biased;
-            reason = watch.wait_for(Option::is_some) => break reason.ok().and_then(|r| *r),
-            written = write_batch(&mut sink, &mut queue, first) => written,
-        };
-        match written {
-            Written::More => {}
-            Written::Close(reason) => {
-                routes::end(&ending, reason);
-                break Some(reason);
-            }
-            Written::Broken => break *ending.borrow(),
-        }
-    };
-    let reason = reason.unwrap_or(CloseReason::ClientGone);
-    routes::end(&ending, reason);
-    if !matches!(reason, CloseReason::ClientGone | CloseReason::SlowReader) {
-        // What is queued before the reader has finished (a reply the runtime gave just
-        // before a shutdown, a notice before a kick) still goes out ahead of the close frame,
-        // within the close timeout; a slow reader's queue is what it could not take, and is
-        // dropped.
-        let _ = tokio::time::timeout(close_timeout, drain(&mut sink, &mut queue)).await;
-    }
-    // Nobody reads the queue from now on: pushes fail at once instead of filling it.
-    queue.close();
-    if reason != CloseReason::ClientGone {
-        let frame = CloseFrame { code: reason.code(), reason: Utf8Bytes::from_static(reason.text()) };
-        let _ = tokio::time::timeout(close_timeout, sink.send(Message::Close(Some(frame)))).await;
-    }
-    let _ = tokio::time::timeout(close_timeout, sink.close()).await;
-}
-
 /// The reply budget's bytes a queued reply takes: its length, or the whole budget for one
 /// longer than all of it (a close after a reply takes one).
 fn reply_cost(out: &Outbound) -> u32 {
@@ -601,107 +554,4 @@ fn reply_cost(out: &Outbound) -> u32 {
     };
     // The budget fits a u32 (a named constant of 256 KiB).
     u32::try_from(bytes.clamp(1, REPLY_BUDGET_BYTES)).unwrap_or(u32::MAX)
-}
-
-/// Writes what comes through `queue` (texts and replies; a queued close is moot now) until
-/// every sender is gone: the reader has answered its last request and the socket's route is
-/// removed.
-async fn drain(sink: &mut SplitSink<WebSocket, Message>, queue: &mut mpsc::Receiver<Outbound>) {
-    while let Some(out) = queue.recv().await {
-        let text = match out {
-            Outbound::Text(text) | Outbound::Reply(text, _) => text,
-            Outbound::Close(_) => continue,
-        };
-        if sink.send(Message::Text(text)).await.is_err() {
-            return;
-        }
-    }
-}
-
-enum Written {
-    More,
-    Close(CloseReason),
-    Broken,
-}
-
-/// Writes `first` and whatever else is queued behind it, then flushes once.
-async fn write_batch(
-    sink: &mut SplitSink<WebSocket, Message>,
-    queue: &mut mpsc::Receiver<Outbound>,
-    first: Outbound,
-) -> Written {
-    let mut next = Some(first);
-    let mut end = Written::More;
-    while let Some(out) = next.take() {
-        match out {
-            Outbound::Text(text) => {
-                if sink.feed(Message::Text(text)).await.is_err() {
-                    return Written::Broken;
-                }
-                next = queue.try_recv().ok();
-            }
-            // The reply leaves the budget once the sink has it.
-            Outbound::Reply(text, _permit) => {
-                if sink.feed(Message::Text(text)).await.is_err() {
-                    return Written::Broken;
-                }
-                next = queue.try_recv().ok();
-            }
-            Outbound::Close(reason) => end = Written::Close(reason),
-        }
-    }
-    match sink.flush().await {
-        Ok(()) => end,
-        Err(_) => Written::Broken,
-    }
-}
-
-/// One socket's rate limit, a token bucket: `burst` tokens to start with, `rate_per_s` more
-/// each second up to `burst`, one taken by each frame.
-#[derive(Debug)]
-struct RateLimit {
-    tokens: f64,
-    burst: f64,
-    rate_per_s: f64,
-    last: Instant,
-}
-
-impl RateLimit {
-    fn new(rate_per_s: u32, burst: u32, now: Instant) -> RateLimit {
-        let burst = f64::from(burst.max(1));
-        RateLimit { tokens: burst, burst, rate_per_s: f64::from(rate_per_s), last: now }
-    }
-
-    /// Takes a token at `now` if there is one.
-    fn take(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = self.last.max(now);
-        self.tokens = (self.tokens + elapsed * self.rate_per_s).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_rate_limit_allows_a_burst_then_its_rate() {
-        let start = Instant::now();
-        let mut limit = RateLimit::new(10, 5, start);
-        assert_eq!((0..8).filter(|_| limit.take(start)).count(), 5, "the burst");
-        // 10 a second: one more every 100 ms, never more than the burst after a pause.
-        assert!(!limit.take(start + Duration::from_millis(50)));
-        assert!(limit.take(start + Duration::from_millis(110)));
-        assert!(!limit.take(start + Duration::from_millis(120)));
-        let later = start + Duration::from_secs(60);
-        assert_eq!((0..8).filter(|_| limit.take(later)).count(), 5, "refilled to the burst only");
-        // A clock read out of order takes nothing back.
-        assert!(!limit.take(start));
-    }
 }

@@ -53,11 +53,13 @@ mod http;
 mod listener;
 mod metrics;
 pub mod protocol;
+mod rate_limit;
 mod routes;
 mod server;
 mod shared;
 mod stats;
 pub mod token;
+mod writer;
 
 pub use config::{ConfigError, GatewayConfig, GatewaySettings, RuntimeSettings};
 pub use server::{ClusterGateway, Gateway, GatewayError, RunningGateway, ServeReport};
