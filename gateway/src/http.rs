@@ -115,7 +115,7 @@ async fn upgrade(
         .on_upgrade(move |socket| connection::serve(socket, shared, place))
 }
 
-fn failure_response(status: StatusCode, failure: &Failure) -> Response {
+pub(crate) fn failure_response(status: StatusCode, failure: &Failure) -> Response {
     let body = json!({"ok": false, "code": failure.code, "name": failure.name, "message": failure.message});
     (status, Json(body)).into_response()
 }

@@ -9,10 +9,11 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::Router;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -24,7 +25,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tower_service::Service;
 
-use crate::protocol::CloseReason;
+use crate::http::failure_response;
+use crate::protocol::{CloseReason, Failure, ProtocolCode};
+use crate::rate_limit::RateLimit;
 use crate::routes;
 use crate::shared::{Place, Shared, Slot};
 use crate::stats::Counters;
@@ -123,15 +126,23 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(gateway.header_read_timeout_ms))
         .max_buf_size(HTTP_BUFFER_BYTES_MAX);
+    // Plain HTTP requests on one connection share the rate a socket's frames have, so that a
+    // few keep-alive connections cannot make the server answer tens of thousands of requests
+    // a second; beyond it a request is answered 429 (8010) and the connection closes.
+    let limit = Mutex::new(RateLimit::new(gateway.request_rate_per_s, gateway.request_burst, Instant::now()));
     let service = {
         let (place, activity) = (Arc::clone(&place), Arc::clone(&activity));
         service_fn(move |mut request: Request<Incoming>| {
             place.requests.fetch_add(1, Ordering::Relaxed);
+            let admitted = limit.lock().unwrap_or_else(PoisonError::into_inner).take(Instant::now());
             request.extensions_mut().insert(Arc::clone(&place));
             let in_flight = InFlight::new(&activity);
             let mut router = router.clone();
             async move {
-                let response = router.call(request).await;
+                let response = match admitted {
+                    true => router.call(request).await,
+                    false => Ok(too_many_requests()),
+                };
                 drop(in_flight);
                 response
             }
@@ -166,6 +177,21 @@ async fn serve_connection(
             }
         }
     }
+}
+
+/// The answer to a plain HTTP request beyond the connection's rate limit: 429 with the
+/// protocol's code, and the connection closes after it.
+fn too_many_requests() -> axum::response::Response {
+    let failure = Failure::new(
+        ProtocolCode::TooManyRequests,
+        "too many requests on this connection: slow down, and open a new one",
+    );
+    let mut response = failure_response(StatusCode::TOO_MANY_REQUESTS, &failure);
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    // The router's responses carry it from its middleware; this one bypasses the router.
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    response
 }
 
 /// When a connection last sent or received a byte, and how many of its requests are in

@@ -242,3 +242,26 @@ fn an_upgrade_must_be_the_first_request_of_its_connection() {
     assert!(text.starts_with("HTTP/1.1 401"), "the first request is answered: {text}");
     assert!(text.contains("HTTP/1.1 400") && !text.contains(" 101 "), "{text}");
 }
+
+// Found by attacking the hardened server: plain HTTP had no request limit, and four
+// keep-alive connections pipelining `GET /healthz` had it answer 94 000 requests a second.
+// Requests on one connection now share the rate a socket's frames have.
+
+#[test]
+fn pipelined_http_requests_beyond_the_rate_are_answered_429_and_the_connection_closes() {
+    let gateway = start("[gateway]\nrequest_rate_per_s = 1\nrequest_burst = 5\n");
+    let mut stream = TcpStream::connect(gateway.addr()).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", gateway.addr());
+    stream.write_all(request.repeat(20).as_bytes()).unwrap();
+    // Read until the server closes the connection (read_to_string returns once it has).
+    let mut answers = String::new();
+    let _ = stream.read_to_string(&mut answers);
+    let statuses: Vec<&str> = answers
+        .split("HTTP/1.1 ")
+        .skip(1)
+        .map(|answer| answer.split(' ').next().unwrap_or_default())
+        .collect();
+    assert_eq!(statuses, ["200", "200", "200", "200", "200", "429"], "{answers}");
+    assert!(answers.contains("\"code\":8010"), "{answers}");
+}
