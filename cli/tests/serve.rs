@@ -3,32 +3,19 @@
 //! a server killed with SIGKILL whose sessions the next start disconnects (R8.4), and SIGTERM
 //! closing the sockets (1001), disconnecting their sessions and exiting 0.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::Duration;
+
+mod serving;
 
 use presence_gateway::Secret;
 use presence_testkit::process::{accepts, free_ports, wait_until, ServerProcess};
 use serde_json::{json, Value};
-use tungstenite::{Message, WebSocket};
-
-const WAIT: Duration = Duration::from_secs(30);
+use serving::{token, write_secret, Device, WAIT};
 
 fn presence(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_presence")).args(args).output().unwrap()
-}
-
-fn write_secret(dir: &Path) -> String {
-    let path = dir.join("secret");
-    std::fs::write(&path, "c2VjcmV0IGZvciB0aGUgY2xpIHRlc3RzLCBsb25nIGVub3VnaA==\n").unwrap();
-    path.to_str().unwrap().to_string()
-}
-
-fn token(secret: &str, user: &str) -> String {
-    let output = presence(&["token", "--secret-file", secret, "--user", user, "--ttl-s", "600"]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap().trim().to_string()
 }
 
 #[test]
@@ -99,47 +86,6 @@ fn serve(dir: &Path, secret: &str, port: u16) -> Server {
     Server { process, addr }
 }
 
-struct Client(WebSocket<TcpStream>, u64);
-
-impl Client {
-    fn login(addr: SocketAddr, secret: &str, user: &str) -> Client {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        let (socket, _) = tungstenite::client(format!("ws://{addr}/ws"), stream).unwrap();
-        let mut client = Client(socket, 0);
-        let reply = client.request(json!({"op": "login", "token": token(secret, user), "device": "d"}));
-        assert_eq!(reply["ok"], true, "{reply}");
-        client
-    }
-
-    fn request(&mut self, mut request: Value) -> Value {
-        self.1 += 1;
-        request["id"] = json!(self.1);
-        self.0.send(Message::text(request.to_string())).unwrap();
-        loop {
-            match self.0.read().unwrap() {
-                Message::Text(text) => {
-                    let frame: Value = serde_json::from_str(text.as_str()).unwrap();
-                    if frame["id"] == json!(self.1) {
-                        return frame;
-                    }
-                }
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-    }
-
-    fn close_code(&mut self) -> Option<u16> {
-        loop {
-            match self.0.read() {
-                Ok(Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
-                Ok(_) => {}
-                Err(_) => return None,
-            }
-        }
-    }
-}
-
 #[test]
 fn a_killed_server_s_sessions_are_disconnected_at_restart_and_sigterm_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
@@ -147,13 +93,13 @@ fn a_killed_server_s_sessions_are_disconnected_at_restart_and_sigterm_exits_clea
     let port = free_ports(1)[0];
 
     let first = serve(dir.path(), &secret, port);
-    let mut alice = Client::login(first.addr, &secret, "alice");
-    assert_eq!(alice.request(json!({"op": "set_status", "custom": "here"}))["ok"], true);
+    let mut alice = Device::login(first.addr, &secret, "alice");
+    assert_eq!(alice.request(json!({"op": "set_status", "custom": "here"})).unwrap()["ok"], true);
     first.process.kill();
 
     let mut second = serve(dir.path(), &secret, port);
-    let mut bob = Client::login(second.addr, &secret, "bob");
-    let status = bob.request(json!({"op": "get_status", "targets": ["alice"]}));
+    let mut bob = Device::login(second.addr, &secret, "bob");
+    let status = bob.request(json!({"op": "get_status", "targets": ["alice"]})).unwrap();
     assert_eq!(status["statuses"][0]["status"], "OFFLINE", "R8.4: {status}");
     assert_eq!(status["statuses"][0]["custom"], "", "R3.3");
 

@@ -6,29 +6,13 @@
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod serving;
+
 use presence_testkit::process::{accepts, free_ports, http_status, wait_until, ServerProcess};
-use serde_json::{json, Value};
-use tungstenite::{Message, WebSocket};
-
-const WAIT: Duration = Duration::from_secs(30);
-
-fn write_secret(dir: &Path) -> String {
-    let path = dir.join("secret");
-    std::fs::write(&path, "c2VjcmV0IGZvciB0aGUgY2xpIHRlc3RzLCBsb25nIGVub3VnaA==\n").unwrap();
-    path.to_str().unwrap().to_string()
-}
-
-fn token(secret: &str, user: &str) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_presence"))
-        .args(["token", "--secret-file", secret, "--user", user, "--ttl-s", "600"])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap().trim().to_string()
-}
+use serde_json::json;
+use serving::{write_secret, Device, WAIT};
 
 /// `presence serve` on `port`, started by bash after `limits` (shell commands such as
 /// `ulimit -n 256`), so that the limits hold for the server itself (bash execs it).
@@ -53,39 +37,6 @@ fn serve_limited(dir: &Path, secret: &str, port: u16, limits: &str, config: Opti
     let ready = wait_until(WAIT, "presence serve", || accepts(port) || !process.is_running());
     assert!(ready.is_ok() && process.is_running(), "presence serve did not start: {}", process.log_tail(20));
     process
-}
-
-/// A logged-in device; `None` from a request once the server has closed the socket.
-struct Device(WebSocket<TcpStream>, u64);
-
-impl Device {
-    fn login(addr: SocketAddr, secret: &str, user: &str) -> Device {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        let (socket, _) = tungstenite::client(format!("ws://{addr}/ws"), stream).unwrap();
-        let mut device = Device(socket, 0);
-        let reply = device.request(json!({"op": "login", "token": token(secret, user), "device": "d"}));
-        assert_eq!(reply.as_ref().map(|r| &r["ok"]), Some(&json!(true)), "{reply:?}");
-        device
-    }
-
-    fn request(&mut self, mut request: Value) -> Option<Value> {
-        self.1 += 1;
-        request["id"] = json!(self.1);
-        self.0.send(Message::text(request.to_string())).ok()?;
-        loop {
-            match self.0.read().ok()? {
-                Message::Text(text) => {
-                    let frame: Value = serde_json::from_str(text.as_str()).unwrap();
-                    if frame["id"] == json!(self.1) {
-                        return Some(frame);
-                    }
-                }
-                Message::Close(_) => return None,
-                _ => {}
-            }
-        }
-    }
 }
 
 /// The descriptors process `pid` has open (Linux: its `/proc/PID/fd`).
