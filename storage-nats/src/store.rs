@@ -338,7 +338,7 @@ impl NatsStore {
         let created = self.runtime.block_on(retrying(deadline, || api.create(&subjects, replicas)))?;
         match created {
             Ok(info) => Ok(Some(info)),
-                        // Another process created it in the meantime (or is creating it: then the first
+            // Another process created it in the meantime (or is creating it: then the first
             // read may not find it yet).
             Err(f) if created_meanwhile(&f) => loop {
                 match self.runtime.block_on(retrying(deadline, || api.info(None)))? {
