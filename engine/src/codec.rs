@@ -30,6 +30,7 @@
 
 #[cfg(test)]
 mod against_bincode;
+mod commands;
 mod events;
 mod snapshot;
 mod wire;
@@ -37,6 +38,7 @@ mod wire;
 use bincode::error::DecodeError;
 
 use crate::change::{Cause, CauseKind, StatusChange};
+use crate::command::{Command, Reply};
 use crate::config::Config;
 use crate::error::{StoreError, StoreErrorKind};
 use crate::event::{Event, EventKind, EventRef};
@@ -399,6 +401,31 @@ impl OutboxWire {
             changed: self.changed,
         })
     }
+}
+
+/// Appends `command`'s bytes to `out`: bincode's encoding of the command as an externally
+/// tagged enum (the number of its variant in declaration order, then its fields, ids as
+/// strings). For carrying commands between processes, as a cluster's nodes do; a trace keeps
+/// the JSON form. Ids are checked when the command reaches an engine, not here.
+pub fn encode_command(command: &Command, out: &mut Vec<u8>) {
+    commands::encode_command(command, &mut Writer::new(out));
+}
+
+/// Reads one command written by [`encode_command`] from the start of `bytes`; returns it and
+/// the bytes after it. Never panics; allocates at most [`BATCH_BYTES_MAX`].
+pub fn decode_command(bytes: &[u8]) -> Result<(Command, &[u8]), StoreError> {
+    decode_prefix(bytes, "a command", commands::decode_command)
+}
+
+/// Appends `reply`'s bytes to `out`, as [`encode_command`] writes a command.
+pub fn encode_reply(reply: &Reply, out: &mut Vec<u8>) {
+    commands::encode_reply(reply, &mut Writer::new(out));
+}
+
+/// Reads one reply written by [`encode_reply`] from the start of `bytes`; returns it and the
+/// bytes after it.
+pub fn decode_reply(bytes: &[u8]) -> Result<(Reply, &[u8]), StoreError> {
+    decode_prefix(bytes, "a reply", commands::decode_reply)
 }
 
 /// Encodes one event on its own (version byte, then bincode), for tools and tests.
