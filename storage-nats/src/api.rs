@@ -35,10 +35,7 @@ pub(crate) const ERR_SEQUENCE_NOT_FOUND: u64 = 10057;
 /// not found" to the loser while the winner's stream is still being placed on its servers
 /// (seen in CI: three nodes creating one deployment's manifest on three servers).
 pub(crate) fn created_meanwhile(failure: &Failure) -> bool {
-    matches!(
-        failure.err_code(),
-        Some(ERR_STREAM_NAME_IN_USE | ERR_SUBJECTS_OVERLAP | ERR_STREAM_NOT_FOUND)
-    )
+    matches!(failure.err_code(), Some(ERR_STREAM_NAME_IN_USE | ERR_SUBJECTS_OVERLAP | ERR_STREAM_NOT_FOUND))
 }
 
 /// An error JetStream answered with.
@@ -373,6 +370,13 @@ impl Api {
     }
 
     /// Publishes `payload` with `headers` to `subject` and reads the acknowledgement.
+    /// Publishes on a plain subject, without waiting for anything: best effort (a follower
+    /// that misses an announcement reads the batch from the stream).
+    pub(crate) async fn announce(&self, subject: &str, headers: HeaderMap, payload: &[u8]) {
+        let payload = Bytes::copy_from_slice(payload);
+        let _ = self.client.publish_with_headers(subject.to_string(), headers, payload).await;
+    }
+
     pub(crate) async fn publish(
         &self,
         subject: &str,

@@ -58,6 +58,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+mod announce;
 mod api;
 mod deployment;
 mod layout;
@@ -65,6 +66,7 @@ mod options;
 mod read;
 mod store;
 
+pub use announce::{Announced, HEADER_PREV_STREAM_SEQ, HEADER_STREAM_SEQ};
 pub use deployment::{manifest_stream, open_nats_deployment, shard_stream};
 pub use layout::{
     validate_stream_name, SnapshotCommit, Subjects, HEADER_CHUNK, HEADER_COUNT, HEADER_FIRST_SEQ,

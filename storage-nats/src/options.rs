@@ -39,6 +39,11 @@ pub struct NatsOptions {
     /// leader (a few seconds on nats-server 2.9). A retried publish carries the same
     /// message id and expected sequence, so it is never stored twice.
     pub operation_timeout: Duration,
+    /// A plain NATS subject on which every batch is also published once JetStream has
+    /// acknowledged it, for followers that would otherwise poll the stream
+    /// ([`Announced`](crate::Announced)); `None` (the default) announces nothing. It must not be
+    /// a subject the stream captures.
+    pub announce: Option<String>,
 }
 
 impl NatsOptions {
@@ -53,6 +58,7 @@ impl NatsOptions {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
             operation_timeout: Duration::from_secs(20),
+            announce: None,
         }
     }
 }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_nats::{ConnectOptions, HeaderMap, ServerAddr};
 use presence_engine::{check_contiguous, codec, EventStore, StoreError, StoreErrorKind, StoredBatch};
 
+use crate::announce;
 use crate::api::{
     created_meanwhile, retrying, Api, Failure, MsgGet, RawMsg, Runtime, StreamInfo, ERR_STREAM_NOT_FOUND,
     ERR_WRONG_LAST_SEQUENCE,
@@ -774,8 +775,14 @@ impl EventStore for NatsStore {
         headers.insert(HEADER_FIRST_SEQ, first_seq.to_string().as_str());
         headers.insert(HEADER_COUNT, count.to_string().as_str());
         let subject = self.subjects.batch();
-        self.publish_fenced(&subject, headers, bytes, &format!("the batch at sequence {first_seq}"))?;
+        let prev = self.last_stream_seq;
+        let seq =
+            self.publish_fenced(&subject, headers, bytes, &format!("the batch at sequence {first_seq}"))?;
         self.next_seq = first_seq + u64::from(count);
+        if let Some(announce) = &self.options.announce {
+            let headers = announce::headers(first_seq, count, seq, prev);
+            self.runtime.block_on(self.api.announce(announce, headers, bytes))?;
+        }
         Ok(())
     }
 
