@@ -3,12 +3,14 @@
 //! tokio (the gateway inside a node).
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
 use presence_engine::{Command, Reply, ShardMap};
 
+use crate::batcher::Batcher;
 use crate::wire::{
     Alive, CommandAnswer, CommandRequest, Control, ControlAnswer, NoticeBatch, Subjects, ViewAnswer, ViewRead,
 };
@@ -62,6 +64,7 @@ pub struct AsyncClusterClient {
     client: async_nats::Client,
     subjects: Subjects,
     map: ShardMap,
+    batcher: Arc<Batcher>,
     /// How long one request waits for its answer.
     pub request_timeout: Duration,
     /// How long a command is asked again while no node serves its shard.
@@ -82,9 +85,11 @@ impl AsyncClusterClient {
     }
 
     fn over(client: async_nats::Client, deployment: &str, shards: u32) -> AsyncClusterClient {
+        let subjects = Subjects::new(deployment);
         AsyncClusterClient {
+            batcher: Arc::new(Batcher::new(client.clone(), subjects.clone(), shards)),
             client,
-            subjects: Subjects::new(deployment),
+            subjects,
             map: ShardMap::new(shards),
             request_timeout: Duration::from_secs(5),
             retry_for: Duration::from_secs(30),
@@ -169,22 +174,16 @@ impl AsyncClusterClient {
         request_timeout: Duration,
         retry_for: Duration,
     ) -> Result<Reply, ClientError> {
-        let body =
-            serde_json::to_vec(&CommandRequest { command: command.clone(), at_ms }).unwrap_or_default();
+        let request = CommandRequest { command: command.clone(), at_ms };
         let deadline = Instant::now() + retry_for;
         loop {
-            let why = match self.ask(self.subjects.command(shard), body.clone(), request_timeout).await? {
+            let why = match self.batcher.ask(shard, &request, request_timeout).await? {
                 None => format!("no node serves shard {shard}"),
-                Some(payload) => match serde_json::from_slice::<CommandAnswer>(&payload) {
-                    Ok(CommandAnswer::Done(reply)) => return Ok(reply),
-                    Ok(CommandAnswer::Refused { code, message }) => {
-                        return Err(ClientError::Refused { code, message })
-                    }
-                    Ok(CommandAnswer::Unavailable { message }) => message,
-                    Err(e) => {
-                        return Err(ClientError::Unknown(format!("an answer that does not parse: {e}")))
-                    }
-                },
+                Some(CommandAnswer::Done(reply)) => return Ok(reply),
+                Some(CommandAnswer::Refused { code, message }) => {
+                    return Err(ClientError::Refused { code, message })
+                }
+                Some(CommandAnswer::Unavailable { message }) => message,
             };
             if Instant::now() >= deadline {
                 return Err(ClientError::Unavailable(why));

@@ -29,7 +29,9 @@ pub struct NodeConfig {
     /// How often the node ticks its shards (R2.4); 0: only when asked (`Control::Tick`), for
     /// tests and simulations that give every time (default 1 000).
     pub tick_interval_ms: u64,
-    /// How often the node looks for new batches in the other shards' streams (default 20).
+    /// How often the node reads every shard's stream for batches whose announcement it missed
+    /// (default 1 000): the bound on how late a change reaches this node when an announcement
+    /// is lost and no later one shows the gap.
     pub follow_interval_ms: u64,
     /// How long a client request may take before the client asks again (default 5 000).
     pub request_timeout_ms: u64,
@@ -45,7 +47,7 @@ impl Default for NodeConfig {
             replicas: 3,
             node_timeout_ms: 3_000,
             tick_interval_ms: 1_000,
-            follow_interval_ms: 20,
+            follow_interval_ms: 1_000,
             request_timeout_ms: 5_000,
             engine: Config::default(),
         }

@@ -9,12 +9,14 @@
 //!   control requests, and the notices for a node's devices.
 //! - [`AsyncClusterClient`]: the same commands for hosts that run tokio (the gateway inside
 //!   a node, `presence node --gateway-addr`), never blocking a thread.
-//! - [`wire`]: the subjects and the JSON on them.
+//! - [`wire`]: the subjects and what travels on them: commands and answers in binary
+//!   batches, the rest JSON.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+mod batcher;
 mod client;
 mod config;
 mod node;

@@ -14,17 +14,22 @@ use presence_engine::runtime::{
     Handle, NoticeSink, Runtime, RuntimeConfig, RuntimeError, SnapshotPolicy, SystemClock,
 };
 use presence_engine::{
-    codec, Command, Engine, EngineOptions, Error, EventKind, Names, Notice, RemoteStatuses, RestoredSessions,
-    ShardMap, ShardOf, StoreErrorKind, UserId,
+    Command, Engine, EngineOptions, Error, Names, Notice, RemoteStatuses, RestoredSessions, ShardMap,
+    ShardOf, StoreErrorKind, UserId,
 };
 use presence_storage_nats::{open_nats_deployment, shard_stream, NatsOptions, NatsStore};
 use tokio::sync::mpsc;
 
+mod follower;
+
+use follower::{follow, forward_announced, Follow, FOLLOW_QUEUE};
+
 use crate::config::NodeConfig;
 use crate::ownership::{assign, Membership};
 use crate::wire::{
-    is_token, Alive, CommandAnswer, CommandRequest, Control, ControlAnswer, FriendsAnswer, FriendsRead,
-    NoticeBatch, NoticeOut, SessionAnswer, StatusAnswer, StatusRead, Subjects, ViewAnswer, ViewRead,
+    decode_requests, encode_answers, is_token, Alive, CommandAnswer, Control, ControlAnswer, FriendsAnswer,
+    FriendsRead, NoticeBatch, NoticeOut, SessionAnswer, StatusAnswer, StatusRead, Subjects, ViewAnswer,
+    ViewRead,
 };
 
 /// How `presence node` starts a node.
@@ -70,6 +75,8 @@ struct Inner {
     /// then the node claims nothing.
     following: AtomicBool,
     notices: mpsc::UnboundedSender<Outgoing>,
+    /// The follower thread's queue.
+    follow: std::sync::mpsc::SyncSender<Follow>,
     stopping: AtomicBool,
 }
 
@@ -121,6 +128,7 @@ impl Inner {
             create,
             request_timeout: Duration::from_millis(self.config.request_timeout_ms),
             operation_timeout: Duration::from_millis(self.config.request_timeout_ms * 2),
+            announce: Some(self.subjects.log(shard)),
             ..NatsOptions::new(&self.nats_url, shard_stream(&self.config.deployment, shard))
         }
     }
@@ -144,10 +152,14 @@ impl Inner {
         for user in users {
             by_shard.entry(self.map.shard_of(&user)).or_default().push(user);
         }
-        let mut statuses = RemoteStatuses::new();
-        for (shard, users) in by_shard {
+        // One request to each shard's owner, all at once.
+        let reads = by_shard.into_iter().map(|(shard, users)| async move {
             let body = serde_json::to_vec(&StatusRead { users }).unwrap_or_default();
-            match self.request::<StatusAnswer>(self.subjects.read(shard), body).await {
+            (shard, self.request::<StatusAnswer>(self.subjects.read(shard), body).await)
+        });
+        let mut statuses = RemoteStatuses::new();
+        for (shard, answer) in futures_util::future::join_all(reads).await {
+            match answer {
                 Ok(answer) => statuses.extend(
                     answer.statuses.into_iter().map(|(user, status, version)| (user, (status, version))),
                 ),
@@ -206,8 +218,13 @@ pub async fn run_node(
     .await
     .map_err(|e| format!("cannot connect to NATS at {nats_url}: {e}"))?;
     let (notices, notices_rx) = mpsc::unbounded_channel();
+    let (follow_tx, follow_rx) = std::sync::mpsc::sync_channel(FOLLOW_QUEUE);
+    let subjects = Subjects::new(&config.deployment);
+    // Subscribed before the follower first looks at the streams, so that no batch falls
+    // between where it starts and what it is told.
+    let announced = client.subscribe(subjects.all_logs()).await.map_err(|e| format!("{e}"))?;
     let inner = Arc::new(Inner {
-        subjects: Subjects::new(&config.deployment),
+        subjects,
         map: ShardMap::new(config.shards),
         id: node_id,
         config,
@@ -222,6 +239,7 @@ pub async fn run_node(
         follow_passes: AtomicU64::new(0),
         following: AtomicBool::new(false),
         notices,
+        follow: follow_tx.clone(),
         stopping: AtomicBool::new(false),
     });
     tracing::info!(node = %inner.id, shards = inner.config.shards, "presence node starting");
@@ -231,13 +249,14 @@ pub async fn run_node(
         tokio::spawn(say_alive(Arc::clone(&inner))),
         tokio::spawn(serve_control(Arc::clone(&inner))),
         tokio::spawn(own_shards(Arc::clone(&inner))),
+        tokio::spawn(forward_announced(Arc::clone(&inner), announced, follow_tx)),
     ];
     let follower = {
         let inner = Arc::clone(&inner);
         let runtime = tokio::runtime::Handle::current();
         std::thread::Builder::new()
             .name("presence-follow".into())
-            .spawn(move || follow(inner, runtime))
+            .spawn(move || follow(inner, runtime, follow_rx))
             .map_err(|e| format!("cannot start the follower thread: {e}"))?
     };
     stop.await;
@@ -563,7 +582,7 @@ async fn start_serving(
                 tokio::spawn(async move {
                     let Some(reply) = message.reply.clone() else { return };
                     let answer = match kind {
-                        0 => serve_command(&inner, shard, &served, &message.payload).await,
+                        0 => serve_commands(&inner, shard, &served, &message.payload).await,
                         1 => serve_read(&served, &message.payload).await,
                         2 => serve_friends(&inner, shard, &served, &message.payload).await,
                         _ => serve_view(&served, &message.payload).await,
@@ -578,50 +597,65 @@ async fn start_serving(
     Ok(served)
 }
 
-fn unavailable(message: impl Into<String>) -> Vec<u8> {
-    serde_json::to_vec(&CommandAnswer::Unavailable { message: message.into() }).unwrap_or_default()
-}
-
-async fn serve_command(inner: &Inner, shard: u32, served: &Served, payload: &[u8]) -> Vec<u8> {
-    if !inner.lease_ok() || served.fenced.load(Ordering::SeqCst) {
-        return unavailable(format!("node {} does not serve shard {shard} now", inner.id));
-    }
-    let request: CommandRequest = match serde_json::from_slice(payload) {
-        Ok(request) => request,
+/// Serves one batch of commands for `shard` (docs/DESIGN.md, the cluster's wire): the other
+/// shards' statuses the batch needs are read together, then every command goes to the
+/// shard's runtime before any answer is awaited, so that the batch runs in one turn or few.
+async fn serve_commands(inner: &Inner, shard: u32, served: &Served, payload: &[u8]) -> Vec<u8> {
+    let requests = match decode_requests(payload) {
+        Ok(requests) => requests,
         Err(e) => {
-            let answer =
-                CommandAnswer::Refused { code: 6017, message: format!("not a command request: {e}") };
-            return serde_json::to_vec(&answer).unwrap_or_default();
+            let message = format!("not a batch of commands: {e}");
+            return encode_answers(&[CommandAnswer::Refused { code: 6017, message }]);
         }
     };
-    if let Some(right) = request.command.shard(&inner.map).filter(|&s| s != shard) {
-        let answer = CommandAnswer::Refused {
-            code: 6017,
-            message: format!(
-                "this command belongs to shard {right}, not {shard} (R9.1): send it to {}",
-                inner.subjects.command(right)
-            ),
-        };
-        return serde_json::to_vec(&answer).unwrap_or_default();
+    if !inner.lease_ok() || served.fenced.load(Ordering::SeqCst) {
+        let message = format!("node {} does not serve shard {shard} now", inner.id);
+        return encode_answers(&vec![CommandAnswer::Unavailable { message }; requests.len()]);
     }
     let friends = inner.config.engine.friend_notifications;
-    let users = remote_users(&request.command, &inner.map, shard, friends);
-    let statuses = if users.is_empty() { RemoteStatuses::new() } else { inner.read_remote(users).await };
-    let pending = served.handle.send_with_statuses(request.command, request.at_ms, statuses);
-    let result = match pending {
-        Ok(pending) => pending.await,
-        Err(e) => Err(e),
-    };
-    let answer = match result {
-        Ok(reply) => CommandAnswer::Done(reply),
-        Err(RuntimeError::Refused(Error::Storage(e))) if e.kind() == StoreErrorKind::Fenced => {
-            served.fenced.store(true, Ordering::SeqCst);
-            CommandAnswer::Unavailable { message: format!("shard {shard} moved to another node: {e}") }
+    let needs: Vec<Vec<UserId>> =
+        requests.iter().map(|r| remote_users(&r.command, &inner.map, shard, friends)).collect();
+    let mut all: Vec<UserId> = needs.iter().flatten().cloned().collect();
+    all.sort();
+    all.dedup();
+    let known = if all.is_empty() { RemoteStatuses::new() } else { inner.read_remote(all).await };
+    let mut pending = Vec::with_capacity(requests.len());
+    for (request, users) in requests.into_iter().zip(needs) {
+        if let Some(right) = request.command.shard(&inner.map).filter(|&s| s != shard) {
+            let message = format!(
+                "this command belongs to shard {right}, not {shard} (R9.1): send it to {}",
+                inner.subjects.command(right)
+            );
+            pending.push(Err(CommandAnswer::Refused { code: 6017, message }));
+            continue;
         }
-        Err(RuntimeError::Refused(e)) => CommandAnswer::Refused { code: e.code(), message: e.to_string() },
-        Err(e) => CommandAnswer::Unavailable { message: e.to_string() },
-    };
-    serde_json::to_vec(&answer).unwrap_or_default()
+        let statuses: RemoteStatuses =
+            users.iter().filter_map(|u| known.get(u).map(|s| (u.clone(), s.clone()))).collect();
+        pending.push(Ok(served.handle.send_with_statuses(request.command, request.at_ms, statuses)));
+    }
+    let mut answers = Vec::with_capacity(pending.len());
+    for sent in pending {
+        let result = match sent {
+            Err(answer) => {
+                answers.push(answer);
+                continue;
+            }
+            Ok(Ok(pending)) => pending.await,
+            Ok(Err(e)) => Err(e),
+        };
+        answers.push(match result {
+            Ok(reply) => CommandAnswer::Done(reply),
+            Err(RuntimeError::Refused(Error::Storage(e))) if e.kind() == StoreErrorKind::Fenced => {
+                served.fenced.store(true, Ordering::SeqCst);
+                CommandAnswer::Unavailable { message: format!("shard {shard} moved to another node: {e}") }
+            }
+            Err(RuntimeError::Refused(e)) => {
+                CommandAnswer::Refused { code: e.code(), message: e.to_string() }
+            }
+            Err(e) => CommandAnswer::Unavailable { message: e.to_string() },
+        });
+    }
+    encode_answers(&answers)
 }
 
 async fn serve_read(served: &Served, payload: &[u8]) -> Vec<u8> {
@@ -776,7 +810,11 @@ async fn control_answer(inner: &Arc<Inner>, control: Control) -> ControlAnswer {
             // Every change in the streams when asked, taken in: two full passes of the
             // follower that start after this point; then every shard at rest.
             let start = inner.follow_passes.load(Ordering::SeqCst);
+            let mut asked = 0;
             while inner.follow_passes.load(Ordering::SeqCst) < start + 2 {
+                if asked < 2 && inner.follow.try_send(Follow::Pass).is_ok() {
+                    asked += 1;
+                }
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             for (_, served) in &served {
@@ -914,109 +952,6 @@ impl NoticeSink for NatsSink {
             let batch = NoticeBatch { shard: self.shard, notices };
             let payload = Bytes::from(serde_json::to_vec(&batch).unwrap_or_default());
             let _ = self.out.send(Outgoing::Notices(subject, payload));
-        }
-    }
-}
-
-/// Follows every shard's stream (the log is the bus, R9.2): each batch's status changes go to
-/// the shards this node serves, and each friendship a lower shard ordered goes to the other
-/// user's shard if this node serves it (R9.1). A node that was cut off goes on from where it
-/// was, so nothing is lost to a brief disconnect.
-fn follow(inner: Arc<Inner>, runtime: tokio::runtime::Handle) {
-    let shards = inner.config.shards as usize;
-    let mut stores: Vec<Option<NatsStore>> = (0..shards).map(|_| None).collect();
-    let mut after: Vec<Option<u64>> = vec![None; shards];
-    let pause = Duration::from_millis(inner.config.follow_interval_ms);
-    while !inner.stopping.load(Ordering::SeqCst) {
-        for shard in 0..shards {
-            if stores[shard].is_none() {
-                // The point this node follows the stream from is fixed the first time it
-                // looks, before the node serves anything. Only claims create streams (a
-                // follower that raced another node's to create one made nats-server 2.9
-                // read a stream still being made, and crash).
-                match NatsStore::open_existing(inner.nats_options(shard as u32, false)) {
-                    Ok(Some(store)) => {
-                        // What came before is in the statuses a shard reads when it is
-                        // claimed (R9.5) and in the friendships it reconciles; a reopen
-                        // after an error goes on from where it was.
-                        after[shard].get_or_insert(store.last_stream_seq());
-                        stores[shard] = Some(store);
-                    }
-                    Ok(None) => {
-                        // Not made yet: everything it will hold comes after this point.
-                        after[shard].get_or_insert(0);
-                        continue;
-                    }
-                    Err(e) => {
-                        tracing::debug!(shard, error = %e, "cannot open a shard's stream to follow it");
-                        continue;
-                    }
-                }
-            }
-            let Some(store) = &stores[shard] else { continue };
-            let from = after[shard].unwrap_or(0);
-            match store.batches_after(from, 256) {
-                Ok(batches) => {
-                    for (seq, batch) in batches {
-                        take_in(&inner, &runtime, shard as u32, &batch.bytes);
-                        after[shard] = Some(seq);
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!(shard, error = %e, "cannot follow a shard's stream; reopening it");
-                    stores[shard] = None;
-                }
-            }
-        }
-        if !inner.following.load(Ordering::SeqCst) && after.iter().all(Option::is_some) {
-            tracing::info!("following every shard's stream: this node may serve shards now");
-            inner.following.store(true, Ordering::SeqCst);
-        }
-        inner.follow_passes.fetch_add(1, Ordering::SeqCst);
-        std::thread::sleep(pause);
-    }
-}
-
-/// One batch of shard `from`, taken in by the shards this node serves.
-fn take_in(inner: &Inner, runtime: &tokio::runtime::Handle, from: u32, bytes: &[u8]) {
-    let changes = codec::decode_outbox(bytes).unwrap_or_default();
-    let events = match codec::decode_batch(bytes) {
-        Ok((_, events)) => events,
-        Err(e) => {
-            tracing::warn!(shard = from, error = %e, "a batch that does not decode");
-            return;
-        }
-    };
-    for (shard, served) in inner.served_all() {
-        if shard != from && !changes.is_empty() {
-            let _ = served.handle.observe_remote(changes.clone());
-        }
-    }
-    for event in events {
-        let command = match &event.kind {
-            EventKind::FriendAdded { user, friend } => Command::add_friend(user.clone(), friend.clone()),
-            EventKind::FriendRemoved { user, friend } => Command::remove_friend(user.clone(), friend.clone()),
-            _ => continue,
-        };
-        let (Command::AddFriend { user, friend } | Command::RemoveFriend { user, friend }) = &command else {
-            continue;
-        };
-        let (a, b) = (inner.map.shard_of(user), inner.map.shard_of(friend));
-        if a == b || from != a.min(b) {
-            continue;
-        }
-        let other = a.max(b);
-        if let Some(served) = inner.served(other) {
-            // As for a friendship made here: the friend's status, so that its shard watches it
-            // from now on (R9.3).
-            let friends = inner.config.engine.friend_notifications;
-            let users = remote_users(&command, &inner.map, other, friends);
-            let statuses = if users.is_empty() {
-                RemoteStatuses::new()
-            } else {
-                runtime.block_on(inner.read_remote(users))
-            };
-            let _ = served.handle.send_with_statuses(command, Some(event.at_ms), statuses);
         }
     }
 }

@@ -1,7 +1,9 @@
 //! What travels between the nodes and clients of a cluster, on which NATS subjects
-//! (docs/DESIGN.md, the cluster's message flows). Every payload is JSON.
+//! (docs/DESIGN.md, the cluster's message flows). Commands and their answers, the hot path,
+//! travel in batches in a binary form ([`encode_requests`], [`encode_answers`]: the engine's
+//! codec for each command and reply, in a small frame); everything else is JSON.
 
-use presence_engine::{Cause, Command, GeneralStatus, Reply, UserId, UserStatus};
+use presence_engine::{codec, Cause, Command, GeneralStatus, Reply, UserId, UserStatus};
 use serde::{Deserialize, Serialize};
 
 /// The subjects of deployment `name`.
@@ -16,7 +18,8 @@ impl Subjects {
         Self { name: name.to_string() }
     }
 
-    /// Commands for shard `s` ([`CommandRequest`] → [`CommandAnswer`]); only its owner listens.
+    /// Commands for shard `s`, a batch in each message ([`encode_requests`] →
+    /// [`encode_answers`]); only its owner listens.
     pub fn command(&self, shard: u32) -> String {
         format!("{}.shard.{shard}.cmd", self.name)
     }
@@ -36,6 +39,22 @@ impl Subjects {
     /// The host's direct reads of one user of shard `s` ([`ViewRead`] → [`ViewAnswer`]).
     pub fn view(&self, shard: u32) -> String {
         format!("{}.shard.{shard}.view", self.name)
+    }
+
+    /// Shard `s`'s batches, announced by its owner as each becomes durable
+    /// (`presence_storage_nats::Announced`): every node follows them.
+    pub fn log(&self, shard: u32) -> String {
+        format!("{}.shard.{shard}.log", self.name)
+    }
+
+    /// Every shard's announced batches (a subscription over all of them).
+    pub fn all_logs(&self) -> String {
+        format!("{}.shard.*.log", self.name)
+    }
+
+    /// The shard of a subject of [`Subjects::log`].
+    pub fn parse_log(&self, subject: &str) -> Option<u32> {
+        subject.strip_prefix(&self.name)?.strip_prefix(".shard.")?.strip_suffix(".log")?.parse().ok()
     }
 
     /// Every node's [`Alive`] heartbeat.
@@ -106,6 +125,173 @@ pub enum CommandAnswer {
         /// Why.
         message: String,
     },
+}
+
+/// The first byte of a batch of requests or answers: the frame's version.
+const FRAME_VERSION: u8 = 1;
+
+/// The most commands one batch holds: a client sends more as several.
+pub const BATCH_COMMANDS_MAX: usize = 1_024;
+
+/// A client stops adding commands to a batch at this many bytes (a single larger command goes
+/// alone), well under NATS's default 1 MiB payload limit.
+pub const BATCH_BYTES_TARGET: usize = 256 * 1024;
+
+/// Encodes a batch of requests for one shard's owner: a version byte, the count (`u32`,
+/// little-endian), then each request: a byte 0 or 1 and (if 1) its time (`u64`,
+/// little-endian), then the command in the engine's binary form ([`codec::encode_command`]).
+pub fn encode_requests(requests: &[CommandRequest]) -> Vec<u8> {
+    let mut items = Vec::with_capacity(48 * requests.len());
+    requests.iter().for_each(|request| encode_request(request, &mut items));
+    frame_requests(requests.len(), &[&items])
+}
+
+/// Appends one request's bytes, as [`encode_requests`] writes each, to `out`: a client
+/// encodes each command as it is queued and sends the queue as one frame
+/// ([`frame_requests`]).
+pub fn encode_request(request: &CommandRequest, out: &mut Vec<u8>) {
+    match request.at_ms {
+        Some(at) => {
+            out.push(1);
+            out.extend_from_slice(&at.to_le_bytes());
+        }
+        None => out.push(0),
+    }
+    codec::encode_command(&request.command, out);
+}
+
+/// A batch of `count` requests whose bytes ([`encode_request`]) are `parts`, in order.
+pub fn frame_requests(count: usize, parts: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + parts.iter().map(|p| p.len()).sum::<usize>());
+    out.push(FRAME_VERSION);
+    out.extend_from_slice(&(count as u32).to_le_bytes());
+    parts.iter().for_each(|part| out.extend_from_slice(part));
+    out
+}
+
+/// Reads what [`encode_requests`] wrote. Any other bytes are an error, never a panic.
+pub fn decode_requests(bytes: &[u8]) -> Result<Vec<CommandRequest>, String> {
+    let mut frame = Frame::open(bytes)?;
+    let count = frame.count()?;
+    let mut requests = Vec::with_capacity(count);
+    for _ in 0..count {
+        let at_ms = match frame.byte()? {
+            0 => None,
+            1 => Some(u64::from_le_bytes(frame.array()?)),
+            other => return Err(format!("a request's time tag is {other}, not 0 or 1")),
+        };
+        let (command, rest) = codec::decode_command(frame.rest).map_err(|e| e.to_string())?;
+        frame.rest = rest;
+        requests.push(CommandRequest { command, at_ms });
+    }
+    frame.finish(requests)
+}
+
+/// Encodes the answers to a batch, in its order: a version byte, the count, then each answer:
+/// 0 and the reply ([`codec::encode_reply`]); 1, the code (`u32`) and the message; or 2 and
+/// the message (a message is its length, `u32`, and its UTF-8 bytes).
+pub fn encode_answers(answers: &[CommandAnswer]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + 4 * answers.len());
+    out.push(FRAME_VERSION);
+    out.extend_from_slice(&(answers.len() as u32).to_le_bytes());
+    let text = |out: &mut Vec<u8>, message: &str| {
+        out.extend_from_slice(&(message.len() as u32).to_le_bytes());
+        out.extend_from_slice(message.as_bytes());
+    };
+    for answer in answers {
+        match answer {
+            CommandAnswer::Done(reply) => {
+                out.push(0);
+                codec::encode_reply(reply, &mut out);
+            }
+            CommandAnswer::Refused { code, message } => {
+                out.push(1);
+                out.extend_from_slice(&code.to_le_bytes());
+                text(&mut out, message);
+            }
+            CommandAnswer::Unavailable { message } => {
+                out.push(2);
+                text(&mut out, message);
+            }
+        }
+    }
+    out
+}
+
+/// Reads what [`encode_answers`] wrote. Any other bytes are an error, never a panic.
+pub fn decode_answers(bytes: &[u8]) -> Result<Vec<CommandAnswer>, String> {
+    let mut frame = Frame::open(bytes)?;
+    let count = frame.count()?;
+    let mut answers = Vec::with_capacity(count);
+    for _ in 0..count {
+        let answer = match frame.byte()? {
+            0 => {
+                let (reply, rest) = codec::decode_reply(frame.rest).map_err(|e| e.to_string())?;
+                frame.rest = rest;
+                CommandAnswer::Done(reply)
+            }
+            1 => {
+                let code = u32::from_le_bytes(frame.array()?);
+                CommandAnswer::Refused { code, message: frame.text()? }
+            }
+            2 => CommandAnswer::Unavailable { message: frame.text()? },
+            other => return Err(format!("an answer's tag is {other}, not 0, 1 or 2")),
+        };
+        answers.push(answer);
+    }
+    frame.finish(answers)
+}
+
+/// The bytes of a batch not read yet.
+struct Frame<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Frame<'a> {
+    fn open(bytes: &'a [u8]) -> Result<Self, String> {
+        match bytes.split_first() {
+            Some((&FRAME_VERSION, rest)) => Ok(Frame { rest }),
+            Some((version, _)) => Err(format!("a batch of version {version}, not {FRAME_VERSION}")),
+            None => Err("an empty batch".into()),
+        }
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let (taken, rest) = self.rest.split_first_chunk::<N>().ok_or("a batch cut short")?;
+        self.rest = rest;
+        Ok(*taken)
+    }
+
+    fn byte(&mut self) -> Result<u8, String> {
+        self.array::<1>().map(|[b]| b)
+    }
+
+    /// The item count, which cannot exceed the bytes left (each item takes one at least) nor
+    /// [`BATCH_COMMANDS_MAX`].
+    fn count(&mut self) -> Result<usize, String> {
+        let count = u32::from_le_bytes(self.array()?) as usize;
+        if count > BATCH_COMMANDS_MAX || count > self.rest.len() {
+            return Err(format!("a batch that says it holds {count} items"));
+        }
+        Ok(count)
+    }
+
+    fn text(&mut self) -> Result<String, String> {
+        let len = u32::from_le_bytes(self.array()?) as usize;
+        if len > self.rest.len() {
+            return Err("a batch cut short".into());
+        }
+        let (text, rest) = self.rest.split_at(len);
+        self.rest = rest;
+        String::from_utf8(text.to_vec()).map_err(|_| "a message that is not UTF-8".to_string())
+    }
+
+    fn finish<T>(self, items: T) -> Result<T, String> {
+        match self.rest.len() {
+            0 => Ok(items),
+            n => Err(format!("a batch with {n} bytes after its last item")),
+        }
+    }
 }
 
 /// Statuses of some users of one shard, as its owner knows them now (R9.3).
@@ -283,6 +469,42 @@ mod tests {
         assert_eq!(subjects.notices(None), "p.node._.notices");
         assert_eq!(subjects.notices(Some("a.b")), "p.node.x612e62.notices");
         assert!(!is_token("") && !is_token("a b") && is_token("gw_1-A"));
+        assert_eq!(subjects.parse_log(&subjects.log(7)), Some(7));
+        assert_eq!(subjects.parse_log("p.shard.x.log"), None);
+        assert_eq!(subjects.parse_log("q.shard.7.log"), None);
+    }
+
+    #[test]
+    fn batches_read_back_and_damage_is_an_error() {
+        let requests = vec![
+            CommandRequest { command: Command::login("alice", "phone"), at_ms: Some(5) },
+            CommandRequest { command: Command::subscribe("bob", "pc", ["alice", "carol"]), at_ms: None },
+            CommandRequest { command: Command::set_status("alice", "phone", "busy"), at_ms: Some(u64::MAX) },
+        ];
+        let bytes = encode_requests(&requests);
+        assert_eq!(decode_requests(&bytes).unwrap(), requests);
+        let answers = vec![
+            CommandAnswer::Done(Reply::Done),
+            CommandAnswer::Refused { code: 6014, message: "not logged in ✗".into() },
+            CommandAnswer::Unavailable { message: "moving".into() },
+            CommandAnswer::Done(Reply::Disconnected { sessions: 3, remaining: 0 }),
+        ];
+        let answer_bytes = encode_answers(&answers);
+        assert_eq!(decode_answers(&answer_bytes).unwrap(), answers);
+        assert_eq!(decode_requests(&encode_requests(&[])).unwrap(), vec![]);
+        for cut in 0..bytes.len() {
+            assert!(decode_requests(&bytes[..cut]).is_err(), "requests cut at {cut}");
+        }
+        for cut in 0..answer_bytes.len() {
+            assert!(decode_answers(&answer_bytes[..cut]).is_err(), "answers cut at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(decode_requests(&longer).is_err());
+        // Another version, a count beyond the bytes, JSON: all refused.
+        assert!(decode_requests(&[2, 0, 0, 0, 0]).is_err());
+        assert!(decode_requests(&[1, 255, 255, 255, 255]).is_err());
+        assert!(decode_answers(br#"{"done":"done"}"#).is_err());
     }
 
     #[test]
