@@ -10,6 +10,10 @@
 //! - [`AsyncClusterClient`]: the same commands for hosts that run tokio (the gateway inside
 //!   a node, `presence node --gateway-addr`), never blocking a thread.
 //! - [`wire`]: the subjects and the JSON on them.
+//!
+//! Its place in the crate graph: it imports `presence-engine`, `presence-runtime` (each
+//! shard a node claims runs on a runtime of its own) and `presence-storage-nats` (the shards'
+//! logs), and never the gateway: the gateway depends on the cluster, not the other way round.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
