@@ -14,6 +14,7 @@
 //! Its place in the crate graph: it imports `presence-engine`, `presence-runtime` (each
 //! shard a node claims runs on a runtime of its own) and `presence-storage-nats` (the shards'
 //! logs), and never the gateway: the gateway depends on the cluster, not the other way round.
+//! The repository test `conformance/tests/repository.rs` enforces the crate graph.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]

@@ -10,7 +10,8 @@
 //! `presence-storage-mem`); it starts no thread, reads no clock (the host passes the time)
 //! and does no I/O but through the [`EventStore`] the host gives it. Running engines on
 //! threads (turns, group commit, the snapshot policy, the shards of a deployment in one
-//! process) is `presence-runtime`'s job.
+//! process) is `presence-runtime`'s job; the repository test `conformance/tests/repository.rs`
+//! enforces the crate graph.
 //!
 //! ```
 //! use presence_engine::{Command, Config, Engine, GeneralStatus};

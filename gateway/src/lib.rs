@@ -6,7 +6,8 @@
 //! through the cluster's async client and whose notices arrive in the cluster's wire format.
 //! That last edge is to go: the goal is a backend trait the gateway owns (today the private
 //! `Backend` enum, local runtime or cluster), implemented outside it. It never imports a
-//! storage backend except as dev-dependencies: the host picks the store.
+//! storage backend except as dev-dependencies: the host picks the store. The repository test
+//! `conformance/tests/repository.rs` enforces the crate graph.
 //!
 //! Devices log in with a token the host signed (token.rs, like Tencent's UserSig), then
 //! send JSON requests over a WebSocket at `/ws` and receive their replies and pushed

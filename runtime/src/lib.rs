@@ -6,7 +6,8 @@
 //! commit and the runtime).
 //!
 //! It imports `presence-engine` and no other presence crate: never the cluster, the gateway
-//! or a storage backend, except as dev-dependencies of its tests.
+//! or a storage backend, except as dev-dependencies of its tests (the repository test
+//! `conformance/tests/repository.rs` enforces the crate graph).
 //!
 //! A [`Runtime`] is a thread that owns an [`Engine`] and its store; a [`ShardedRuntime`], the
 //! threads that own the shards of a deployment.
