@@ -35,10 +35,7 @@ pub(crate) const ERR_SEQUENCE_NOT_FOUND: u64 = 10057;
 /// not found" to the loser while the winner's stream is still being placed on its servers
 /// (seen in CI: three nodes creating one deployment's manifest on three servers).
 pub(crate) fn created_meanwhile(failure: &Failure) -> bool {
-    matches!(
-        failure.err_code(),
-        Some(ERR_STREAM_NAME_IN_USE | ERR_SUBJECTS_OVERLAP | ERR_STREAM_NOT_FOUND)
-    )
+    matches!(failure.err_code(), Some(ERR_STREAM_NAME_IN_USE | ERR_SUBJECTS_OVERLAP | ERR_STREAM_NOT_FOUND))
 }
 
 /// An error JetStream answered with.
