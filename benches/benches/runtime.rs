@@ -7,7 +7,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use presence_benches::engine_with_users;
-use presence_engine::runtime::{DiscardSink, ManualClock, Runtime, RuntimeConfig, SnapshotPolicy};
+use presence_runtime::{DiscardSink, ManualClock, Runtime, RuntimeConfig, SnapshotPolicy};
 
 fn snapshots(c: &mut Criterion) {
     let mut engine = engine_with_users(1_000_000);

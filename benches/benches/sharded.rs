@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use presence_benches::{bench_config, mix, user, Rng};
-use presence_engine::runtime::{
+use presence_engine::{Command, Engine, EngineOptions, EventStore, ShardMap};
+use presence_runtime::{
     open_shards, DiscardSink, Handle, ManualClock, Runtime, RuntimeConfig, ShardedRuntime,
 };
-use presence_engine::{Command, Engine, EngineOptions, EventStore, ShardMap};
 use presence_storage_mem::MemStore;
 
 const USERS: u64 = 1_000_000;

@@ -17,13 +17,13 @@ use std::time::Instant;
 
 use crossbeam_channel::Receiver;
 use indicatif::{ProgressBar, ProgressStyle};
-use presence_engine::runtime::{
-    default_threads, open_shards, DiscardSink, Handle, ManualClock, PendingReply, Runtime, RuntimeConfig,
-    RuntimeStats, ShardedRuntime, SnapshotPolicy,
-};
 use presence_engine::{
     Command, Config, Engine, EngineOptions, EventStore, HeapBytes, ShardMap, Stats, StoreError,
     StoreErrorKind, StoredBatch,
+};
+use presence_runtime::{
+    default_threads, open_shards, DiscardSink, Handle, ManualClock, PendingReply, Runtime, RuntimeConfig,
+    RuntimeStats, ShardedRuntime, SnapshotPolicy,
 };
 use presence_storage_sled::{is_deployment, open_deployment, Durability, MANIFEST_FILE};
 use serde_json::json;

@@ -11,6 +11,11 @@
 //!   a node, `presence node --gateway-addr`), never blocking a thread.
 //! - [`wire`]: the subjects and what travels on them: commands and answers in binary
 //!   batches, the rest JSON.
+//!
+//! Its place in the crate graph: it imports `presence-engine`, `presence-runtime` (each
+//! shard a node claims runs on a runtime of its own) and `presence-storage-nats` (the shards'
+//! logs), and never the gateway: the gateway depends on the cluster, not the other way round.
+//! The repository test `conformance/tests/repository.rs` enforces the crate graph.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use presence_engine::runtime::{
-    Handle, NoticeSink, Runtime, RuntimeConfig, RuntimeError, SnapshotPolicy, SystemClock,
-};
 use presence_engine::{
     Command, Engine, EngineOptions, Error, Names, Notice, RemoteStatuses, RestoredSessions, ShardMap,
     ShardOf, StoreErrorKind, UserId,
+};
+use presence_runtime::{
+    Handle, NoticeSink, Runtime, RuntimeConfig, RuntimeError, SnapshotPolicy, SystemClock,
 };
 use presence_storage_nats::{open_nats_deployment, shard_stream, NatsOptions, NatsStore};
 use tokio::sync::mpsc;

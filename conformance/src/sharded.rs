@@ -7,12 +7,12 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
-use presence_engine::runtime::{
-    open_shards, Handle, ManualClock, NoticeSink, RuntimeConfig, RuntimeError, ShardedRuntime,
-};
 use presence_engine::{
     Command, Config, Engine, EngineOptions, EventStore, Names, Notice, RestoredSessions, SessionView,
     ShardMap, UserId, UserStatus,
+};
+use presence_runtime::{
+    open_shards, Handle, ManualClock, NoticeSink, RuntimeConfig, RuntimeError, ShardedRuntime,
 };
 
 use crate::observe::{compare_states, FlatNotice, Refusal, Response};

@@ -7,6 +7,9 @@
 //! - No two modules of a crate import each other, directly or round a longer circle: the
 //!   top-level modules of each crate, and the files of each module folder, form a graph
 //!   without cycles (docs/STYLE.md: shared types in leaf modules).
+//! - The crates depend on each other only as the architecture says ([`ALLOWED`]): the engine
+//!   is the pure core and depends on no other presence crate, the runtime and the storage
+//!   backends on the engine alone, and so on up to the programs, which may use anything.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -356,4 +359,200 @@ fn the_cycle_finder_finds_a_circle_and_no_more() {
     let modules: BTreeSet<String> = ["engine", "runtime", "notice"].iter().map(|s| s.to_string()).collect();
     let text = "use crate::{engine::Engine, notice::Names};\nlet x = crate::runtime::Handle::new(); foocrate::engine";
     assert_eq!(named_modules(text, "crate::", &modules), modules);
+}
+
+/// The presence crates each workspace member may depend on (in `[dependencies]`, and in
+/// target-specific dependencies; dev-dependencies are free, so that tests may use a store or
+/// the testkit). `None`: any. A member missing from the table fails the test, so that a new
+/// crate takes its place in the graph on purpose.
+const ALLOWED: &[(&str, Option<&[&str]>)] = &[
+    // The pure core: commands, decide, apply, state, events, codec, the store trait.
+    ("presence-engine", Some(&[])),
+    // Stores implement the engine's EventStore trait.
+    ("presence-storage-mem", Some(&["presence-engine"])),
+    ("presence-storage-sled", Some(&["presence-engine"])),
+    ("presence-storage-nats", Some(&["presence-engine"])),
+    // Turns, group commit, snapshot policy, replies, stats, sharding in one process.
+    ("presence-runtime", Some(&["presence-engine"])),
+    // Test helpers and the reference model, property tests and trace runner.
+    ("presence-testkit", Some(&["presence-engine", "presence-storage-mem"])),
+    (
+        "presence-conformance",
+        Some(&["presence-engine", "presence-runtime", "presence-storage-mem", "presence-storage-sled"]),
+    ),
+    // Nodes that own the shards of a deployment on NATS JetStream.
+    ("presence-cluster", Some(&["presence-engine", "presence-runtime", "presence-storage-nats"])),
+    // The WebSocket gateway. Its edge to the cluster (the gateway inside a node talks to the
+    // shards' owners through the cluster's client) is to go once the gateway owns a backend
+    // trait that the runtime and the cluster implement.
+    ("presence-gateway", Some(&["presence-engine", "presence-runtime", "presence-cluster"])),
+    // Programs: the command line, the benchmarks, the peers the load test races against.
+    ("presence-cli", None),
+    ("presence-benches", None),
+    ("presence-redis-peer", None),
+];
+
+/// The lines of the `[section]`s of a TOML file, by section name (the text between the
+/// brackets, trimmed); a section that appears twice has its lines together.
+fn toml_sections(text: &str) -> BTreeMap<String, Vec<String>> {
+    let mut sections: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let line = match line.find('#') {
+            Some(at) => &line[..at],
+            None => line,
+        }
+        .trim();
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = name.trim_matches(['[', ']']).trim().to_string();
+            sections.entry(current.clone()).or_default();
+        } else if !line.is_empty() {
+            sections.entry(current.clone()).or_default().push(line.to_string());
+        }
+    }
+    sections
+}
+
+/// A `key = "value"` string value of `lines`.
+fn toml_string(lines: &[String], key: &str) -> Option<String> {
+    lines.iter().find_map(|line| {
+        let (k, v) = line.split_once('=')?;
+        (k.trim() == key).then(|| v.trim().trim_matches('"').to_string())
+    })
+}
+
+/// The package a manifest describes and the presence crates among its normal dependencies
+/// (`[dependencies]`, `[dependencies.NAME]` and the target-specific ones), by package name:
+/// a dependency renamed with `package = "..."` counts as that package.
+fn presence_dependencies(manifest: &str) -> (String, BTreeSet<String>) {
+    let sections = toml_sections(manifest);
+    let package = sections.get("package").and_then(|lines| toml_string(lines, "name")).unwrap_or_default();
+    let mut found = BTreeSet::new();
+    for (section, lines) in &sections {
+        let is_dependencies = |s: &str| s == "dependencies" || s.ends_with(".dependencies");
+        if is_dependencies(section) {
+            for line in lines {
+                let Some((key, value)) = line.split_once('=') else { continue };
+                let key = key.trim().split('.').next().unwrap_or("").trim_matches('"');
+                let renamed = value.split("package").nth(1).and_then(|rest| {
+                    let rest = rest.trim_start().strip_prefix('=')?.trim_start().strip_prefix('"')?;
+                    rest.split('"').next()
+                });
+                found.insert(renamed.unwrap_or(key).to_string());
+            }
+        } else if let Some((table, name)) = section.rsplit_once('.') {
+            if is_dependencies(table) {
+                found.insert(
+                    toml_string(lines, "package").unwrap_or_else(|| name.trim_matches('"').to_string()),
+                );
+            }
+        }
+    }
+    found.retain(|name| name.starts_with("presence-"));
+    (package, found)
+}
+
+/// The workspace's members, as the root manifest lists them.
+fn workspace_members(root_manifest: &str) -> Vec<String> {
+    let at = root_manifest.find("members").expect("the root manifest lists its members");
+    let list = &root_manifest[at..];
+    let list = &list[list.find('[').unwrap() + 1..list.find(']').unwrap()];
+    list.lines()
+        .map(|line| line.split('#').next().unwrap_or(""))
+        .flat_map(|line| line.split(','))
+        .map(|member| member.trim().trim_matches('"').to_string())
+        .filter(|member| !member.is_empty())
+        .collect()
+}
+
+/// What is wrong with the edges of `package` (its presence dependencies) against [`ALLOWED`].
+fn crate_graph_violations(package: &str, dependencies: &BTreeSet<String>) -> Vec<String> {
+    match ALLOWED.iter().find(|(name, _)| *name == package) {
+        None => vec![format!(
+            "{package} is not in the crate graph (ALLOWED in conformance/tests/repository.rs): \
+             add it with the presence crates it may depend on"
+        )],
+        Some((_, None)) => Vec::new(),
+        Some((_, Some(allowed))) => dependencies
+            .iter()
+            .filter(|dependency| !allowed.contains(&dependency.as_str()))
+            .map(|dependency| {
+                format!(
+                    "{package} -> {dependency}: an edge the crate graph does not allow ({package} may \
+                     depend on {})",
+                    match allowed.is_empty() {
+                        true => "no other presence crate".to_string(),
+                        false => allowed.join(", "),
+                    }
+                )
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn the_crates_depend_on_each_other_only_as_the_architecture_says() {
+    let root = root();
+    let members = workspace_members(&std::fs::read_to_string(root.join("Cargo.toml")).unwrap());
+    assert!(members.len() >= 10, "only {} workspace members found: {members:?}", members.len());
+    let mut violations = Vec::new();
+    let mut edges = 0;
+    for member in &members {
+        let manifest = std::fs::read_to_string(root.join(member).join("Cargo.toml")).unwrap();
+        let (package, dependencies) = presence_dependencies(&manifest);
+        assert!(!package.is_empty(), "{member}/Cargo.toml names no package");
+        edges += dependencies.len();
+        violations.extend(crate_graph_violations(&package, &dependencies));
+    }
+    assert!(
+        edges >= 10,
+        "only {edges} edges between presence crates found: is the scan reading the manifests?"
+    );
+    assert!(violations.is_empty(), "the crate graph is broken:\n{}", violations.join("\n"));
+}
+
+// The manifest reader and the table check themselves: normal dependencies in every form count,
+// dev-dependencies do not, and an edge outside the table is named.
+#[test]
+fn the_crate_graph_check_reads_manifests_and_finds_a_forbidden_edge() {
+    let manifest = r#"
+[package]
+name = "presence-runtime"
+
+[dependencies]
+presence-engine.workspace = true   # the core
+presence-storage-sled = { path = "../storage-sled" }
+gateway = { package = "presence-gateway", path = "../gateway" }
+serde.workspace = true
+
+[target.'cfg(unix)'.dependencies]
+presence-cluster = { workspace = true }
+
+[dependencies.presence-storage-nats]
+workspace = true
+
+[dev-dependencies]
+presence-storage-mem.workspace = true
+presence-testkit = { workspace = true }
+"#;
+    let (package, dependencies) = presence_dependencies(manifest);
+    assert_eq!(package, "presence-runtime");
+    let expected = [
+        "presence-cluster",
+        "presence-engine",
+        "presence-gateway",
+        "presence-storage-nats",
+        "presence-storage-sled",
+    ];
+    assert_eq!(dependencies, expected.iter().map(|s| s.to_string()).collect());
+    let violations = crate_graph_violations(&package, &dependencies);
+    assert_eq!(violations.len(), 4, "{violations:#?}");
+    assert!(violations[0].starts_with("presence-runtime -> presence-cluster:"), "{}", violations[0]);
+    let engine = crate_graph_violations("presence-engine", &dependencies);
+    assert!(engine.iter().all(|v| v.contains("no other presence crate")) && engine.len() == 5, "{engine:#?}");
+    assert!(crate_graph_violations("presence-cli", &dependencies).is_empty());
+    assert_eq!(crate_graph_violations("presence-new", &BTreeSet::new()).len(), 1);
+    let members =
+        workspace_members("[workspace]\nmembers = [\n    \"engine\", # core\n    \"runtime\",\n]\n");
+    assert_eq!(members, ["engine", "runtime"]);
 }

@@ -57,8 +57,10 @@ impl Error {
         Error::InvalidParameter(message.into())
     }
 
-    /// The same error, saying which shard of a deployment it came from.
-    pub(crate) fn in_shard(self, index: usize) -> Self {
+    /// The same error, of the same kind and code, its message prefixed with the shard of a
+    /// deployment it came from (`shard 2: ...`): for a host that runs several shards (R9) and
+    /// reports one of their failures.
+    pub fn in_shard(self, index: usize) -> Self {
         let named = |m: String| format!("shard {index}: {m}");
         match self {
             Error::InvalidParameter(m) => Error::InvalidParameter(named(m)),

@@ -5,6 +5,14 @@
 //! ([`EventStore`]), keeps the derived state, and hands back the [`Notice`]s the host must
 //! push to devices. The rules it follows are SPEC.md's, cited by number (`R4.3`) throughout.
 //!
+//! This crate is the pure core: commands, decide, apply, state, events, codec, the store
+//! trait and the shard map. It imports no other presence crate (its tests may use
+//! `presence-storage-mem`); it starts no thread, reads no clock (the host passes the time)
+//! and does no I/O but through the [`EventStore`] the host gives it. Running engines on
+//! threads (turns, group commit, the snapshot policy, the shards of a deployment in one
+//! process) is `presence-runtime`'s job; the repository test `conformance/tests/repository.rs`
+//! enforces the crate graph.
+//!
 //! ```
 //! use presence_engine::{Command, Config, Engine, GeneralStatus};
 //! use presence_storage_mem::MemStore;
@@ -46,8 +54,6 @@ mod limits;
 mod notice;
 mod read_only;
 mod shard;
-
-pub mod runtime;
 mod snapshot;
 mod state;
 mod status;
@@ -57,8 +63,8 @@ pub use change::{Cause, CauseKind, StatusChange};
 pub use command::{Command, Outcome, Reply, TargetStatus};
 pub use config::{Config, Edition};
 pub use engine::{
-    Engine, EngineOptions, EngineView, Group, Recovery, RemoteObserved, RestoredSessions, SessionHandle,
-    SessionView, Stats, UserView,
+    CapturedSnapshot, EncodedSnapshot, Engine, EngineId, EngineOptions, EngineView, Group, Recovery,
+    RemoteObserved, RestoredSessions, SessionHandle, SessionView, Stats, UserView,
 };
 pub use error::{Error, StoreError, StoreErrorKind};
 pub use event::{CloseReason, DisconnectReason, Event, EventKind, UnsubscribeReason};

@@ -74,7 +74,7 @@ pub enum Delivery<'a> {
 }
 
 /// Resolves recipient handles to names. It borrows only the engine's name tables, so a
-/// [`NoticeSink`](crate::runtime::NoticeSink) can hold it while the engine waits.
+/// host's notice sink (presence-runtime's `NoticeSink`) can hold it while the engine waits.
 #[derive(Clone, Copy)]
 pub struct Names<'a> {
     users: &'a Interner<UserId>,

@@ -217,10 +217,10 @@ fn a_command_failing_every_check_reports_the_id() {
 }
 
 // R7.1: on a wire (the serde feature) an error is its code, its name and its message; the
-// types a host sends, a command, a reply with versions, a delivery, round-trip through JSON.
+// types a host sends, a command, a reply with versions, round-trip through JSON (a delivery,
+// the runtime's `OwnedDelivery`, in runtime/tests/runtime.rs).
 #[test]
 fn wire_types_serialize_as_documented() {
-    use presence_engine::runtime::OwnedDelivery;
     use presence_engine::{GeneralStatus, LastOnline, Reply, TargetStatus, UserStatus};
     let mut e = common::engine();
     let err = e.execute(Command::heartbeat("alice", "phone"), 0).unwrap_err();
@@ -235,8 +235,7 @@ fn wire_types_serialize_as_documented() {
     assert_eq!(serde_json::from_value::<Command>(json).unwrap(), command);
 
     let status = UserStatus { general: GeneralStatus::Online, custom: "busy".into() };
-    let reply =
-        Reply::Statuses(vec![TargetStatus { user: "bob".into(), status: status.clone(), version: 7 }]);
+    let reply = Reply::Statuses(vec![TargetStatus { user: "bob".into(), status, version: 7 }]);
     let json = serde_json::to_value(&reply).unwrap();
     assert_eq!(
         json,
@@ -244,18 +243,19 @@ fn wire_types_serialize_as_documented() {
     );
     assert_eq!(serde_json::from_value::<Reply>(json).unwrap(), reply);
 
-    let delivery = OwnedDelivery::Status {
-        to: "ann".into(),
-        device: "pc".into(),
-        about: "bob".into(),
-        status,
-        version: 7,
-    };
-    let json = serde_json::to_value(&delivery).unwrap();
-    assert_eq!(json["status"]["about"], "bob");
-    assert_eq!(json["status"]["version"], 7);
-    assert_eq!(serde_json::from_value::<OwnedDelivery>(json).unwrap(), delivery);
-
     assert_eq!(serde_json::to_value(LastOnline::At(5)).unwrap(), serde_json::json!({"at": 5}));
     assert_eq!(serde_json::to_value(LastOnline::Never).unwrap(), serde_json::json!("never"));
+}
+
+// R9: a host that runs several shards names the shard an error came from; its kind, code and
+// source stay.
+#[test]
+fn an_error_in_a_shard_keeps_its_code_and_names_the_shard() {
+    use presence_engine::{StoreError, StoreErrorKind};
+    let err = Error::NotLoggedIn("no session".into()).in_shard(2);
+    assert_eq!((err.code(), err.name()), (6014, "NotLoggedIn"));
+    assert!(err.to_string().ends_with("shard 2: no session"), "{err}");
+    let err = Error::Storage(StoreError::new(StoreErrorKind::Io, "disk full")).in_shard(1);
+    assert!(matches!(&err, Error::Storage(e) if e.kind() == StoreErrorKind::Io), "{err}");
+    assert!(err.to_string().contains("shard 1: disk full"), "{err}");
 }

@@ -285,9 +285,12 @@ fn a_session_handle_of_another_engine_is_refused() {
         presence_engine::Engine::open(Config::default(), presence_storage_mem::MemStore::new()).unwrap();
     e.execute(Command::login("alice", "phone"), 0).unwrap();
     let handle = e.session_handle("alice", "phone").unwrap();
+    assert_eq!(handle.engine(), e.id(), "a handle names its engine");
     let mut reopened = presence_engine::Engine::open(Config::default(), e.into_store()).unwrap();
+    assert_ne!(reopened.id(), handle.engine());
     assert_eq!(reopened.heartbeat(handle, 10).unwrap_err().code(), 6017);
     let fresh = reopened.session_handle("alice", "phone").unwrap();
+    assert_eq!(fresh.engine(), reopened.id());
     reopened.heartbeat(fresh, 10).unwrap();
 }
 

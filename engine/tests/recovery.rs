@@ -8,7 +8,9 @@
 mod common;
 
 use common::*;
-use presence_engine::{Command, Config, Engine, EventStore, GeneralStatus::*, LastOnline, LogicalState};
+use presence_engine::{
+    Command, Config, Engine, Error, EventStore, GeneralStatus::*, LastOnline, LogicalState,
+};
 use presence_storage_mem::MemStore;
 
 const USERS: [&str; 6] = ["u0", "u1", "u2", "u3", "u4", "u5"];
@@ -433,4 +435,54 @@ fn a_snapshot_that_ends_inside_a_batch_replays_the_rest_of_it() {
         assert_eq!(reopened.logical_state(), grouped.logical_state(), "snapshot {seq}");
     }
     assert!(inside > 5, "only {inside} snapshots end inside a batch");
+}
+
+// R8.1: a snapshot captured between commands, encoded apart from the engine (on another
+// thread) and then saved is the snapshot `Engine::snapshot` saves; an engine refuses the
+// snapshot of another.
+#[test]
+fn a_snapshot_taken_in_three_steps_is_the_one_taken_at_once() {
+    let ran = run_workload(SEEDS[1], 400);
+    let mut e = Engine::open(workload_config(), ran.store.clone()).unwrap();
+    let captured = e.capture_snapshot();
+    assert_eq!(captured.last_seq(), ran.last_seq);
+    let encoded = std::thread::spawn(move || captured.encode()).join().unwrap().unwrap();
+    assert_eq!(encoded.last_seq(), ran.last_seq);
+
+    let mut at_once = Engine::open(workload_config(), ran.store.clone()).unwrap();
+    assert_eq!(at_once.snapshot().unwrap(), ran.last_seq);
+    let saved = at_once.store().load_snapshot(ran.last_seq).unwrap().unwrap();
+    assert_eq!(encoded.bytes(), &saved[..], "the same bytes as Engine::snapshot");
+
+    let before = at_once.store().snapshots().unwrap();
+    let err = at_once.save_encoded_snapshot(&encoded, true).unwrap_err();
+    assert!(matches!(err, Error::InvalidParameter(_)), "{err}");
+    assert_eq!(at_once.store().snapshots().unwrap(), before, "nothing saved, nothing compacted");
+
+    e.save_encoded_snapshot(&encoded, true).unwrap();
+    let store = e.into_store();
+    assert_eq!(store.snapshots().unwrap(), vec![ran.last_seq], "compacted");
+    let reopened = Engine::open(workload_config(), store).unwrap();
+    assert_eq!(reopened.recovery().snapshot_seq, ran.last_seq);
+    assert_eq!(reopened.recovery().events_replayed, 0);
+    assert_same(&ran, &reopened, "a snapshot taken in three steps");
+}
+
+// R8.4: the sessions a reopened engine kept can be disconnected once the host knows the time
+// of the restart, as `RestoredSessions::Disconnect` does at open, and recovery counts them.
+#[test]
+fn restored_sessions_can_be_disconnected_after_the_open() {
+    let mut e = engine();
+    ok(&mut e, Command::login("alice", "phone"), 0);
+    ok(&mut e, Command::login("alice", "pc"), 10);
+    ok(&mut e, Command::login("bob", "pc"), 20);
+    ok(&mut e, Command::disconnect("bob", "pc"), 30);
+    let mut e = Engine::open(Config::default(), e.into_store()).unwrap();
+    assert_eq!(e.recovery().sessions_disconnected, 0);
+    assert_eq!(general(&e, "alice"), Online);
+    assert_eq!(e.disconnect_restored(1_000).unwrap(), 2);
+    assert_eq!(e.recovery().sessions_disconnected, 2);
+    assert_eq!(general(&e, "alice"), Offline);
+    assert_eq!(e.disconnect_restored(2_000).unwrap(), 0, "nobody is left connected");
+    assert_eq!(e.recovery().sessions_disconnected, 2);
 }

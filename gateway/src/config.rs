@@ -17,8 +17,8 @@
 
 use std::time::Duration;
 
-use presence_engine::runtime::{RuntimeConfig, SnapshotPolicy};
 use presence_engine::{Config, OWNER_BYTES_MAX};
+use presence_runtime::{RuntimeConfig, SnapshotPolicy};
 use serde::Deserialize;
 
 /// The most bytes a request frame may be allowed to take (`max_frame_bytes`).

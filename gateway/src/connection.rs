@@ -11,8 +11,8 @@ use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use axum::Error as AxumError;
 use futures_util::stream::SplitStream;
 use futures_util::StreamExt;
-use presence_engine::runtime::TrySendError;
 use presence_engine::{Command, DeviceId, Reply, SessionHandle, UserId};
+use presence_runtime::TrySendError;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 

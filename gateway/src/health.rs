@@ -68,8 +68,8 @@ mod tests {
     use crate::routes::Routes;
     use crate::stats::Counters;
     use crate::token::Secret;
-    use presence_engine::runtime::{DiscardSink, ManualClock, Runtime, RuntimeConfig};
     use presence_engine::{Command, Config, Engine};
+    use presence_runtime::{DiscardSink, ManualClock, Runtime, RuntimeConfig};
     use presence_storage_mem::{FaultyStore, MemStore};
 
     async fn body(response: Response) -> (StatusCode, serde_json::Value) {

@@ -1,5 +1,14 @@
 //! `presence serve`: a WebSocket gateway over the presence runtime.
 //!
+//! Its place in the crate graph: it imports `presence-engine` (commands, replies, ids) and
+//! `presence-runtime` (the runtime of this process it serves over), and today also
+//! `presence-cluster`, for the gateway inside a node, whose commands go to the shards' owners
+//! through the cluster's async client and whose notices arrive in the cluster's wire format.
+//! That last edge is to go: the goal is a backend trait the gateway owns (today the private
+//! `Backend` enum, local runtime or cluster), implemented outside it. It never imports a
+//! storage backend except as dev-dependencies: the host picks the store. The repository test
+//! `conformance/tests/repository.rs` enforces the crate graph.
+//!
 //! Devices log in with a token the host signed (token.rs, like Tencent's UserSig), then
 //! send JSON requests over a WebSocket at `/ws` and receive their replies and pushed
 //! notices there (docs/PROTOCOL.md). A page at `/` does the same in a browser. The host
@@ -27,7 +36,7 @@
 //!   on the runtime with `try_send` (a full queue is answered `Busy`, 8008, never waited
 //!   for) and awaited without blocking a thread; a writer task drains the socket's bounded
 //!   outbound queue. WebSocket pings are heartbeats by session handle (R2.4).
-//! - **Notices** (`routes.rs`): the runtime's [`NoticeSink`](presence_engine::runtime::NoticeSink)
+//! - **Notices** (`routes.rs`): the runtime's [`NoticeSink`](presence_runtime::NoticeSink)
 //!   resolves each recipient to the socket registered for its (user, device) and queues the
 //!   notice there without waiting; a socket whose queue is full is closed (4002).
 //! - **Sessions follow sockets**: a socket that closes without `logout` disconnects its

@@ -9,7 +9,7 @@
 
 use std::fmt::{Display, Write};
 
-use presence_engine::runtime::{LatencyHistogram, RuntimeHistograms, RuntimeStats, LATENCY_BUCKET_BOUNDS_US};
+use presence_runtime::{LatencyHistogram, RuntimeHistograms, RuntimeStats, LATENCY_BUCKET_BOUNDS_US};
 
 use crate::protocol::Op;
 use crate::shared::{Backend, Shared};
@@ -316,7 +316,7 @@ mod tests {
 
     #[test]
     fn a_histogram_is_cumulative_in_seconds_with_inf_sum_and_count() {
-        let mut counts = [0u64; presence_engine::runtime::LATENCY_BUCKETS];
+        let mut counts = [0u64; presence_runtime::LATENCY_BUCKETS];
         counts[0] = 2;
         counts[3] = 1;
         counts[17] = 1;

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use axum::extract::ws::Utf8Bytes;
 use presence_cluster::wire::{NoticeBatch, NoticeOut};
-use presence_engine::runtime::NoticeSink;
 use presence_engine::{DeviceId, Names, Notice, UserId, UserStatus};
+use presence_runtime::NoticeSink;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 
 use crate::protocol::{self, CloseReason};

@@ -10,8 +10,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use presence_cluster::wire::NoticeBatch;
 use presence_cluster::AsyncClusterClient;
-use presence_engine::runtime::{Clock, Handle, Runtime, SystemClock};
 use presence_engine::{Command, Engine, EngineOptions, EventStore, Reply, RestoredSessions};
+use presence_runtime::{Clock, Handle, Runtime, SystemClock};
 use tokio::net::TcpListener;
 
 use crate::config::GatewayConfig;

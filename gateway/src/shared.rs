@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use presence_cluster::{AsyncClusterClient, ClientError};
-use presence_engine::runtime::{Handle, PendingReply, RuntimeError, TrySendError};
 use presence_engine::{Command, DeviceId, EngineView, OwnerId, Reply, SessionHandle, UserId};
+use presence_runtime::{Handle, PendingReply, RuntimeError, TrySendError};
 use tokio::sync::{oneshot, watch, Semaphore};
 
 use crate::config::GatewayConfig;

@@ -8,9 +8,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{eventually, http, secret, start, status_of, Client, WAIT};
-use presence_engine::runtime::{Clock, SystemClock};
 use presence_engine::{Command, Config, Engine, GeneralStatus};
 use presence_gateway::{Gateway, GatewayConfig};
+use presence_runtime::{Clock, SystemClock};
 use presence_storage_sled::{Durability, SledStore};
 use serde_json::json;
 use tungstenite::Message;

@@ -15,7 +15,7 @@ pub enum Durability {
     /// `append` writes to sled without flushing and [`sync`](presence_engine::EventStore::sync)
     /// flushes: the caller appends many commands' events as one batch and syncs once, and a
     /// batch is durable from the moment a later `sync` returns. What was appended but not
-    /// yet synced may be lost by a crash. The engine's runtime uses this mode.
+    /// yet synced may be lost by a crash. The runtime (presence-runtime) uses this mode.
     #[default]
     GroupCommit,
     /// Neither `append` nor `sync` flushes; sled's background thread flushes every

@@ -4,8 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-use presence_engine::runtime::{ChannelSink, Clock, Runtime, RuntimeConfig, SystemClock, TrySendError};
 use presence_engine::{Command, Config, Engine, EngineOptions, LastOnline, RestoredSessions};
+use presence_runtime::{ChannelSink, Clock, Runtime, RuntimeConfig, SystemClock, TrySendError};
 use presence_storage_sled::{Durability, SledStore};
 
 #[test]
@@ -35,7 +35,7 @@ fn the_readme_async_example_runs() -> Result<(), Box<dyn std::error::Error>> {
         let session = handle.session_handle("alice", "phone")?.await?.expect("just logged in");
         handle.heartbeat(session)?.await?; // the fast heartbeat (R2.4)
         let last_seen = handle.read(|engine| engine.last_online("bob"))?.await?; // R6.5, between turns
-        Ok::<_, presence_engine::runtime::RuntimeError>(last_seen)
+        Ok::<_, presence_runtime::RuntimeError>(last_seen)
     })?;
     assert_eq!(last_seen, LastOnline::Never);
     let stats = handle.stats(); // queue depth, p50/p99 latencies...

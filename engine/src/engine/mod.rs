@@ -17,8 +17,7 @@ mod open;
 mod reads;
 
 pub use group::Group;
-pub(crate) use open::encode_captured_snapshot;
-pub use open::{EngineOptions, Recovery, RestoredSessions};
+pub use open::{CapturedSnapshot, EncodedSnapshot, EngineOptions, Recovery, RestoredSessions};
 pub use reads::{EngineView, SessionView, Stats, UserView};
 
 use crate::change::{Cause, CauseKind, StatusChange};
@@ -43,11 +42,11 @@ use crate::store::EventStore;
 /// documentation for an example.
 pub struct Engine<S> {
     /// Tells this engine's session handles from another's.
-    instance: u32,
+    instance: EngineId,
     config: Config,
     store: S,
     state: State,
-    pub(crate) recovery: Recovery,
+    recovery: Recovery,
     /// Fan-out scratch: users already listed as recipients of the notice being built (R5.2).
     recipient_marks: Marks,
     /// Users an event of the current step touched (R5.1), with where they are in its list.
@@ -56,18 +55,38 @@ pub struct Engine<S> {
     encoded: Vec<u8>,
     /// Whether batches carry an outbox ([`EngineOptions::outbox`]).
     outbox: bool,
-    /// Bytes of batches appended since the engine was opened (for the runtime's snapshot
-    /// policy and statistics).
-    pub(crate) bytes_appended: u64,
+    /// Bytes of batches appended since the engine was opened ([`Engine::bytes_appended`]).
+    bytes_appended: u64,
 }
 
 static NEXT_INSTANCE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+
+/// Which engine of the process this is: each engine opened gets its own, so that what an
+/// engine hands out ([`SessionHandle`], [`CapturedSnapshot`]) says where it came from, and a
+/// host that runs several engines (the shards of a deployment) can route it back. Not stored:
+/// an engine opened again, after a restart, has a new one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct EngineId(u32);
+
+impl EngineId {
+    /// A new id, unlike every other of this process.
+    pub(crate) fn next() -> Self {
+        EngineId(NEXT_INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+}
 
 /// A session of one engine, for [`Engine::heartbeat`]: see [`Engine::session_handle`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SessionHandle {
     session: Recipient,
-    pub(crate) engine: u32,
+    engine: EngineId,
+}
+
+impl SessionHandle {
+    /// The engine the handle belongs to (and the only one that takes it).
+    pub fn engine(&self) -> EngineId {
+        self.engine
+    }
 }
 
 /// Who appends a step's events: the step itself, before it changes anything, or the group
@@ -201,8 +220,8 @@ impl<S: EventStore> Engine<S> {
         }
     }
 
-    /// Which engine a [`SessionHandle`] came from.
-    pub(crate) fn instance(&self) -> u32 {
+    /// This engine's id: the one its [`SessionHandle`]s carry ([`SessionHandle::engine`]).
+    pub fn id(&self) -> EngineId {
         self.instance
     }
 

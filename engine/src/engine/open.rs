@@ -1,7 +1,7 @@
 //! Opening an engine over a store (recovery, R8.1), and what the next opening starts from:
 //! snapshots and compaction.
 
-use super::Engine;
+use super::{Engine, EngineId};
 use crate::codec;
 use crate::config::Config;
 use crate::error::{Error, StoreError, StoreErrorKind};
@@ -54,7 +54,8 @@ pub struct Recovery {
     pub events_replayed: u64,
     /// Batches replayed after the snapshot.
     pub batches_replayed: u64,
-    /// Sessions disconnected at open ([`RestoredSessions::Disconnect`]).
+    /// Sessions disconnected at open ([`RestoredSessions::Disconnect`]) or after it
+    /// ([`Engine::disconnect_restored`]).
     pub sessions_disconnected: u64,
 }
 
@@ -93,7 +94,7 @@ impl<S: EventStore> Engine<S> {
         state.deadlines.paused = false;
         state.deadlines.rebuild(&mut state.users);
         let mut engine = Self {
-            instance: super::NEXT_INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            instance: EngineId::next(),
             config,
             store,
             state,
@@ -105,14 +106,20 @@ impl<S: EventStore> Engine<S> {
             bytes_appended: 0,
         };
         if let RestoredSessions::Disconnect { at_ms } = options.restored_sessions {
-            engine.recovery.sessions_disconnected = engine.disconnect_restored(at_ms)?;
+            engine.disconnect_restored(at_ms)?;
         }
         Ok(engine)
     }
 
-    /// Disconnects every connected session at `at_ms` (R8.4), in as many batches as it takes.
-    /// Nobody is left connected to hear of it, so there are no notices to hand out.
-    pub(crate) fn disconnect_restored(&mut self, at_ms: u64) -> Result<u64, Error> {
+    /// Disconnects every connected session at `at_ms` (R8.4), in as many batches as it takes,
+    /// as [`RestoredSessions::Disconnect`] does at open: for a host that learns the time of
+    /// the restart only after opening (the shards of a deployment, opened with
+    /// [`RestoredSessions::Keep`], disconnect at the newest time any of them has seen).
+    /// Nobody is left connected to hear of it, so there are no notices to hand out. Returns
+    /// how many sessions it disconnected, also added to [`Recovery::sessions_disconnected`].
+    /// On a store failure what was appended before it stays (a later call disconnects the
+    /// rest) and nothing is counted.
+    pub fn disconnect_restored(&mut self, at_ms: u64) -> Result<u64, Error> {
         let mut disconnected = 0;
         loop {
             let mut group = self.group();
@@ -120,6 +127,7 @@ impl<S: EventStore> Engine<S> {
             disconnected += group.event_count() as u64;
             group.commit()?;
             if remaining == 0 {
+                self.recovery.sessions_disconnected += disconnected;
                 return Ok(disconnected);
             }
         }
@@ -136,29 +144,32 @@ impl<S: EventStore> Engine<S> {
         Ok(self.state.last_seq)
     }
 
-    /// The state as a snapshot will hold it, in no particular order: the only part of a
-    /// snapshot that needs the engine, and the cheapest (clones of the ids' shared strings).
-    /// [`encode_captured_snapshot`] sorts and encodes it, on another thread if need be, while
-    /// the engine goes on; [`Engine::save_snapshot_bytes`] then stores it.
-    pub(crate) fn capture_snapshot(&self) -> Snapshot {
-        Snapshot {
-            last_seq: self.state.last_seq,
-            now_ms: self.state.now_ms,
-            state: self.state.logical_unsorted(),
+    /// [`Engine::snapshot`] in three steps, so that the costly one needs no engine: this
+    /// captures the state as a snapshot will hold it, in no particular order (the only step
+    /// that needs the engine, and the cheapest: clones of the ids' shared strings);
+    /// [`CapturedSnapshot::encode`] sorts and encodes it, on another thread if need be, while
+    /// the engine goes on; [`Engine::save_encoded_snapshot`] then stores it.
+    pub fn capture_snapshot(&self) -> CapturedSnapshot {
+        CapturedSnapshot {
+            engine: self.instance,
+            snapshot: Snapshot {
+                last_seq: self.state.last_seq,
+                now_ms: self.state.now_ms,
+                state: self.state.logical_unsorted(),
+            },
         }
     }
 
-    /// Stores an encoded snapshot that covers the log up to `last_seq` (which must be at most
-    /// [`Engine::last_seq`]), after making that log durable, and compacts what it covers if
-    /// `compact`.
-    pub(crate) fn save_snapshot_bytes(
-        &mut self,
-        last_seq: u64,
-        bytes: &[u8],
-        compact: bool,
-    ) -> Result<(), Error> {
+    /// Stores a snapshot this engine captured ([`Engine::capture_snapshot`]), after making the
+    /// log it covers durable, and with `compact` removes what it covers ([`Engine::compact`]).
+    /// Fails with `InvalidParameter`, storing nothing, for a snapshot of another engine.
+    pub fn save_encoded_snapshot(&mut self, snapshot: &EncodedSnapshot, compact: bool) -> Result<(), Error> {
+        if snapshot.engine != self.instance {
+            return Err(Error::invalid("this snapshot was captured by another engine"));
+        }
+        let last_seq = snapshot.last_seq;
         self.store.sync()?;
-        self.store.save_snapshot(last_seq, bytes)?;
+        self.store.save_snapshot(last_seq, &snapshot.bytes)?;
         if compact {
             self.store.compact(last_seq)?;
         }
@@ -275,9 +286,47 @@ fn replay<S: EventStore>(store: &S, state: &mut State, recovery: &mut Recovery) 
     Ok(())
 }
 
-/// Encodes what [`Engine::capture_snapshot`] captured: puts it in canonical order, then
-/// encodes it as [`Engine::snapshot`] would have.
-pub(crate) fn encode_captured_snapshot(mut snapshot: Snapshot) -> Result<Vec<u8>, StoreError> {
-    crate::state::canonicalize(&mut snapshot.state);
-    codec::encode_snapshot(&snapshot)
+/// The state of an engine as a snapshot will hold it, not yet in canonical order: what
+/// [`Engine::capture_snapshot`] takes between two commands, for [`CapturedSnapshot::encode`]
+/// to encode without the engine.
+#[derive(Clone, Debug)]
+pub struct CapturedSnapshot {
+    engine: EngineId,
+    snapshot: Snapshot,
+}
+
+impl CapturedSnapshot {
+    /// The last event the snapshot covers (the engine's [`Engine::last_seq`] when captured).
+    pub fn last_seq(&self) -> u64 {
+        self.snapshot.last_seq
+    }
+
+    /// Puts the state in canonical order and encodes it as [`Engine::snapshot`] would have
+    /// (docs/FORMAT.md). Needs no engine: a host may run it on another thread.
+    pub fn encode(mut self) -> Result<EncodedSnapshot, StoreError> {
+        crate::state::canonicalize(&mut self.snapshot.state);
+        let bytes = codec::encode_snapshot(&self.snapshot)?;
+        Ok(EncodedSnapshot { engine: self.engine, last_seq: self.snapshot.last_seq, bytes })
+    }
+}
+
+/// A [`CapturedSnapshot`] encoded, for [`Engine::save_encoded_snapshot`] on the engine that
+/// captured it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncodedSnapshot {
+    engine: EngineId,
+    last_seq: u64,
+    bytes: Vec<u8>,
+}
+
+impl EncodedSnapshot {
+    /// The last event the snapshot covers.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// The encoded snapshot, as the store will hold it (docs/FORMAT.md).
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
 }

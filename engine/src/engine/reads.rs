@@ -2,7 +2,7 @@
 //! with no session, gate or rate limit, and totals for operators.
 
 use super::Engine;
-use super::SessionHandle;
+use super::{EngineId, SessionHandle};
 use crate::command::{Command, Outcome};
 use crate::config::Config;
 use crate::ids::{DeviceId, UserId, UserKey};
@@ -66,12 +66,12 @@ pub struct Stats {
 
 /// A read-only view of an engine's state: every direct read (R6.4, R6.5), borrowed. What
 /// [`Engine::view`] returns, and what a read run on the runtime's thread between turns gets
-/// ([`Handle::read`](crate::runtime::Handle::read)), so it never sees a turn half applied.
+/// (presence-runtime's `Handle::read`), so it never sees a turn half applied.
 #[derive(Clone, Copy)]
 pub struct EngineView<'a> {
     state: &'a State,
     config: &'a Config,
-    instance: u32,
+    instance: EngineId,
 }
 
 impl<'a> EngineView<'a> {
@@ -357,6 +357,12 @@ impl<S: EventStore> Engine<S> {
     /// The sequence number of the last event in the log (0: none).
     pub fn last_seq(&self) -> u64 {
         self.state.last_seq
+    }
+
+    /// Bytes of batches this engine has appended to its store since it was opened (their
+    /// encoded size, docs/FORMAT.md): what a host's snapshot policy or statistics count.
+    pub fn bytes_appended(&self) -> u64 {
+        self.bytes_appended
     }
 
     /// The configuration.

@@ -1,21 +1,31 @@
-//! A thread that owns an [`Engine`] and its store, for hosts that talk to it from many
-//! threads or tasks (docs/DESIGN.md: group commit and the runtime). The only module of the
-//! crate with threads or a clock.
+//! The presence runtime: the engine run on threads in one process. Where `presence-engine`
+//! is the pure core (commands, decide, apply, state, events, codec, the store trait, the shard
+//! map) and never starts a thread or reads a clock, this crate holds what a host that talks
+//! to an engine from many threads or tasks needs: turns, group commit, the snapshot policy,
+//! replies, statistics, and the shards of a deployment run together (docs/DESIGN.md: group
+//! commit and the runtime).
+//!
+//! It imports `presence-engine` and no other presence crate: never the cluster, the gateway
+//! or a storage backend, except as dev-dependencies of its tests (the repository test
+//! `conformance/tests/repository.rs` enforces the crate graph).
+//!
+//! A [`Runtime`] is a thread that owns an [`Engine`] and its store; a [`ShardedRuntime`], the
+//! threads that own the shards of a deployment.
 //!
 //! Each turn the thread runs the reads queued for it, then takes up to
 //! [`RuntimeConfig::max_batch`] queued commands, decides and applies them in order as one
-//! [`Group`](crate::Group) with a tick at the turn's time, appends their events as one batch
-//! and syncs once (group commit), and only then answers them and hands the notices to the
-//! host's [`NoticeSink`] (R8.3). The queues are bounded: a slow engine or sink pushes back on
-//! the senders, and the `try_` calls of the [`Handle`] let a host shed load instead. By its
-//! [`SnapshotPolicy`] the runtime also snapshots and compacts the log as it goes, so the log
-//! of a server that runs for months stays bounded.
+//! [`Group`](presence_engine::Group) with a tick at the turn's time, appends their events as
+//! one batch and syncs once (group commit), and only then answers them and hands the notices
+//! to the host's [`NoticeSink`] (R8.3). The queues are bounded: a slow engine or sink pushes
+//! back on the senders, and the `try_` calls of the [`Handle`] let a host shed load instead.
+//! By its [`SnapshotPolicy`] the runtime also snapshots and compacts the log as it goes, so
+//! the log of a server that runs for months stays bounded.
 //!
 //! A reply is a [`PendingReply`]: awaited from any executor, or waited for on a thread.
 //!
 //! ```
-//! use presence_engine::runtime::{DiscardSink, ManualClock, Runtime, RuntimeConfig};
 //! use presence_engine::{Command, Config, Engine, GeneralStatus};
+//! use presence_runtime::{DiscardSink, ManualClock, Runtime, RuntimeConfig};
 //! use presence_storage_mem::MemStore;
 //!
 //! let engine = Engine::open(Config::default(), MemStore::new())?;
@@ -31,6 +41,10 @@
 //! assert_eq!(engine.status("alice").general, GeneralStatus::Offline);
 //! # Ok::<(), presence_engine::Error>(())
 //! ```
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 mod clock;
 mod handle;
@@ -52,10 +66,7 @@ pub use stats::{
 };
 pub use stop::{RuntimeStop, Stopped};
 
-use crate::engine::Engine;
-use crate::error::{Error, StoreError, StoreErrorKind};
-use crate::shard::ShardMap;
-use crate::store::EventStore;
+use presence_engine::{Engine, Error, EventStore, ShardMap, StoreError, StoreErrorKind};
 
 /// How the runtime batches, ticks and snapshots.
 #[derive(Clone, Debug, PartialEq, Eq)]

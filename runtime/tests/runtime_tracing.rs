@@ -5,8 +5,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use presence_engine::runtime::{ManualClock, NoticeSink, Runtime, RuntimeConfig, TrySendError};
 use presence_engine::{Command, Config, Engine, Names, Notice};
+use presence_runtime::{ManualClock, NoticeSink, Runtime, RuntimeConfig, TrySendError};
 use presence_storage_mem::{FaultyStore, MemStore};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};

@@ -9,18 +9,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError as ChannelFull};
+use presence_engine::{
+    Command, EngineId, EngineView, Error, RemoteStatuses, Reply, SessionHandle, ShardMap, StatusChange,
+    UserId, UserStatus,
+};
 use rustc_hash::FxHashMap;
 
-use super::reply::{self, Gather, GatherPart, PendingReply, ReplyTo};
-use super::stats::{RuntimeHistograms, RuntimeStats, SharedStats};
-use super::stop::{RuntimeStop, StopSignal, Stopped};
-use crate::change::StatusChange;
-use crate::command::{Command, Reply};
-use crate::engine::{EngineView, SessionHandle};
-use crate::error::Error;
-use crate::ids::UserId;
-use crate::shard::{RemoteStatuses, ShardMap};
-use crate::status::UserStatus;
+use crate::reply::{self, Gather, GatherPart, PendingReply, ReplyTo};
+use crate::stats::{RuntimeHistograms, RuntimeStats, SharedStats};
+use crate::stop::{RuntimeStop, StopSignal, Stopped};
 
 /// Why a request sent to the runtime did not succeed.
 #[derive(Debug)]
@@ -244,7 +241,7 @@ pub(crate) struct Routes {
     /// `thread_of[shard]`: the thread running the shard.
     pub thread_of: Vec<usize>,
     /// Which shard an engine instance is, to route heartbeats by session handle.
-    pub shard_of_instance: FxHashMap<u32, u32>,
+    pub shard_of_instance: FxHashMap<EngineId, u32>,
     /// Held while a tick is queued to every thread, so that every thread receives the ticks
     /// in the same order.
     pub tick_order: Mutex<()>,
@@ -465,12 +462,12 @@ impl Handle {
     }
 
     fn shard_of_session(&self, session: &SessionHandle) -> u32 {
-        self.routes.shard_of_instance.get(&session.engine).copied().unwrap_or(0)
+        self.routes.shard_of_instance.get(&session.engine()).copied().unwrap_or(0)
     }
 
     /// A heartbeat by session handle (R2.4): the fast path of
-    /// [`Engine::heartbeat`](crate::Engine::heartbeat), which skips validating and hashing the
-    /// ids. Get the handle once, after the login, with [`Handle::session_handle`].
+    /// [`Engine::heartbeat`](presence_engine::Engine::heartbeat), which skips validating and
+    /// hashing the ids. Get the handle once, after the login, with [`Handle::session_handle`].
     pub fn heartbeat(&self, session: SessionHandle) -> Result<PendingReply<()>, RuntimeError> {
         let (reply, pending) = reply::channel();
         let queued_at = Instant::now();

@@ -6,13 +6,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crossbeam_channel::Sender;
+use presence_engine::{Command, ShardMap, StatusChange, UserId, UserStatus};
 
-use super::handle::Shared;
-use crate::change::StatusChange;
-use crate::command::Command;
-use crate::ids::UserId;
-use crate::shard::ShardMap;
-use crate::status::UserStatus;
+use crate::handle::Shared;
 
 /// One message between shards. Each names the shard it is for, since a thread runs several.
 #[derive(Debug)]

@@ -5,14 +5,14 @@ use std::thread;
 
 use std::sync::{Arc, Barrier, Mutex};
 
-use presence_engine::runtime::{
+use presence_engine::{CauseKind, Command, Config, Engine, EventStore, GeneralStatus, Names, Notice, Reply};
+use presence_runtime::{
     ChannelSink, DiscardSink, ManualClock, NoticeSink, OwnedDelivery, Runtime, RuntimeConfig, RuntimeError,
     RuntimeStop, SnapshotPolicy, TrySendError,
 };
-use presence_engine::{CauseKind, Command, Config, Engine, EventStore, GeneralStatus, Names, Notice, Reply};
 use presence_storage_mem::{FaultyStore, MemStore};
 
-fn spawn_mem(clock: &ManualClock) -> (Runtime<MemStore>, presence_engine::runtime::Handle) {
+fn spawn_mem(clock: &ManualClock) -> (Runtime<MemStore>, presence_runtime::Handle) {
     let engine = Engine::open(Config::default(), MemStore::new()).unwrap();
     Runtime::spawn(engine, clock.clone(), DiscardSink, RuntimeConfig::default())
 }
@@ -515,4 +515,24 @@ fn the_latency_histograms_count_every_reply_and_outlive_a_reset() {
     assert_eq!(handle.stats().reply_latency.count, 0);
     assert_eq!(handle.histograms(), histograms, "the histograms are never reset");
     runtime.shutdown().unwrap();
+}
+
+// R7.1: on a wire (the serde feature) a delivery a host hands on round-trips through JSON,
+// the status under its own key with its version (the engine's wire types are tested in
+// engine/tests/errors_and_check_order.rs).
+#[test]
+fn an_owned_delivery_serializes_as_documented() {
+    use presence_engine::UserStatus;
+    let status = UserStatus { general: GeneralStatus::Online, custom: "busy".into() };
+    let delivery = OwnedDelivery::Status {
+        to: "ann".into(),
+        device: "pc".into(),
+        about: "bob".into(),
+        status,
+        version: 7,
+    };
+    let json = serde_json::to_value(&delivery).unwrap();
+    assert_eq!(json["status"]["about"], "bob");
+    assert_eq!(json["status"]["version"], 7);
+    assert_eq!(serde_json::from_value::<OwnedDelivery>(json).unwrap(), delivery);
 }

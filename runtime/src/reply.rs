@@ -12,8 +12,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use super::RuntimeError;
-use crate::error::Error;
+use presence_engine::{Error, Reply};
+
+use crate::RuntimeError;
 
 enum State<T> {
     /// No answer yet; the waker of the task awaiting it, if one is.
@@ -77,7 +78,7 @@ impl<T> Drop for ReplySender<T> {
 /// [`RuntimeError::Stopped`] if the runtime ends without answering: it never hangs on a
 /// runtime that is gone.
 #[must_use = "a reply says whether the command succeeded"]
-pub struct PendingReply<T = crate::Reply> {
+pub struct PendingReply<T = Reply> {
     slot: Arc<Slot<T>>,
 }
 
@@ -206,12 +207,12 @@ impl<T> ReplyTo<T> {
 }
 
 /// Two shards' replies to one `disconnect_sessions` (R8.5), added up.
-pub(crate) fn add_disconnected(a: crate::Reply, b: crate::Reply) -> crate::Reply {
+pub(crate) fn add_disconnected(a: Reply, b: Reply) -> Reply {
     match (a, b) {
         (
-            crate::Reply::Disconnected { sessions: s1, remaining: r1 },
-            crate::Reply::Disconnected { sessions: s2, remaining: r2 },
-        ) => crate::Reply::Disconnected { sessions: s1 + s2, remaining: r1 + r2 },
+            Reply::Disconnected { sessions: s1, remaining: r1 },
+            Reply::Disconnected { sessions: s2, remaining: r2 },
+        ) => Reply::Disconnected { sessions: s1 + s2, remaining: r1 + r2 },
         (a, _) => a,
     }
 }
@@ -238,9 +239,9 @@ impl<T> Gather<T> {
     }
 }
 
-impl Gather<crate::Reply> {
+impl Gather<Reply> {
     /// Answers that add up replies of `disconnect_sessions` (R8.5).
-    pub(crate) fn disconnected() -> Gather<crate::Reply> {
+    pub(crate) fn disconnected() -> Gather<Reply> {
         Gather::new(add_disconnected)
     }
 }

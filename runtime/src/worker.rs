@@ -10,23 +10,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver};
+use presence_engine::{
+    delivery_count, Command, EncodedSnapshot, Engine, Error, EventStore, Notice, RemoteStatuses, Reply,
+    SessionHandle, StatusChange, StoreError, StoreErrorKind, UserId,
+};
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
-use super::handle::{Message, ReadJob, RemoteWork, Shared};
-use super::peer::{Peer, PeerRoutes};
-use super::reply::{add_disconnected, ReplyTo};
-use super::stats::SharedStats;
-use super::stop::RuntimeStop;
-use super::{Clock, NoticeSink, RuntimeConfig};
-use crate::change::StatusChange;
-use crate::command::{Command, Reply};
-use crate::engine::{encode_captured_snapshot, Engine, SessionHandle};
-use crate::error::{Error, StoreError, StoreErrorKind};
-use crate::ids::UserId;
-use crate::notice::{delivery_count, Notice};
-use crate::shard::{no_remote_statuses, RemoteStatuses};
-use crate::store::EventStore;
+use crate::handle::{Message, ReadJob, RemoteWork, Shared};
+use crate::peer::{Peer, PeerRoutes};
+use crate::reply::{add_disconnected, ReplyTo};
+use crate::stats::SharedStats;
+use crate::stop::RuntimeStop;
+use crate::{Clock, NoticeSink, RuntimeConfig};
 
 /// A request waiting in a shard's queue.
 enum Work {
@@ -76,7 +72,7 @@ struct Parked {
 /// bytes (or the failure to encode them) will come.
 struct SnapshotInFlight {
     last_seq: u64,
-    bytes: Receiver<Result<Vec<u8>, StoreError>>,
+    bytes: Receiver<Result<EncodedSnapshot, StoreError>>,
     /// Who asked for it, if someone did.
     reply: Option<ReplyTo<u64>>,
 }
@@ -445,8 +441,7 @@ impl<S: EventStore, C: Clock, N: NoticeSink> Worker<S, C, N> {
             RemoteWork::Resume(at_ms) => self.slots[i].engine.resume_at(*at_ms),
             RemoteWork::DisconnectRestored(at_ms) => {
                 let engine = &mut self.slots[i].engine;
-                let disconnected = engine.disconnect_restored(*at_ms)?;
-                engine.recovery.sessions_disconnected += disconnected;
+                engine.disconnect_restored(*at_ms)?;
                 engine.sync()?;
             }
         }
@@ -459,7 +454,7 @@ impl<S: EventStore, C: Clock, N: NoticeSink> Worker<S, C, N> {
             None => {
                 // Routing never sends a request to a thread without its shard.
                 tracing::error!(shard, "a request reached a thread that does not run its shard");
-                let error = || Error::invalid(format!("shard {shard} is not run by this thread"));
+                let error = || Error::InvalidParameter(format!("shard {shard} is not run by this thread"));
                 match work {
                     Work::Command { reply, .. } => reply.send(Err(error())),
                     Work::Heartbeat { reply, .. } => reply.send(Err(error())),
@@ -770,7 +765,7 @@ impl<S: EventStore, C: Clock, N: NoticeSink> Worker<S, C, N> {
         let mut answers: Vec<(usize, Instant, Answer)> = Vec::with_capacity(batch.len());
         let mut outputs: Vec<TurnOutput> = vec![TurnOutput::default()];
         let mut outcomes: Vec<Result<usize, Error>> = Vec::new();
-        let bytes_before = slot.engine.bytes_appended;
+        let bytes_before = slot.engine.bytes_appended();
         // Only shards that watch this one's users need its status changes (`hand_on`).
         let wants_changes = !slot.interest.is_empty();
         let mut group = slot.engine.group();
@@ -892,7 +887,7 @@ impl<S: EventStore, C: Clock, N: NoticeSink> Worker<S, C, N> {
     ) -> Result<Option<Duration>, Error> {
         let slot = &mut self.slots[i];
         let events: usize = outcomes.iter().filter_map(|o| o.as_ref().ok()).sum();
-        let bytes = slot.engine.bytes_appended - bytes_before;
+        let bytes = slot.engine.bytes_appended() - bytes_before;
         SharedStats::add(&self.shared.stats.events, events as u64);
         SharedStats::add(&self.shared.stats.bytes_appended, bytes);
         for failure in outcomes.iter().filter_map(|o| o.as_ref().err()) {
@@ -958,7 +953,7 @@ impl<S: EventStore, C: Clock, N: NoticeSink> Worker<S, C, N> {
             if let Some(recovery) = self.shared.recovery() {
                 self.slots[i].engine.resume_at(recovery);
             }
-            let bytes_before = self.slots[i].engine.bytes_appended;
+            let bytes_before = self.slots[i].engine.bytes_appended();
             let wants_changes = !self.slots[i].interest.is_empty();
             let mut group = self.slots[i].engine.group();
             let mut output = TurnOutput::default();
@@ -1011,7 +1006,7 @@ impl<S: EventStore, C: Clock, N: NoticeSink> Worker<S, C, N> {
         self.shared.stats.record_snapshot_pause(capture_started.elapsed());
         let (sender, bytes) = crossbeam_channel::bounded(1);
         let spawned = std::thread::Builder::new().name("presence-snapshot".into()).spawn(move || {
-            let _ = sender.send(encode_captured_snapshot(captured));
+            let _ = sender.send(captured.encode());
         });
         match spawned {
             Ok(_) => slot.snapshot = Some(SnapshotInFlight { last_seq, bytes, reply: request }),
@@ -1053,9 +1048,9 @@ impl<S: EventStore, C: Clock, N: NoticeSink> Worker<S, C, N> {
         };
         let Some(in_flight) = slot.snapshot.take() else { return };
         let saved = match encoded {
-            Ok(Ok(bytes)) => slot
+            Ok(Ok(encoded)) => slot
                 .engine
-                .save_snapshot_bytes(in_flight.last_seq, &bytes, self.config.snapshots.compact)
+                .save_encoded_snapshot(&encoded, self.config.snapshots.compact)
                 .map(|()| in_flight.last_seq),
             Ok(Err(e)) => Err(Error::Storage(e)),
             Err(()) => {
@@ -1077,6 +1072,13 @@ impl<S: EventStore, C: Clock, N: NoticeSink> Worker<S, C, N> {
             reply.send(saved);
         }
     }
+}
+
+/// No remote statuses, for a command every shard runs alone (`disconnect_sessions`): made
+/// once, instead of an empty map made and dropped per command.
+fn no_remote_statuses() -> &'static RemoteStatuses {
+    static NONE: std::sync::OnceLock<RemoteStatuses> = std::sync::OnceLock::new();
+    NONE.get_or_init(RemoteStatuses::new)
 }
 
 /// Hands notices of `engine` to the host's sink.

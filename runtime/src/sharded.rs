@@ -8,17 +8,15 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
+use presence_engine::{
+    Config, Engine, EngineId, EngineOptions, Error, EventStore, RestoredSessions, ShardMap, ShardOf,
+};
 use rustc_hash::FxHashMap;
 
-use super::handle::{Handle, Message, Routes, Shared, ThreadQueues};
-use super::peer::PeerRoutes;
-use super::worker::Worker;
-use super::{stopped, Clock, NoticeSink, RuntimeConfig, RuntimeStats};
-use crate::config::Config;
-use crate::engine::{Engine, EngineOptions, RestoredSessions};
-use crate::error::Error;
-use crate::shard::{ShardMap, ShardOf};
-use crate::store::EventStore;
+use crate::handle::{Handle, Message, Routes, Shared, ThreadQueues};
+use crate::peer::PeerRoutes;
+use crate::worker::Worker;
+use crate::{stopped, Clock, NoticeSink, RuntimeConfig, RuntimeStats};
 
 type ThreadResult<S> = Result<Vec<(u32, Engine<S>)>, Error>;
 
@@ -33,16 +31,16 @@ pub struct ShardedRuntime<S> {
 impl<S: EventStore + Send + 'static> ShardedRuntime<S> {
     /// Starts `threads` runtime threads (at least one, at most one per shard; see
     /// [`default_threads`]) over `engines`, which must be the shards of one deployment in
-    /// order: engine `i` opened with [`EngineOptions::shard`](crate::EngineOptions::shard) `i`
-    /// of a map of `engines.len()` shards. Shard `s` runs on thread `s % threads`.
+    /// order: engine `i` opened with [`EngineOptions::shard`] `i` of a map of `engines.len()`
+    /// shards. Shard `s` runs on thread `s % threads`.
     ///
     /// With `auto_tick`, a ticker thread ticks every shard each `tick_interval_ms` (with one
     /// thread, that thread ticks by itself as a single runtime does). Ticks are barriers
     /// across shards (R9.4).
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`](crate::Error) if the engines are not the shards of one
-    /// deployment in order.
+    /// [`Error::InvalidParameter`] if the engines are not the shards of one deployment in
+    /// order.
     ///
     /// # Panics
     /// If the operating system cannot start a thread.
@@ -60,13 +58,17 @@ impl<S: EventStore + Send + 'static> ShardedRuntime<S> {
         let count = engines.len() as u32;
         let map = match engines.first().and_then(|e| e.shard()) {
             Some(first) => first.map.clone(),
-            None => return Err(Error::invalid("a sharded deployment needs its engines opened as shards")),
+            None => {
+                return Err(Error::InvalidParameter(
+                    "a sharded deployment needs its engines opened as shards".into(),
+                ))
+            }
         };
         for (i, engine) in engines.iter().enumerate() {
             match engine.shard() {
                 Some(shard) if shard.index == i as u32 && shard.map == map && map.count() == count => {}
                 _ => {
-                    return Err(Error::invalid(format!(
+                    return Err(Error::InvalidParameter(format!(
                         "engine {i} is not shard {i} of a deployment of {count} shards with one map"
                     )))
                 }
@@ -97,8 +99,8 @@ impl<S: EventStore + Send + 'static> ShardedRuntime<S> {
         let latest = engines.iter().map(Engine::now_ms).max().unwrap_or(0);
         shared.latest_ms.store(latest, std::sync::atomic::Ordering::Relaxed);
         let thread_of: Vec<usize> = (0..engines.len()).map(|s| s % threads).collect();
-        let shard_of_instance: FxHashMap<u32, u32> =
-            engines.iter().enumerate().map(|(s, e)| (e.instance(), s as u32)).collect();
+        let shard_of_instance: FxHashMap<EngineId, u32> =
+            engines.iter().enumerate().map(|(s, e)| (e.id(), s as u32)).collect();
         let mut queues = Vec::with_capacity(threads);
         let mut receivers = Vec::with_capacity(threads);
         let mut peer_senders = Vec::with_capacity(threads);
@@ -264,8 +266,7 @@ pub fn open_shards<S: EventStore + Send>(
         if let RestoredSessions::Disconnect { at_ms } = options.restored_sessions {
             let at_ms = engines.iter().map(Engine::now_ms).fold(at_ms, u64::max);
             for (index, engine) in engines.iter_mut().enumerate() {
-                let disconnected = engine.disconnect_restored(at_ms).map_err(|e| e.in_shard(index))?;
-                engine.recovery.sessions_disconnected = disconnected;
+                engine.disconnect_restored(at_ms).map_err(|e| e.in_shard(index))?;
             }
         }
         Ok(engines)

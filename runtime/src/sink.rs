@@ -1,10 +1,7 @@
 //! Where the runtime hands out notices, once their events are durable (R8.3).
 
 use crossbeam_channel::{Receiver, Sender};
-
-use crate::ids::{DeviceId, UserId};
-use crate::notice::{deliveries, Delivery, Names, Notice};
-use crate::status::UserStatus;
+use presence_engine::{deliveries, Delivery, DeviceId, Names, Notice, UserId, UserStatus};
 
 /// The host's side of notice delivery. Called on the runtime thread, after the turn's events
 /// are durable, with every notice of the turn. A slow sink slows the runtime, which pushes

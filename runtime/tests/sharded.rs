@@ -6,12 +6,10 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
-use presence_engine::runtime::{
-    ChannelSink, Handle, ManualClock, OwnedDelivery, RuntimeConfig, ShardedRuntime,
-};
 use presence_engine::{
     Command, Config, Engine, EngineOptions, GeneralStatus, Reply, ShardMap, ShardOf, UserId,
 };
+use presence_runtime::{ChannelSink, Handle, ManualClock, OwnedDelivery, RuntimeConfig, ShardedRuntime};
 use presence_storage_mem::MemStore;
 
 const QUIET: Duration = Duration::from_secs(10);
