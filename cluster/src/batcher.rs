@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::client::ClientError;
+use crate::error::ClientError;
 use crate::wire::{decode_answers, encode_request, frame_requests, CommandAnswer, CommandRequest, Subjects};
 use crate::wire::{BATCH_BYTES_TARGET, BATCH_COMMANDS_MAX};
 

@@ -2,7 +2,6 @@
 //! runtime), for hosts, tools and tests; [`AsyncClusterClient`]: the same for hosts that run
 //! tokio (the gateway inside a node).
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,38 +10,10 @@ use futures_util::StreamExt;
 use presence_engine::{Command, Reply, ShardMap};
 
 use crate::batcher::Batcher;
+pub use crate::error::ClientError;
 use crate::wire::{
     Alive, CommandAnswer, CommandRequest, Control, ControlAnswer, NoticeBatch, Subjects, ViewAnswer, ViewRead,
 };
-
-/// Why a request to the cluster did not succeed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ClientError {
-    /// The engine refused the command, or its store failed: nothing changed (R7.1).
-    Refused {
-        /// The error's code (R7.1).
-        code: u32,
-        /// What went wrong.
-        message: String,
-    },
-    /// No node served the shard until the client gave up (no owner yet, or moving): nothing
-    /// was done.
-    Unavailable(String),
-    /// No answer came in time: the command may or may not have been done.
-    Unknown(String),
-}
-
-impl fmt::Display for ClientError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ClientError::Refused { code, message } => write!(f, "refused ({code}): {message}"),
-            ClientError::Unavailable(m) => write!(f, "unavailable: {m}"),
-            ClientError::Unknown(m) => write!(f, "outcome unknown: {m}"),
-        }
-    }
-}
-
-impl std::error::Error for ClientError {}
 
 /// Connects a NATS client to `nats_url` (several servers separated by commas).
 async fn connect_nats(nats_url: &str, name: &str) -> Result<async_nats::Client, String> {

@@ -24,6 +24,7 @@
 mod batcher;
 mod client;
 mod config;
+mod error;
 mod node;
 mod ownership;
 pub mod wire;

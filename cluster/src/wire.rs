@@ -3,7 +3,7 @@
 //! travel in batches in a binary form ([`encode_requests`], [`encode_answers`]: the engine's
 //! codec for each command and reply, in a small frame); everything else is JSON.
 
-use presence_engine::{codec, Cause, Command, GeneralStatus, Reply, UserId, UserStatus};
+use presence_engine::{Cause, Command, GeneralStatus, Reply, UserId, UserStatus};
 use serde::{Deserialize, Serialize};
 
 /// The subjects of deployment `name`.
@@ -139,7 +139,7 @@ pub const BATCH_BYTES_TARGET: usize = 256 * 1024;
 
 /// Encodes a batch of requests for one shard's owner: a version byte, the count (`u32`,
 /// little-endian), then each request: a byte 0 or 1 and (if 1) its time (`u64`,
-/// little-endian), then the command in the engine's binary form ([`codec::encode_command`]).
+/// little-endian), then the command in the engine's binary form ([`Command::encode_to`]).
 pub fn encode_requests(requests: &[CommandRequest]) -> Vec<u8> {
     let mut items = Vec::with_capacity(48 * requests.len());
     requests.iter().for_each(|request| encode_request(request, &mut items));
@@ -157,7 +157,7 @@ pub fn encode_request(request: &CommandRequest, out: &mut Vec<u8>) {
         }
         None => out.push(0),
     }
-    codec::encode_command(&request.command, out);
+    request.command.encode_to(out);
 }
 
 /// A batch of `count` requests whose bytes ([`encode_request`]) are `parts`, in order.
@@ -180,7 +180,7 @@ pub fn decode_requests(bytes: &[u8]) -> Result<Vec<CommandRequest>, String> {
             1 => Some(u64::from_le_bytes(frame.array()?)),
             other => return Err(format!("a request's time tag is {other}, not 0 or 1")),
         };
-        let (command, rest) = codec::decode_command(frame.rest).map_err(|e| e.to_string())?;
+        let (command, rest) = Command::decode_from(frame.rest).map_err(|e| e.to_string())?;
         frame.rest = rest;
         requests.push(CommandRequest { command, at_ms });
     }
@@ -188,7 +188,7 @@ pub fn decode_requests(bytes: &[u8]) -> Result<Vec<CommandRequest>, String> {
 }
 
 /// Encodes the answers to a batch, in its order: a version byte, the count, then each answer:
-/// 0 and the reply ([`codec::encode_reply`]); 1, the code (`u32`) and the message; or 2 and
+/// 0 and the reply ([`Reply::encode_to`]); 1, the code (`u32`) and the message; or 2 and
 /// the message (a message is its length, `u32`, and its UTF-8 bytes).
 pub fn encode_answers(answers: &[CommandAnswer]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + 4 * answers.len());
@@ -202,7 +202,7 @@ pub fn encode_answers(answers: &[CommandAnswer]) -> Vec<u8> {
         match answer {
             CommandAnswer::Done(reply) => {
                 out.push(0);
-                codec::encode_reply(reply, &mut out);
+                reply.encode_to(&mut out);
             }
             CommandAnswer::Refused { code, message } => {
                 out.push(1);
@@ -226,7 +226,7 @@ pub fn decode_answers(bytes: &[u8]) -> Result<Vec<CommandAnswer>, String> {
     for _ in 0..count {
         let answer = match frame.byte()? {
             0 => {
-                let (reply, rest) = codec::decode_reply(frame.rest).map_err(|e| e.to_string())?;
+                let (reply, rest) = Reply::decode_from(frame.rest).map_err(|e| e.to_string())?;
                 frame.rest = rest;
                 CommandAnswer::Done(reply)
             }

@@ -30,15 +30,13 @@
 
 #[cfg(test)]
 mod against_bincode;
-mod commands;
 mod events;
 mod snapshot;
-mod wire;
+pub(crate) mod wire;
 
 use bincode::error::DecodeError;
 
 use crate::change::{Cause, CauseKind, StatusChange};
-use crate::command::{Command, Reply};
 use crate::config::Config;
 use crate::error::{StoreError, StoreErrorKind};
 use crate::event::{Event, EventKind, EventRef};
@@ -349,7 +347,7 @@ fn decode_batch_parts(bytes: &[u8]) -> Result<(BatchHeader, Vec<EventRef<'_>>, &
 
 /// Decodes a value from the start of `payload` (with bincode's limit for batches), borrowing
 /// strings from it; returns it and the bytes after it.
-fn decode_prefix<'a, T>(
+pub(crate) fn decode_prefix<'a, T>(
     payload: &'a [u8],
     what: &str,
     decode: impl FnOnce(&mut Reader<'a>) -> Result<T, DecodeError>,
@@ -401,31 +399,6 @@ impl OutboxWire {
             changed: self.changed,
         })
     }
-}
-
-/// Appends `command`'s bytes to `out`: bincode's encoding of the command as an externally
-/// tagged enum (the number of its variant in declaration order, then its fields, ids as
-/// strings). For carrying commands between processes, as a cluster's nodes do; a trace keeps
-/// the JSON form. Ids are checked when the command reaches an engine, not here.
-pub fn encode_command(command: &Command, out: &mut Vec<u8>) {
-    commands::encode_command(command, &mut Writer::new(out));
-}
-
-/// Reads one command written by [`encode_command`] from the start of `bytes`; returns it and
-/// the bytes after it. Never panics; allocates at most [`BATCH_BYTES_MAX`].
-pub fn decode_command(bytes: &[u8]) -> Result<(Command, &[u8]), StoreError> {
-    decode_prefix(bytes, "a command", commands::decode_command)
-}
-
-/// Appends `reply`'s bytes to `out`, as [`encode_command`] writes a command.
-pub fn encode_reply(reply: &Reply, out: &mut Vec<u8>) {
-    commands::encode_reply(reply, &mut Writer::new(out));
-}
-
-/// Reads one reply written by [`encode_reply`] from the start of `bytes`; returns it and the
-/// bytes after it.
-pub fn decode_reply(bytes: &[u8]) -> Result<(Reply, &[u8]), StoreError> {
-    decode_prefix(bytes, "a reply", commands::decode_reply)
 }
 
 /// Encodes one event on its own (version byte, then bincode), for tools and tests.

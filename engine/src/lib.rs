@@ -43,6 +43,7 @@
 mod change;
 pub mod codec;
 mod command;
+mod command_wire;
 mod config;
 mod decide;
 mod engine;

@@ -4,9 +4,12 @@
 //! (`NatsOptions::announce`), so a batch arrives without a request; the streams stay the
 //! truth, read when an announcement shows a gap, at every pass (each `follow_interval_ms`),
 //! and from where the node was after a disconnect. A batch whose events do not follow the
-//! last one taken in (a compaction removed batches this node never read) makes the node
-//! re-read, from their owners, the statuses its shards watch and the friendships they
-//! mirror: a watch entry is never stale for longer than a pass.
+//! last one taken in, or a snapshot covering events it never saw (a compaction removed
+//! batches this node never read), is detected and logged, and the friendships the served
+//! shards mirror from that shard are reconciled with it. A status change among those batches
+//! is not: a watch entry for that user stays as it was until the user's next change or the
+//! shard's next claim, and its watchers heard no notice of it. Telling them needs a notice
+//! for a change whose cause was compacted away, which the specification does not have yet.
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
@@ -17,7 +20,7 @@ use futures_util::StreamExt;
 use presence_engine::{codec, Command, EventKind, EventStore, RemoteStatuses, StatusChange, StoredBatch};
 use presence_storage_nats::{Announced, NatsStore};
 
-use super::{rebuild_watch_table, reconcile_friends, remote_users, Inner};
+use super::{reconcile_friends, remote_users, Inner};
 
 /// What the follower thread is told.
 pub(super) enum Follow {
@@ -229,10 +232,11 @@ impl Follower {
                                 shard,
                                 expected = next,
                                 snapshot = newest,
-                                "batches this node never read were compacted into a snapshot; \
-                                 reading again what its shards take from that shard"
+                                "batches this node never read were compacted into a snapshot: reconciling \
+                                 friendships; a watched status changed in them stays stale until \
+                                 the user's next change"
                             );
-                            self.resync(shard);
+                            self.after_hole(shard);
                             self.streams[shard as usize].next_event = Some(newest + 1);
                         }
                     }
@@ -261,10 +265,10 @@ impl Follower {
                 shard,
                 expected = followed.next_event,
                 found = batch.first_seq,
-                "batches this node never read were compacted away; reading again what its shards \
-                 take from that shard"
+                "batches this node never read were compacted away: reconciling friendships; a \
+                 watched status changed in them stays stale until the user's next change"
             );
-            self.resync(shard);
+            self.after_hole(shard);
         }
         self.take_in(shard, &batch.bytes);
         let followed = &mut self.streams[shard as usize];
@@ -272,15 +276,12 @@ impl Follower {
         followed.next_event = Some(batch.last_seq() + 1);
     }
 
-    /// After a hole in `from`'s batches: every served shard reads again what it watches
-    /// (R9.5), and those above `from` their friendships with it (R9.1).
-    fn resync(&mut self, from: u32) {
+    /// After a hole in `from`'s batches: the served shards above `from` make their mirrored
+    /// friendships with it what it says (R9.1), as a claim does. The statuses they watch are
+    /// not corrected here (see the module's documentation).
+    fn after_hole(&mut self, from: u32) {
         self.hand_over();
         for (shard, served) in self.inner.served_all() {
-            if shard == from {
-                continue;
-            }
-            self.runtime.block_on(rebuild_watch_table(&self.inner, &served));
             if shard > from {
                 self.runtime.spawn(reconcile_friends(Arc::clone(&self.inner), shard, served));
             }

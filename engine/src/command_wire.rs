@@ -5,10 +5,42 @@
 
 use bincode::error::DecodeError;
 
-use super::wire::{Reader, Writer};
+use crate::codec::decode_prefix;
+use crate::codec::wire::{Reader, Writer};
 use crate::command::{Command, Reply, TargetStatus};
+use crate::error::StoreError;
 use crate::ids::{DeviceId, OwnerId, UserId};
 use crate::status::{GeneralStatus, UserStatus};
+
+impl Command {
+    /// Appends the command's bytes to `out`: bincode's encoding of it as an externally tagged
+    /// enum (the number of its variant in declaration order, then its fields, ids as
+    /// strings). For carrying commands between processes, as a cluster's nodes do; a trace
+    /// keeps the JSON form. Ids are checked when the command reaches an engine, not here.
+    pub fn encode_to(&self, out: &mut Vec<u8>) {
+        encode_command(self, &mut Writer::new(out));
+    }
+
+    /// Reads one command written by [`Command::encode_to`] from the start of `bytes`;
+    /// returns it and the bytes after it. Never panics; allocates at most
+    /// [`BATCH_BYTES_MAX`](crate::BATCH_BYTES_MAX).
+    pub fn decode_from(bytes: &[u8]) -> Result<(Command, &[u8]), StoreError> {
+        decode_prefix(bytes, "a command", decode_command)
+    }
+}
+
+impl Reply {
+    /// Appends the reply's bytes to `out`, as [`Command::encode_to`] writes a command.
+    pub fn encode_to(&self, out: &mut Vec<u8>) {
+        encode_reply(self, &mut Writer::new(out));
+    }
+
+    /// Reads one reply written by [`Reply::encode_to`] from the start of `bytes`; returns it
+    /// and the bytes after it.
+    pub fn decode_from(bytes: &[u8]) -> Result<(Reply, &[u8]), StoreError> {
+        decode_prefix(bytes, "a reply", decode_reply)
+    }
+}
 
 const COMMAND_KINDS: u32 = 11;
 const REPLY_KINDS: u32 = 3;
@@ -18,7 +50,7 @@ fn ids(w: &mut Writer<'_>, ids: &[UserId]) {
     ids.iter().for_each(|id| w.str(id.as_str()));
 }
 
-pub(crate) fn encode_command(command: &Command, w: &mut Writer<'_>) {
+fn encode_command(command: &Command, w: &mut Writer<'_>) {
     let user_device = |w: &mut Writer<'_>, number: u64, user: &UserId, device: &DeviceId| {
         w.varint(number);
         w.str(user.as_str());
@@ -71,7 +103,7 @@ pub(crate) fn encode_command(command: &Command, w: &mut Writer<'_>) {
     }
 }
 
-pub(crate) fn decode_command(r: &mut Reader<'_>) -> Result<Command, DecodeError> {
+fn decode_command(r: &mut Reader<'_>) -> Result<Command, DecodeError> {
     let user = |r: &mut Reader<'_>| r.str().map(UserId::from);
     let device = |r: &mut Reader<'_>| r.str().map(DeviceId::from);
     let owner = |r: &mut Reader<'_>| match r.option()? {
@@ -101,7 +133,7 @@ fn general(r: &mut Reader<'_>) -> Result<GeneralStatus, DecodeError> {
     Ok(GeneralStatus::from_code(number as u8).unwrap_or(GeneralStatus::Unknown))
 }
 
-pub(crate) fn encode_reply(reply: &Reply, w: &mut Writer<'_>) {
+fn encode_reply(reply: &Reply, w: &mut Writer<'_>) {
     match reply {
         Reply::Done => w.varint(0),
         Reply::Statuses(statuses) => {
@@ -122,7 +154,7 @@ pub(crate) fn encode_reply(reply: &Reply, w: &mut Writer<'_>) {
     }
 }
 
-pub(crate) fn decode_reply(r: &mut Reader<'_>) -> Result<Reply, DecodeError> {
+fn decode_reply(r: &mut Reader<'_>) -> Result<Reply, DecodeError> {
     Ok(match r.variant(REPLY_KINDS)? {
         0 => Reply::Done,
         1 => Reply::Statuses(r.seq(|r| {
@@ -139,7 +171,6 @@ pub(crate) fn decode_reply(r: &mut Reader<'_>) -> Result<Reply, DecodeError> {
 mod tests {
     use std::sync::Arc;
 
-    use crate::codec::{decode_command, decode_reply, encode_command, encode_reply};
     use crate::command::{Command, Reply, TargetStatus};
     use crate::status::{GeneralStatus, UserStatus};
 
@@ -188,20 +219,20 @@ mod tests {
     #[test]
     fn commands_and_replies_read_back_as_written() {
         let mut bytes = Vec::new();
-        every_command().iter().for_each(|c| encode_command(c, &mut bytes));
+        every_command().iter().for_each(|c| c.encode_to(&mut bytes));
         let mut rest = bytes.as_slice();
         for command in every_command() {
-            let (read, after) = decode_command(rest).unwrap();
+            let (read, after) = Command::decode_from(rest).unwrap();
             assert_eq!(read, command);
             rest = after;
         }
         assert!(rest.is_empty());
 
         let mut bytes = Vec::new();
-        every_reply().iter().for_each(|r| encode_reply(r, &mut bytes));
+        every_reply().iter().for_each(|r| r.encode_to(&mut bytes));
         let mut rest = bytes.as_slice();
         for reply in every_reply() {
-            let (read, after) = decode_reply(rest).unwrap();
+            let (read, after) = Reply::decode_from(rest).unwrap();
             assert_eq!(read, reply);
             rest = after;
         }
@@ -213,23 +244,25 @@ mod tests {
     fn cut_or_unknown_bytes_are_refused() {
         for command in every_command() {
             let mut bytes = Vec::new();
-            encode_command(&command, &mut bytes);
+            command.encode_to(&mut bytes);
             for cut in 0..bytes.len() {
-                assert!(decode_command(&bytes[..cut]).is_err(), "{command:?} cut at {cut}");
+                assert!(Command::decode_from(&bytes[..cut]).is_err(), "{command:?} cut at {cut}");
             }
         }
         for reply in every_reply() {
             let mut bytes = Vec::new();
-            encode_reply(&reply, &mut bytes);
+            reply.encode_to(&mut bytes);
             for cut in 0..bytes.len() {
-                assert!(decode_reply(&bytes[..cut]).is_err(), "{reply:?} cut at {cut}");
+                assert!(Reply::decode_from(&bytes[..cut]).is_err(), "{reply:?} cut at {cut}");
             }
         }
-        assert!(decode_command(&[11]).is_err());
-        assert!(decode_reply(&[3]).is_err());
+        assert!(Command::decode_from(&[11]).is_err());
+        assert!(Reply::decode_from(&[3]).is_err());
         // A status number beyond Tencent's four.
-        assert!(decode_reply(&[1, 1, 1, b'b', 4, 0, 0]).is_err());
+        assert!(Reply::decode_from(&[1, 1, 1, b'b', 4, 0, 0]).is_err());
         // A target list that claims more than the limit allows is refused before it allocates.
-        assert!(decode_command(&[5, 1, b'a', 1, b'p', 253, 255, 255, 255, 255, 255, 255, 255, 0]).is_err());
+        assert!(
+            Command::decode_from(&[5, 1, b'a', 1, b'p', 253, 255, 255, 255, 255, 255, 255, 255, 0]).is_err()
+        );
     }
 }
