@@ -2,6 +2,9 @@
 //! random cases on any implementation behind an adapter program, and generated traces.
 //!
 //! - `presence conform FILE_OR_DIR... [--store mem|sled|model|sharded:N]`: the traces on this engine.
+//! - `presence conform --store cluster:N [--nats URL] FILE_OR_DIR...`: the traces on a cluster
+//!   of N nodes in this process over NATS (a nats-server of its own unless `--nats` names
+//!   one), each trace on a deployment of its own, every step followed by the nodes' quiescence.
 //! - `presence conform --exec CMD FILE_OR_DIR...`: the traces on the adapter `CMD`.
 //! - `presence conform --exec CMD [--cases N] [--seed S] [--ops LIST] [--out DIR]`: random
 //!   cases on the adapter against the reference model; the first failure is shrunk and saved
@@ -18,14 +21,37 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use presence_cli::cluster_subject::ClusterSubject;
 use presence_conformance::exec::{run_traces, Adapter};
 use presence_conformance::kit::{self, KitOptions, Ops};
-use presence_conformance::trace::{run_paths, Target};
+use presence_conformance::trace::{parse, run_paths, run_paths_with, run_trace_checked, Target, Verdict};
+use presence_testkit::NatsServer;
 
 /// The most operations `--steps` allows in one case: a case is held in memory and shrunk.
 const STEPS_MAX: usize = 10_000;
 /// The most traces one `--generate` writes.
 const GENERATE_MAX: usize = 1_000_000;
+/// The most nodes `--store cluster:N` starts.
+const CLUSTER_NODES_MAX: u32 = 8;
+
+/// Where `--store` runs the traces: this engine on a store (or the model), or a cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Store {
+    Engine(Target),
+    Cluster(u32),
+}
+
+impl Store {
+    fn parse(text: &str) -> Result<Store, String> {
+        match text.strip_prefix("cluster:") {
+            Some(n) => match n.parse::<u32>() {
+                Ok(n) if (1..=CLUSTER_NODES_MAX).contains(&n) => Ok(Store::Cluster(n)),
+                _ => Err(format!("cluster:N takes 1 to {CLUSTER_NODES_MAX} nodes, not {n:?}")),
+            },
+            None => Target::parse(text).map(Store::Engine),
+        }
+    }
+}
 
 /// Arguments of `presence conform`.
 #[derive(clap::Args, Debug)]
@@ -36,9 +62,16 @@ pub struct Args {
     /// Where to run each trace; repeat for several. Default: every storage backend.
     /// `mem`, `sled`: the engine on that store; `model`: the reference model instead of the
     /// engine; `sharded:N`: a sharded deployment of N shards in memory (docs/SPEC.md R9),
-    /// each step waiting until the shards are at rest.
-    #[arg(long, value_name = "STORE", value_parser = Target::parse, conflicts_with_all = ["exec", "generate"])]
-    store: Vec<Target>,
+    /// each step waiting until the shards are at rest; `cluster:N`: N nodes of a cluster over
+    /// NATS (with `--nats`, or a nats-server of its own), each step waiting until the nodes
+    /// are at rest.
+    #[arg(long, value_name = "STORE", value_parser = Store::parse, conflicts_with_all = ["exec", "generate"])]
+    store: Vec<Store>,
+    /// The NATS servers (`nats://HOST:PORT`, several separated by commas, JetStream on) for
+    /// `--store cluster:N`. Default: a nats-server of its own on a free loopback port, in a
+    /// temporary directory, stopped at the end.
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
     /// An adapter program to check instead of this engine, speaking JSON lines on its standard
     /// input and output (docs/CONFORMANCE-PROTOCOL.md). Split into words as a shell would, but
     /// run without one. With traces, runs them; without, runs random cases.
@@ -111,15 +144,76 @@ fn dispatch(args: &Args, out: &mut impl Write) -> Result<u8, String> {
         return Err("name traces to run (FILE_OR_DIR), or --exec CMD, or --generate N --out DIR".into());
     }
     let mut targets: Vec<Target> = Vec::new();
+    let mut clusters: Vec<u32> = Vec::new();
     for store in &args.store {
-        if !targets.contains(store) {
-            targets.push(*store);
+        match *store {
+            Store::Engine(target) if !targets.contains(&target) => targets.push(target),
+            Store::Cluster(nodes) if !clusters.contains(&nodes) => clusters.push(nodes),
+            _ => {}
         }
     }
-    if targets.is_empty() {
+    if args.nats.is_some() && clusters.is_empty() {
+        return Err("--nats is for --store cluster:N".into());
+    }
+    if targets.is_empty() && clusters.is_empty() {
         targets = Target::stores().to_vec();
     }
-    Ok(status(run_paths(&args.paths, &targets, out)))
+    let mut worst = 0;
+    if !targets.is_empty() {
+        worst = worst.max(run_paths(&args.paths, &targets, out));
+    }
+    for nodes in clusters {
+        worst = worst.max(on_cluster(args, nodes, out)?);
+    }
+    Ok(status(worst))
+}
+
+/// Runs the traces on a cluster of `nodes` nodes, each trace on a deployment of its own.
+fn on_cluster(args: &Args, nodes: u32, out: &mut impl Write) -> Result<i32, String> {
+    let own;
+    let url = match &args.nats {
+        Some(url) => url.clone(),
+        None => {
+            own = NatsServer::try_start()
+                .map_err(|e| format!("cannot start a nats-server for cluster:{nodes}: {e}"))?;
+            own.url()
+        }
+    };
+    // Deployment names that no earlier run on the same servers used.
+    let run =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
+    let mut next = 0;
+    Ok(run_paths_with(&args.paths, out, |name, text, out| {
+        let trace = match parse(text) {
+            Ok(trace) => trace,
+            Err(e) => {
+                let _ = writeln!(out, "{name}:{}: cannot parse: {}", e.line, e.message);
+                return Verdict::Unreadable;
+            }
+        };
+        next += 1;
+        let deployment = format!("conform-{run}-{next}");
+        let subject = match ClusterSubject::start(&url, &deployment, trace.config.clone(), nodes) {
+            Ok(subject) => subject,
+            Err(e) => {
+                let _ = writeln!(out, "{name}: cluster:{nodes}: {e}");
+                return Verdict::Broken;
+            }
+        };
+        let checked = run_trace_checked(&trace, subject);
+        for f in &checked.failures {
+            let _ =
+                writeln!(out, "{name}:{} (cluster:{nodes}): expected {}, got {}", f.line, f.expected, f.got);
+        }
+        if let Some(fault) = checked.fault {
+            let _ = writeln!(out, "{name}:{} (cluster:{nodes}): {}", fault.line, fault.message);
+            return Verdict::Broken;
+        }
+        match checked.failures.is_empty() {
+            true => Verdict::Passed,
+            false => Verdict::Failed,
+        }
+    }))
 }
 
 fn status(code: i32) -> u8 {

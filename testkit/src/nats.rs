@@ -25,8 +25,8 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a cluster may take to elect a JetStream meta leader or a stream leader.
 pub const ELECTION_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn program() -> PathBuf {
-    find_program("nats-server").unwrap_or_else(|e| panic!("{e}"))
+fn program() -> Result<PathBuf, String> {
+    find_program("nats-server")
 }
 
 /// One nats-server node's fixed identity: its name, ports, directory and configuration
@@ -75,22 +75,29 @@ impl Node {
 
     /// Starts the process and waits until it accepts clients.
     fn start(&mut self) {
-        assert!(self.process.is_none(), "{} is already running", self.name);
+        self.try_start().unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// As [`Node::start`], with an error instead of a panic.
+    fn try_start(&mut self) -> Result<(), String> {
+        if self.process.is_some() {
+            return Err(format!("{} is already running", self.name));
+        }
         let args = vec!["-c".to_string(), self.config.display().to_string()];
-        let mut process =
-            ServerProcess::spawn(&program(), &args, &self.log()).unwrap_or_else(|e| panic!("{e}"));
+        let mut process = ServerProcess::spawn(&program()?, &args, &self.log())?;
         let port = self.port;
         let ready = wait_until(START_TIMEOUT, &format!("nats-server {} on port {port}", self.name), || {
             accepts(port) || !process.is_running()
         });
         if ready.is_err() || !process.is_running() {
-            panic!(
+            return Err(format!(
                 "nats-server {} did not start on 127.0.0.1:{port}; its log ends:\n{}",
                 self.name,
                 process.log_tail(30)
-            );
+            ));
         }
         self.process = Some(process);
+        Ok(())
     }
 
     fn kill(&mut self) {
@@ -118,11 +125,17 @@ impl NatsServer {
     /// Starts the server and waits (at most [`START_TIMEOUT`]) until it accepts clients.
     /// Panics, naming `scripts/install-programs.sh`, when nats-server is not installed.
     pub fn start() -> NatsServer {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("no temporary directory: {e}"));
+        NatsServer::try_start().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// As [`NatsServer::start`], with an error instead of a panic (for tools: `presence
+    /// conform --store cluster:N` starts one of its own).
+    pub fn try_start() -> Result<NatsServer, String> {
+        let dir = tempfile::tempdir().map_err(|e| format!("no temporary directory: {e}"))?;
         let port = free_ports(1)[0];
         let mut node = Node::new(dir.path(), "solo", port, None);
-        node.start();
-        NatsServer { node, _dir: dir }
+        node.try_start()?;
+        Ok(NatsServer { node, _dir: dir })
     }
 
     /// `nats://127.0.0.1:PORT`.
