@@ -24,7 +24,7 @@ use std::time::Duration;
 use presence_cli::cluster_subject::ClusterSubject;
 use presence_conformance::exec::{run_traces, Adapter};
 use presence_conformance::kit::{self, KitOptions, Ops};
-use presence_conformance::trace::{parse, run_paths, run_paths_with, run_trace_checked, Target, Verdict};
+use presence_conformance::trace::{run_paths, run_paths_on, Target};
 use presence_testkit::NatsServer;
 
 /// The most operations `--steps` allows in one case: a case is held in memory and shrunk.
@@ -183,36 +183,10 @@ fn on_cluster(args: &Args, nodes: u32, out: &mut impl Write) -> Result<i32, Stri
     let run =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
     let mut next = 0;
-    Ok(run_paths_with(&args.paths, out, |name, text, out| {
-        let trace = match parse(text) {
-            Ok(trace) => trace,
-            Err(e) => {
-                let _ = writeln!(out, "{name}:{}: cannot parse: {}", e.line, e.message);
-                return Verdict::Unreadable;
-            }
-        };
+    let _ = writeln!(out, "cluster:{nodes}");
+    Ok(run_paths_on(&args.paths, out, |trace| {
         next += 1;
-        let deployment = format!("conform-{run}-{next}");
-        let subject = match ClusterSubject::start(&url, &deployment, trace.config.clone(), nodes) {
-            Ok(subject) => subject,
-            Err(e) => {
-                let _ = writeln!(out, "{name}: cluster:{nodes}: {e}");
-                return Verdict::Broken;
-            }
-        };
-        let checked = run_trace_checked(&trace, subject);
-        for f in &checked.failures {
-            let _ =
-                writeln!(out, "{name}:{} (cluster:{nodes}): expected {}, got {}", f.line, f.expected, f.got);
-        }
-        if let Some(fault) = checked.fault {
-            let _ = writeln!(out, "{name}:{} (cluster:{nodes}): {}", fault.line, fault.message);
-            return Verdict::Broken;
-        }
-        match checked.failures.is_empty() {
-            true => Verdict::Passed,
-            false => Verdict::Failed,
-        }
+        ClusterSubject::start(&url, &format!("conform-{run}-{next}"), trace.config.clone(), nodes)
     }))
 }
 

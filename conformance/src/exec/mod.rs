@@ -37,9 +37,7 @@ pub use words::split_words;
 
 use crate::observe::{Refusal, Response};
 use crate::subject::Subject;
-use crate::trace::{
-    config_line, parse, quote, run_paths_with, run_trace_checked, step_line, Check, Op, Verdict,
-};
+use crate::trace::{config_line, quote, run_paths_on, step_line, Check, Op};
 use process::{shorten, Process};
 
 /// An adapter program, running.
@@ -212,25 +210,5 @@ impl Subject for AdapterSubject<'_> {
 /// Returns the exit status: 0 when all passed, 1 when one failed, 2 when a trace could not be
 /// read or the adapter failed (after which no other trace runs).
 pub fn run_traces<P: AsRef<Path>>(adapter: &Adapter, paths: &[P], out: &mut impl Write) -> i32 {
-    run_paths_with(paths, out, |name, text, out| {
-        let trace = match parse(text) {
-            Ok(trace) => trace,
-            Err(e) => {
-                let _ = writeln!(out, "{name}:{}: cannot parse: {}", e.line, e.message);
-                return Verdict::Unreadable;
-            }
-        };
-        let run = run_trace_checked(&trace, adapter.start(&trace.config));
-        for f in &run.failures {
-            let _ = writeln!(out, "{name}:{}: expected {}, got {}", f.line, f.expected, f.got);
-        }
-        if let Some(fault) = run.fault {
-            let _ = writeln!(out, "{name}:{}: {}", fault.line, fault.message);
-            return Verdict::Broken;
-        }
-        match run.failures.is_empty() {
-            true => Verdict::Passed,
-            false => Verdict::Failed,
-        }
-    })
+    run_paths_on(paths, out, |trace| Ok(adapter.start(&trace.config)))
 }

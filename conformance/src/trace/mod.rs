@@ -149,6 +149,49 @@ pub fn run_paths_with<P: AsRef<Path>, W: Write>(
     summarize(&verdicts, out)
 }
 
+/// As [`run_paths`], on the subjects `start` makes, one for each trace from its
+/// configuration: an adapter program, a cluster. A subject that cannot start, or breaks
+/// ([`Subject::fault`](crate::Subject::fault)), is [`Verdict::Broken`].
+pub fn run_paths_on<P, W, S>(
+    paths: &[P],
+    out: &mut W,
+    mut start: impl FnMut(&Trace) -> Result<S, String>,
+) -> i32
+where
+    P: AsRef<Path>,
+    W: Write,
+    S: crate::Subject,
+{
+    run_paths_with(paths, out, |name, text, out| {
+        let trace = match parse(text) {
+            Ok(trace) => trace,
+            Err(e) => {
+                let _ = writeln!(out, "{name}:{}: cannot parse: {}", e.line, e.message);
+                return Verdict::Unreadable;
+            }
+        };
+        let subject = match start(&trace) {
+            Ok(subject) => subject,
+            Err(e) => {
+                let _ = writeln!(out, "{name}: cannot start: {e}");
+                return Verdict::Broken;
+            }
+        };
+        let run = run_trace_checked(&trace, subject);
+        for f in &run.failures {
+            let _ = writeln!(out, "{name}:{}: expected {}, got {}", f.line, f.expected, f.got);
+        }
+        if let Some(fault) = run.fault {
+            let _ = writeln!(out, "{name}:{}: {}", fault.line, fault.message);
+            return Verdict::Broken;
+        }
+        match run.failures.is_empty() {
+            true => Verdict::Passed,
+            false => Verdict::Failed,
+        }
+    })
+}
+
 /// Runs one trace given as text (`name` is what messages call it), on each of `targets`,
 /// and writes its failures and the closing line; returns the exit status as [`run_paths`].
 pub fn run_text(name: &str, text: &str, targets: &[Target], out: &mut impl Write) -> i32 {
