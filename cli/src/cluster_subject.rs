@@ -190,7 +190,11 @@ impl Subject for ClusterSubject {
         // A tick fixes every shard's recovery time itself.
         self.resume = false;
         self.latest_ms = at_ms;
+        // Ticks are barriers (R9.4): no node hears of another's tick before its own shards
+        // have run it.
+        self.control(&Control::Hold);
         self.control(&Control::Tick { at_ms });
+        self.control(&Control::Release);
         Ok(Response::new(Reply::Done, self.settle()))
     }
 

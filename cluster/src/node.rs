@@ -77,6 +77,8 @@ struct Inner {
     notices: mpsc::UnboundedSender<Outgoing>,
     /// The follower thread's queue.
     follow: std::sync::mpsc::SyncSender<Follow>,
+    /// Whether the follower keeps what it takes in from the served shards ([`Control::Hold`]).
+    holding: AtomicBool,
     stopping: AtomicBool,
 }
 
@@ -240,6 +242,7 @@ pub async fn run_node(
         following: AtomicBool::new(false),
         notices,
         follow: follow_tx.clone(),
+        holding: AtomicBool::new(false),
         stopping: AtomicBool::new(false),
     });
     tracing::info!(node = %inner.id, shards = inner.config.shards, "presence node starting");
@@ -859,6 +862,11 @@ async fn control_answer(inner: &Arc<Inner>, control: Control) -> ControlAnswer {
             }
         }
         Control::Status => {}
+        Control::Hold => inner.holding.store(true, Ordering::SeqCst),
+        Control::Release => {
+            inner.holding.store(false, Ordering::SeqCst);
+            let _ = inner.follow.try_send(Follow::Pass);
+        }
     }
     answer_of(inner, latest_ms, error)
 }

@@ -400,6 +400,13 @@ pub enum Control {
     },
     /// The node's view: the shards it serves and the nodes it counts as alive.
     Status,
+    /// Keep the status changes the node takes in from other shards from its own shards until
+    /// [`Control::Release`]: a host that drives ticks holds every node, ticks every node, then
+    /// releases them, so that no shard hears of another's tick before it has run that tick
+    /// itself (R9.4's barrier, across nodes).
+    Hold,
+    /// Hand the changes held since [`Control::Hold`] to the node's shards, and go on as usual.
+    Release,
 }
 
 /// A node's answer to a [`Control`].

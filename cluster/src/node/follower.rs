@@ -291,7 +291,7 @@ impl Follower {
     /// Hands the status changes taken in to the shards this node serves, each shard the
     /// changes of the others, in one message.
     fn hand_over(&mut self) {
-        if self.intake.is_empty() {
+        if self.intake.is_empty() || self.inner.holding.load(Ordering::SeqCst) {
             return;
         }
         for (shard, served) in self.inner.served_all() {
