@@ -168,12 +168,11 @@ impl Follower {
     /// claims create streams (a follower that raced another node's to create one made
     /// nats-server 2.9 read a stream still being made, and crash).
     fn open(&mut self, shard: u32) -> bool {
-        let options = self.inner.nats_options(shard, false);
         let Some(followed) = self.streams.get_mut(shard as usize) else { return false };
         if followed.store.is_some() {
             return true;
         }
-        match NatsStore::open_existing(options) {
+        match NatsStore::open_existing(self.inner.nats_options(shard, false)) {
             Ok(Some(store)) => {
                 followed.after.get_or_insert(store.last_stream_seq());
                 followed.store = Some(store);
